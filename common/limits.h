@@ -1,0 +1,49 @@
+/*
+ * limits.h - every bound the store enforces, in one place.
+ *
+ * A caller who crosses a public bound gets CS_ELIMIT. Bounds on disk data are checked by the
+ * readers before any allocation or loop depends on them.
+ */
+#ifndef CS_LIMITS_H
+#define CS_LIMITS_H
+
+#include "cidstore.h"
+
+/* Log records. */
+#define CS_REC_HEADER      40u                  /* bytes of a record header */
+#define CS_REC_ALIGN       8u                   /* records start at multiples of this */
+#define CS_KEY_MAX         (2u + CS_DIGEST_MAX) /* index key: hash code + digest */
+#define CS_BLOCK_META      8u                   /* block payload before the digest */
+#define CS_REC_PAYLOAD_MAX (CS_BLOCK_META + CS_DIGEST_MAX + CS_BLOCK_MAX)
+#define CS_REC_MAX         (CS_REC_HEADER + CS_REC_PAYLOAD_MAX + CS_REC_ALIGN)
+
+/* Segments. */
+#define CS_SEG_HEADER   64u         /* bytes of a segment header */
+#define CS_SEG_MIN      (16u << 20) /* smallest segment_bytes option */
+#define CS_SEG_MAX      (1u << 30)  /* offsets are 32-bit: keep well inside */
+#define CS_SEG_DEFAULT  (256u << 20)
+#define CS_SEGMENTS_MAX 65536u /* segment files in one store */
+
+/* Group commit. */
+#define CS_BATCH_MIN           (CS_REC_MAX + CS_REC_MAX / 4)
+#define CS_BATCH_DEFAULT       (8u << 20)
+#define CS_BATCH_MAX           (64u << 20)
+#define CS_INTERVAL_MS_DEFAULT 10u
+#define CS_INTERVAL_MS_MAX     60000u
+
+/* The I/O retry bound for EINTR/EAGAIN and short transfers. */
+#define CS_IO_RETRIES 16
+
+/* Index. */
+#define CS_BTREE_HEIGHT_MAX 16
+
+_Static_assert(CS_REC_MAX <= CS_BATCH_MIN, "a batch holds at least one largest record");
+_Static_assert(2 * CS_BATCH_MIN <= CS_SEG_MIN, "the smallest segment holds two batches");
+/* At open, batch_bytes <= segment_bytes / 2 is checked for the options in use. */
+_Static_assert(CS_SEG_HEADER + CS_REC_MAX < CS_SEG_MIN, "a segment holds a largest record");
+_Static_assert(CS_SEG_MAX <= 0xffffffffu, "offsets in the index are 32-bit");
+_Static_assert(CS_REC_HEADER % CS_REC_ALIGN == 0, "payloads start aligned");
+_Static_assert(CS_SEG_HEADER % CS_REC_ALIGN == 0, "first record aligned");
+_Static_assert(CS_CID_MAX >= 4 + 2 + CS_DIGEST_MAX, "a v1 CID of any supported hash fits");
+
+#endif
