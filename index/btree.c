@@ -1,0 +1,911 @@
+/*
+ * btree.c - the in-memory B+tree from multihash key to log location.
+ *
+ * Inner nodes hold separator keys and child pointers; leaves hold keys and values in two
+ * separate arrays (no per-entry pointers) and are chained in key order for walks. Every node
+ * is NODE_BYTES (4 KiB): 81 entries in a leaf, 96 separators in an inner node. Nodes come
+ * from slabs of SLAB_NODES nodes mapped with mmap, so the memory idx_bytes() reports is the
+ * memory the process really holds, and a put calls the allocator only when a slab runs out.
+ * Freed nodes go back to a free list; slabs are returned only by idx_destroy().
+ *
+ * Memory per entry is set by how full the leaves are: a full leaf costs 4096 / 81 = 50.6
+ * bytes per entry, a half-full one twice that. Random keys split leaves at random places, so
+ * a plain B+tree settles near 69% full (about 73 B/entry). Two B*-tree moves keep leaves
+ * fuller (the store aims at <= 64 B/entry in all):
+ *   - a full leaf first hands entries to a sibling that has room (the one with more room),
+ *     splitting the difference evenly, so a split happens only when both neighbours are full;
+ *   - then two full siblings become three leaves two-thirds full (a 2-to-3 split), except
+ *     at the right end of the last child (or the left end of the first child), where an
+ *     ordinary split is used: ascending keys then fill each leaf completely by handing
+ *     entries leftwards, and descending keys rightwards.
+ * Measured with 1M keys: random keys take 73.4 B/entry with plain splits, 59.0 with the
+ * first move, 58.5 with both; ascending keys take 51.7. Inner nodes are about 1/60 of the
+ * nodes and use plain 1-to-2 splits. Deletes restore the minimum fill by evening out with a
+ * sibling that can spare entries, else by merging, so a tree that shrinks by deletes alone
+ * may fall back to half-full leaves (and its freed nodes stay in the pool).
+ *
+ * Moves between siblings go through a scratch buffer in struct idx: gather the group's
+ * entries (plus the new one), then deal them out evenly. One routine per node kind thus
+ * serves splits, redistribution, borrowing and merging.
+ *
+ * Invariants (idx_check() tests each; asserts cite them):
+ *   I1  Within a node, keys strictly increase in memcmp order.
+ *   I2  An inner node with n keys has n + 1 non-NULL children, and every key k in the
+ *       subtree of child i satisfies keys[i-1] <= k < keys[i] (a missing bound is open),
+ *       within the bounds the node itself inherits from its ancestors. A separator need not
+ *       be a key still present: deletes leave separators alone unless siblings regroup.
+ *   I3  All leaves sit at depth height - 1, and 1 <= height <= CS_BTREE_HEIGHT_MAX.
+ *   I4  Fill: a leaf other than the root holds LEAF_MIN..LEAF_CAP entries and an inner node
+ *       other than the root INNER_MIN..INNER_CAP keys; a root leaf holds 0..LEAF_CAP entries
+ *       and a root inner node 1..INNER_CAP keys.
+ *   I5  The leaves are chained by next in key order, starting at the leftmost leaf: the chain
+ *       visits every leaf exactly once and the last leaf's next is NULL.
+ *   I6  count equals the number of entries in all leaves.
+ *   I7  Every node of every slab is either in the tree or on the free list (nfree nodes, each
+ *       tagged NODE_FREE), never both.
+ *   I8  A put that must split first reserves height + 1 free nodes (one per level and a new
+ *       root), so a failed slab allocation returns -ENOMEM before anything has changed.
+ */
+#include "btree.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "err.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define IDX_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define IDX_ASAN 1
+#endif
+#endif
+#ifdef IDX_ASAN
+#include <sanitizer/asan_interface.h>
+/* Free nodes are poisoned past their header, so a stale pointer into a freed node trips
+ * AddressSanitizer instead of reading whatever node the slot was recycled as. */
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+#define NODE_BYTES 4096u
+#define NODE_HDR 16u
+#define SLAB_NODES 64u
+#define SLAB_BYTES ((size_t)SLAB_NODES * NODE_BYTES)
+
+#define LEAF_CAP ((NODE_BYTES - NODE_HDR) / (IDX_KEY + sizeof(struct idx_val)))
+#define INNER_CAP ((NODE_BYTES - NODE_HDR - sizeof(void *)) / (IDX_KEY + sizeof(void *)))
+#define LEAF_MIN (LEAF_CAP / 2)
+#define INNER_MIN (INNER_CAP / 2)
+
+enum { NODE_LEAF = 1, NODE_INNER = 2, NODE_FREE = 3 };
+
+struct node {
+	uint16_t n;   /* entries (leaf) or separator keys (inner) */
+	uint8_t kind; /* NODE_LEAF, NODE_INNER or NODE_FREE */
+	uint8_t pad[5];
+	/* Leaf: the next leaf in key order (I5). Free: the next free node. Inner: NULL. */
+	struct node *next;
+	/* The aligned arrays come first so that neither kind needs padding. */
+	union {
+		struct {
+			struct idx_val vals[LEAF_CAP];
+			uint8_t keys[LEAF_CAP][IDX_KEY];
+		} leaf;
+		struct {
+			struct node *child[INNER_CAP + 1];
+			uint8_t keys[INNER_CAP][IDX_KEY];
+		} in;
+	} u;
+};
+
+_Static_assert(offsetof(struct node, u) == NODE_HDR, "header size");
+_Static_assert(sizeof(struct node) <= NODE_BYTES, "a node fits its slot");
+_Static_assert(LEAF_CAP <= UINT16_MAX && INNER_CAP <= UINT16_MAX, "n is 16-bit");
+_Static_assert(LEAF_MIN >= 2 && INNER_MIN >= 2, "minimum fill is meaningful");
+/* A split of a full node plus one entry leaves both halves at the minimum or above, and two
+ * siblings that are both at the minimum or just under it fit in one node after a merge. */
+_Static_assert((LEAF_CAP + 1) / 2 >= LEAF_MIN && 2 * LEAF_MIN - 1 <= LEAF_CAP, "leaf fill");
+_Static_assert(INNER_CAP / 2 >= INNER_MIN && 2 * INNER_MIN <= INNER_CAP, "inner fill");
+/* The 2-to-3 split: two full leaves and one entry give three leaves at the minimum or above. */
+_Static_assert((2 * LEAF_CAP + 1) / 3 >= LEAF_MIN, "2-to-3 split fill");
+
+/* The nodes a put or a delete passed through: node[d] is at depth d, and idx[d] is the child
+ * of node[d] taken to reach node[d + 1]. */
+struct path {
+	struct node *node[CS_BTREE_HEIGHT_MAX];
+	unsigned idx[CS_BTREE_HEIGHT_MAX];
+};
+
+struct idx {
+	struct node *root; /* owned; never NULL */
+	int height;        /* levels, 1 when the root is a leaf (I3) */
+	size_t count;      /* entries (I6) */
+	struct node *free; /* free list, linked through next (I7) */
+	size_t nfree;
+	void **slabs; /* owned: nslabs mappings of SLAB_BYTES, array sized slabs_cap */
+	size_t nslabs, slabs_cap;
+	unsigned fail_countdown; /* test hook: the countdown-th slab allocation fails */
+	/* Where a group of siblings is gathered before being dealt out again; large enough for
+	 * two nodes and one extra entry. */
+	union {
+		struct {
+			struct idx_val vals[2 * LEAF_CAP + 1];
+			uint8_t keys[2 * LEAF_CAP + 1][IDX_KEY];
+		} leaf;
+		struct {
+			struct node *child[2 * INNER_CAP + 2];
+			uint8_t keys[2 * INNER_CAP + 1][IDX_KEY];
+		} in;
+	} scratch;
+};
+
+static inline int kcmp(const uint8_t *a, const uint8_t *b)
+{
+	return memcmp(a, b, IDX_KEY);
+}
+
+/* The first index whose key is >= key (or n). */
+static unsigned lower_bound(const uint8_t (*keys)[IDX_KEY], unsigned n, const uint8_t *key)
+{
+	unsigned lo = 0, hi = n;
+
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+
+		if (kcmp(keys[mid], key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The first index whose key is > key (or n): the child of an inner node that covers key
+ * (I2), or where a walk resumes after key. */
+static unsigned upper_bound(const uint8_t (*keys)[IDX_KEY], unsigned n, const uint8_t *key)
+{
+	unsigned lo = 0, hi = n;
+
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+
+		if (kcmp(keys[mid], key) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The checks on one node that are cheap enough for the slow tier after every change (I1, I4);
+ * idx_check() does the whole tree. */
+static __attribute__((unused)) bool node_sane(const struct node *x, bool root)
+{
+	bool leaf = x->kind == NODE_LEAF;
+	const uint8_t (*keys)[IDX_KEY] = leaf ? (const uint8_t (*)[IDX_KEY])x->u.leaf.keys
+					      : (const uint8_t (*)[IDX_KEY])x->u.in.keys;
+	unsigned min = root ? !leaf : leaf ? LEAF_MIN : INNER_MIN;
+
+	if (x->n < min || x->n > (leaf ? LEAF_CAP : INNER_CAP))
+		return false;
+	for (unsigned i = 1; i < x->n; i++)
+		if (kcmp(keys[i - 1], keys[i]) >= 0)
+			return false;
+	return true;
+}
+
+/* ---- The node pool ---- */
+
+static int pool_grow(struct idx *t)
+{
+	uint8_t *slab;
+
+	if (t->fail_countdown && --t->fail_countdown == 0)
+		return -ENOMEM;
+	if (t->nslabs == t->slabs_cap) {
+		size_t cap = t->slabs_cap ? 2 * t->slabs_cap : 16;
+		void **s = realloc(t->slabs, cap * sizeof(*s));
+
+		if (!s)
+			return -ENOMEM;
+		t->slabs = s;
+		t->slabs_cap = cap;
+	}
+	slab = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (slab == MAP_FAILED)
+		return -ENOMEM;
+	t->slabs[t->nslabs++] = slab;
+	/* Push in reverse so that nodes are handed out in address order. */
+	for (unsigned i = SLAB_NODES; i-- > 0;) {
+		struct node *n = (struct node *)(slab + (size_t)i * NODE_BYTES);
+
+		n->kind = NODE_FREE;
+		n->next = t->free;
+		t->free = n;
+		POISON((uint8_t *)n + NODE_HDR, NODE_BYTES - NODE_HDR);
+	}
+	t->nfree += SLAB_NODES;
+	return 0;
+}
+
+/* Makes sure need nodes can be taken without failing (I8). */
+static int pool_reserve(struct idx *t, size_t need)
+{
+	while (t->nfree < need) {
+		int rc = pool_grow(t);
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Takes a node reserved beforehand. */
+static struct node *node_alloc(struct idx *t, int kind)
+{
+	struct node *n = t->free;
+
+	CS_ASSERT(n && t->nfree > 0); /* I8: the caller reserved it */
+	CS_ASSERT(n->kind == NODE_FREE);
+	t->free = n->next;
+	t->nfree--;
+	UNPOISON((uint8_t *)n + NODE_HDR, NODE_BYTES - NODE_HDR);
+	n->n = 0;
+	n->kind = (uint8_t)kind;
+	n->next = NULL;
+	return n;
+}
+
+static void node_free(struct idx *t, struct node *n)
+{
+	CS_ASSERT(n->kind != NODE_FREE);
+	n->kind = NODE_FREE;
+	n->n = 0;
+	n->next = t->free;
+	t->free = n;
+	t->nfree++;
+	POISON((uint8_t *)n + NODE_HDR, NODE_BYTES - NODE_HDR);
+}
+
+/* ---- Moving entries between siblings ---- */
+
+/* Deals count items over m nodes as evenly as possible; the first count % m get one more. */
+static unsigned share(unsigned count, unsigned m, unsigned j)
+{
+	return count / m + (j < count % m);
+}
+
+/*
+ * Gathers the entries of the m_in consecutive leaves g[0..m_in-1], with (key, val) inserted
+ * at position pos of g[ti] when key is not NULL, and deals them evenly over the m_out leaves
+ * g[0..m_out-1]. Leaves g[m_in..m_out-1] are fresh; leaves g[m_out..m_in-1] are left empty
+ * for the caller to free. The leaf chain is kept (I5). The caller fixes the parent's
+ * separators: the first key of each g[j], j >= 1.
+ */
+static void leaf_regroup(struct idx *t, struct node **g, unsigned m_in, unsigned m_out,
+			 unsigned ti, unsigned pos, const uint8_t *key, const struct idx_val *val)
+{
+	uint8_t (*sk)[IDX_KEY] = t->scratch.leaf.keys;
+	struct idx_val *sv = t->scratch.leaf.vals;
+	struct node *after = g[m_in - 1]->next;
+	unsigned total = 0, at = 0;
+
+	for (unsigned j = 0; j < m_in; j++) {
+		struct node *x = g[j];
+		unsigned n = x->n;
+
+		CS_ASSERT(x->kind == NODE_LEAF);
+		if (key && j == ti) {
+			memcpy(sk[total], x->u.leaf.keys[0], (size_t)pos * IDX_KEY);
+			memcpy(&sv[total], &x->u.leaf.vals[0], pos * sizeof(*sv));
+			total += pos;
+			memcpy(sk[total], key, IDX_KEY);
+			sv[total++] = *val;
+			memcpy(sk[total], x->u.leaf.keys[pos], (size_t)(n - pos) * IDX_KEY);
+			memcpy(&sv[total], &x->u.leaf.vals[pos], (n - pos) * sizeof(*sv));
+			total += n - pos;
+		} else {
+			memcpy(sk[total], x->u.leaf.keys[0], (size_t)n * IDX_KEY);
+			memcpy(&sv[total], &x->u.leaf.vals[0], n * sizeof(*sv));
+			total += n;
+		}
+	}
+	CS_ASSERT(total <= m_out * LEAF_CAP);
+	for (unsigned j = 0; j < m_out; j++) {
+		struct node *x = g[j];
+		unsigned n = share(total, m_out, j);
+
+		x->n = (uint16_t)n;
+		memcpy(x->u.leaf.keys[0], sk[at], (size_t)n * IDX_KEY);
+		memcpy(&x->u.leaf.vals[0], &sv[at], n * sizeof(*sv));
+		x->next = j + 1 < m_out ? g[j + 1] : after;
+		at += n;
+		CS_DASSERT(node_sane(x, false));
+	}
+	for (unsigned j = m_out; j < m_in; j++)
+		g[j]->n = 0;
+}
+
+/*
+ * The same for inner nodes. The group's keys are those of g[0], seps_in[0], g[1], ... (the
+ * m_in - 1 separators from the parent that sit between the nodes), with (key, child)
+ * inserted at key position pos of g[ti] (child at pos + 1) when key is not NULL. After
+ * dealing them over m_out nodes, the m_out - 1 keys that now separate them are copied to
+ * seps_out (which may not alias seps_in), for the caller to put in the parent.
+ */
+static void inner_regroup(struct idx *t, struct node **g, unsigned m_in, unsigned m_out,
+			  const uint8_t (*seps_in)[IDX_KEY], unsigned ti, unsigned pos,
+			  const uint8_t *key, struct node *child, uint8_t (*seps_out)[IDX_KEY])
+{
+	uint8_t (*sk)[IDX_KEY] = t->scratch.in.keys;
+	struct node **sc = t->scratch.in.child;
+	unsigned nk = 0, nc = 0, at = 0;
+
+	for (unsigned j = 0; j < m_in; j++) {
+		struct node *x = g[j];
+		unsigned n = x->n;
+
+		CS_ASSERT(x->kind == NODE_INNER);
+		if (j > 0)
+			memcpy(sk[nk++], seps_in[j - 1], IDX_KEY);
+		if (key && j == ti) {
+			memcpy(sk[nk], x->u.in.keys[0], (size_t)pos * IDX_KEY);
+			nk += pos;
+			memcpy(sk[nk++], key, IDX_KEY);
+			memcpy(sk[nk], x->u.in.keys[pos], (size_t)(n - pos) * IDX_KEY);
+			nk += n - pos;
+			memcpy(&sc[nc], &x->u.in.child[0], (pos + 1) * sizeof(*sc));
+			nc += pos + 1;
+			sc[nc++] = child;
+			memcpy(&sc[nc], &x->u.in.child[pos + 1], (n - pos) * sizeof(*sc));
+			nc += n - pos;
+		} else {
+			memcpy(sk[nk], x->u.in.keys[0], (size_t)n * IDX_KEY);
+			nk += n;
+			memcpy(&sc[nc], &x->u.in.child[0], (n + 1) * sizeof(*sc));
+			nc += n + 1;
+		}
+	}
+	CS_ASSERT(nc == nk + 1);
+	CS_ASSERT(nk - (m_out - 1) <= m_out * INNER_CAP);
+	for (unsigned j = 0; j < m_out; j++) {
+		struct node *x = g[j];
+		unsigned n = share(nk - (m_out - 1), m_out, j);
+
+		x->n = (uint16_t)n;
+		memcpy(x->u.in.keys[0], sk[at], (size_t)n * IDX_KEY);
+		memcpy(&x->u.in.child[0], &sc[at], (n + 1) * sizeof(*sc));
+		at += n;
+		if (j + 1 < m_out)
+			memcpy(seps_out[j], sk[at++], IDX_KEY);
+		CS_DASSERT(node_sane(x, false));
+	}
+	for (unsigned j = m_out; j < m_in; j++)
+		g[j]->n = 0;
+}
+
+/* Puts (key, child) into inner node x, which has room, as key pos and child pos + 1. */
+static void inner_insert_at(struct node *x, unsigned pos, const uint8_t *key, struct node *child)
+{
+	unsigned n = x->n;
+
+	CS_ASSERT(n < INNER_CAP && pos <= n);
+	memmove(x->u.in.keys[pos + 1], x->u.in.keys[pos], (size_t)(n - pos) * IDX_KEY);
+	memmove(&x->u.in.child[pos + 2], &x->u.in.child[pos + 1], (n - pos) * sizeof(child));
+	memcpy(x->u.in.keys[pos], key, IDX_KEY);
+	x->u.in.child[pos + 1] = child;
+	x->n = (uint16_t)(n + 1);
+}
+
+/* Removes key pos and child pos + 1 from inner node x. */
+static void inner_remove_at(struct node *x, unsigned pos)
+{
+	unsigned n = x->n;
+
+	CS_ASSERT(pos < n);
+	memmove(x->u.in.keys[pos], x->u.in.keys[pos + 1], (size_t)(n - pos - 1) * IDX_KEY);
+	memmove(&x->u.in.child[pos + 1], &x->u.in.child[pos + 2],
+		(n - pos - 1) * sizeof(struct node *));
+	x->n = (uint16_t)(n - 1);
+}
+
+/* Grows the tree by one level above the old root, which has just split into left/right. */
+static void new_root(struct idx *t, struct node *left, const uint8_t *sep, struct node *right)
+{
+	struct node *r;
+
+	CS_ASSERT(t->height < CS_BTREE_HEIGHT_MAX); /* I3 */
+	r = node_alloc(t, NODE_INNER);
+	r->n = 1;
+	memcpy(r->u.in.keys[0], sep, IDX_KEY);
+	r->u.in.child[0] = left;
+	r->u.in.child[1] = right;
+	t->root = r;
+	t->height++;
+}
+
+/*
+ * Inserts the separator key with its right-hand child as key pos of path->node[d], splitting
+ * full inner nodes up the path. The nodes were reserved (I8).
+ */
+static void insert_up(struct idx *t, struct path *pa, int d, unsigned pos, const uint8_t *key,
+		      struct node *child)
+{
+	uint8_t carry[2][IDX_KEY];
+	int flip = 0;
+
+	for (;;) {
+		struct node *x = pa->node[d];
+		struct node *g[2];
+
+		if (x->n < INNER_CAP) {
+			inner_insert_at(x, pos, key, child);
+			return;
+		}
+		g[0] = x;
+		g[1] = node_alloc(t, NODE_INNER);
+		inner_regroup(t, g, 1, 2, NULL, 0, pos, key, child, &carry[flip]);
+		if (d == 0) {
+			new_root(t, x, carry[flip], g[1]);
+			return;
+		}
+		key = carry[flip];
+		flip ^= 1;
+		child = g[1];
+		d--;
+		pos = pa->idx[d];
+	}
+}
+
+/* ---- Lookups ---- */
+
+static struct node *descend(const struct idx *t, const uint8_t *key, struct path *pa)
+{
+	struct node *x = t->root;
+
+	for (int d = 0; d < t->height - 1; d++) {
+		unsigned i = upper_bound((const uint8_t (*)[IDX_KEY])x->u.in.keys, x->n, key);
+
+		if (pa) {
+			pa->node[d] = x;
+			pa->idx[d] = i;
+		}
+		x = x->u.in.child[i];
+	}
+	if (pa)
+		pa->node[t->height - 1] = x;
+	return x;
+}
+
+static unsigned leaf_find(const struct node *x, const uint8_t *key, bool *found)
+{
+	unsigned pos = lower_bound((const uint8_t (*)[IDX_KEY])x->u.leaf.keys, x->n, key);
+
+	*found = pos < x->n && kcmp(x->u.leaf.keys[pos], key) == 0;
+	return pos;
+}
+
+static struct node *leftmost_leaf(const struct idx *t)
+{
+	struct node *x = t->root;
+
+	for (int d = 0; d < t->height - 1; d++)
+		x = x->u.in.child[0];
+	return x;
+}
+
+/* ---- The API ---- */
+
+int idx_create(struct idx **out)
+{
+	struct idx *t = calloc(1, sizeof(*t));
+	int rc;
+
+	*out = NULL;
+	if (!t)
+		return -ENOMEM;
+	rc = pool_reserve(t, 1);
+	if (rc) {
+		free(t->slabs);
+		free(t);
+		return rc;
+	}
+	t->root = node_alloc(t, NODE_LEAF);
+	t->height = 1;
+	*out = t;
+	return 0;
+}
+
+void idx_destroy(struct idx *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->nslabs; i++) {
+		UNPOISON(t->slabs[i], SLAB_BYTES);
+		munmap(t->slabs[i], SLAB_BYTES);
+	}
+	free(t->slabs);
+	free(t);
+}
+
+int idx_get(const struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *val)
+{
+	const struct node *x = descend(t, key, NULL);
+	bool found;
+	unsigned pos = leaf_find(x, key, &found);
+
+	if (!found)
+		return CS_ENOTFOUND;
+	*val = x->u.leaf.vals[pos];
+	return 0;
+}
+
+/* Inserts into leaf x, which is full, at position pos; x is at depth height - 1 of pa. */
+static int put_full(struct idx *t, struct path *pa, unsigned pos, const uint8_t *key,
+		    const struct idx_val *val)
+{
+	int d = t->height - 2; /* the parent's depth */
+	struct node *x = pa->node[t->height - 1];
+	struct node *p, *left, *right, *g[3];
+	unsigned ci, c0, m_in, ti, room_l, room_r;
+	int rc;
+
+	if (d < 0) {
+		rc = pool_reserve(t, 2); /* I8: a leaf and a root */
+		if (rc)
+			return rc;
+		g[0] = x;
+		g[1] = node_alloc(t, NODE_LEAF);
+		leaf_regroup(t, g, 1, 2, 0, pos, key, val);
+		new_root(t, g[0], g[1]->u.leaf.keys[0], g[1]);
+		return 0;
+	}
+	p = pa->node[d];
+	ci = pa->idx[d];
+	left = ci > 0 ? p->u.in.child[ci - 1] : NULL;
+	right = ci < p->n ? p->u.in.child[ci + 1] : NULL;
+
+	/* A sibling with room takes half the difference: no new node, and of the parent only
+	 * the separator between the two changes. */
+	room_l = left ? LEAF_CAP - left->n : 0;
+	room_r = right ? LEAF_CAP - right->n : 0;
+
+	if (room_l || room_r) {
+		if (room_l >= room_r) {
+			g[0] = left, g[1] = x, c0 = ci - 1, ti = 1;
+		} else {
+			g[0] = x, g[1] = right, c0 = ci, ti = 0;
+		}
+		leaf_regroup(t, g, 2, 2, ti, pos, key, val);
+		memcpy(p->u.in.keys[c0], g[1]->u.leaf.keys[0], IDX_KEY);
+		return 0;
+	}
+
+	rc = pool_reserve(t, (size_t)t->height + 1); /* I8 */
+	if (rc)
+		return rc;
+	if ((pos == LEAF_CAP && ci == p->n) || (pos == 0 && ci == 0)) {
+		/* Appending past the last leaf of this parent or before the first: keys are
+		 * likely arriving in order, so split in two and let later moves fill the older
+		 * leaf up to the brim. */
+		g[0] = x, c0 = ci, m_in = 1, ti = 0;
+	} else if (left) {
+		g[0] = left, g[1] = x, c0 = ci - 1, m_in = 2, ti = 1;
+	} else {
+		g[0] = x, g[1] = right, c0 = ci, m_in = 2, ti = 0;
+	}
+	g[m_in] = node_alloc(t, NODE_LEAF);
+	leaf_regroup(t, g, m_in, m_in + 1, ti, pos, key, val);
+	if (m_in == 2)
+		memcpy(p->u.in.keys[c0], g[1]->u.leaf.keys[0], IDX_KEY);
+	insert_up(t, pa, d, c0 + m_in - 1, g[m_in]->u.leaf.keys[0], g[m_in]);
+	return 0;
+}
+
+int idx_put(struct idx *t, const uint8_t key[IDX_KEY], const struct idx_val *val,
+	    struct idx_val *old)
+{
+	struct path pa;
+	struct node *x = descend(t, key, &pa);
+	bool found;
+	unsigned pos = leaf_find(x, key, &found);
+	unsigned n = x->n;
+	int rc;
+
+	if (found) {
+		if (old)
+			*old = x->u.leaf.vals[pos];
+		x->u.leaf.vals[pos] = *val;
+		return 1;
+	}
+	if (n < LEAF_CAP) {
+		memmove(x->u.leaf.keys[pos + 1], x->u.leaf.keys[pos], (size_t)(n - pos) * IDX_KEY);
+		memmove(&x->u.leaf.vals[pos + 1], &x->u.leaf.vals[pos], (n - pos) * sizeof(*val));
+		memcpy(x->u.leaf.keys[pos], key, IDX_KEY);
+		x->u.leaf.vals[pos] = *val;
+		x->n = (uint16_t)(n + 1);
+		CS_DASSERT(node_sane(x, t->height == 1));
+	} else {
+		rc = put_full(t, &pa, pos, key, val);
+		if (rc)
+			return rc;
+	}
+	t->count++;
+	return 0;
+}
+
+int idx_del(struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *old)
+{
+	struct path pa;
+	struct node *x = descend(t, key, &pa);
+	bool found;
+	unsigned pos = leaf_find(x, key, &found);
+	int d = t->height - 1;
+
+	if (!found)
+		return CS_ENOTFOUND;
+	if (old)
+		*old = x->u.leaf.vals[pos];
+	memmove(x->u.leaf.keys[pos], x->u.leaf.keys[pos + 1], (size_t)(x->n - pos - 1) * IDX_KEY);
+	memmove(&x->u.leaf.vals[pos], &x->u.leaf.vals[pos + 1],
+		(x->n - pos - 1) * sizeof(struct idx_val));
+	x->n--;
+	t->count--;
+
+	/* Restore the minimum fill (I4) from the leaf upwards: even out with a sibling that can
+	 * spare entries, which ends the repair, or merge with one, which takes a key from the
+	 * parent and may leave it short in turn. */
+	while (d > 0) {
+		bool leaf = d == t->height - 1;
+		unsigned min = leaf ? LEAF_MIN : INNER_MIN;
+		struct node *p = pa.node[d - 1];
+		unsigned ci = pa.idx[d - 1];
+		struct node *left = ci > 0 ? p->u.in.child[ci - 1] : NULL;
+		struct node *right = ci < p->n ? p->u.in.child[ci + 1] : NULL;
+		struct node *g[2];
+		unsigned c0, m_out;
+		uint8_t sep[1][IDX_KEY];
+
+		if (x->n >= min)
+			break;
+		if (left && left->n > min) {
+			g[0] = left, g[1] = x, c0 = ci - 1, m_out = 2;
+		} else if (right && right->n > min) {
+			g[0] = x, g[1] = right, c0 = ci, m_out = 2;
+		} else if (left) {
+			g[0] = left, g[1] = x, c0 = ci - 1, m_out = 1;
+		} else {
+			CS_ASSERT(right); /* I4: a parent has at least two children */
+			g[0] = x, g[1] = right, c0 = ci, m_out = 1;
+		}
+		if (leaf) {
+			leaf_regroup(t, g, 2, m_out, 0, 0, NULL, NULL);
+			if (m_out == 2)
+				memcpy(sep[0], g[1]->u.leaf.keys[0], IDX_KEY);
+		} else {
+			inner_regroup(t, g, 2, m_out, (const uint8_t (*)[IDX_KEY])&p->u.in.keys[c0],
+				      0, 0, NULL, NULL, sep);
+		}
+		if (m_out == 2) {
+			memcpy(p->u.in.keys[c0], sep[0], IDX_KEY);
+			break;
+		}
+		node_free(t, g[1]);
+		inner_remove_at(p, c0);
+		x = p;
+		d--;
+	}
+	if (t->height > 1 && t->root->n == 0) {
+		struct node *r = t->root;
+
+		t->root = r->u.in.child[0];
+		node_free(t, r);
+		t->height--;
+	}
+	CS_DASSERT(node_sane(t->root, true));
+	return 0;
+}
+
+int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
+	     struct idx_val *val)
+{
+	const struct node *x;
+	unsigned pos = 0;
+
+	if (after) {
+		x = descend(t, after, NULL);
+		pos = upper_bound((const uint8_t (*)[IDX_KEY])x->u.leaf.keys, x->n, after);
+	} else {
+		x = leftmost_leaf(t);
+	}
+	/* Past the end of this leaf, the next leaf's keys are all at or above the separator
+	 * that bounds this one, hence above after (I2, I5); only a root leaf can be empty. */
+	if (pos == x->n) {
+		x = x->next;
+		pos = 0;
+		if (!x)
+			return CS_ENOTFOUND;
+		CS_ASSERT(x->n > 0); /* I4: a leaf with a predecessor is not the root */
+	}
+	memcpy(key, x->u.leaf.keys[pos], IDX_KEY);
+	*val = x->u.leaf.vals[pos];
+	return 0;
+}
+
+int idx_walk(const struct idx *t,
+	     int (*fn)(void *ctx, const uint8_t *key, const struct idx_val *val), void *ctx)
+{
+	for (const struct node *x = leftmost_leaf(t); x; x = x->next) {
+		for (unsigned i = 0; i < x->n; i++) {
+			int rc = fn(ctx, x->u.leaf.keys[i], &x->u.leaf.vals[i]);
+
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+size_t idx_count(const struct idx *t)
+{
+	return t->count;
+}
+
+size_t idx_bytes(const struct idx *t)
+{
+	return t->nslabs * SLAB_BYTES + t->slabs_cap * sizeof(void *) + sizeof(*t);
+}
+
+int idx_height(const struct idx *t)
+{
+	return t->height;
+}
+
+/* ---- The whole-tree check ---- */
+
+struct check {
+	const struct node *prev_leaf; /* the last leaf visited, in key order */
+	size_t entries;
+	size_t nodes;
+};
+
+static int check_node(const struct idx *t, const struct node *x, int depth, const uint8_t *lo,
+		      const uint8_t *hi, struct check *c)
+{
+	bool root = depth == 0;
+	bool leaf = depth == t->height - 1;
+	const uint8_t (*keys)[IDX_KEY];
+	unsigned n;
+
+	if (!x)
+		return cs_fail(CS_ECORRUPT, "btree I2: NULL child at depth %d", depth);
+	n = x->n;
+	c->nodes++;
+	if (x->kind != (leaf ? NODE_LEAF : NODE_INNER))
+		return cs_fail(CS_ECORRUPT, "btree I3: node of kind %u at depth %d of height %d",
+			       x->kind, depth, t->height);
+	if (leaf) {
+		if (n > LEAF_CAP || (!root && n < LEAF_MIN))
+			return cs_fail(CS_ECORRUPT, "btree I4: leaf at depth %d holds %u entries",
+				       depth, n);
+		keys = (const uint8_t (*)[IDX_KEY])x->u.leaf.keys;
+	} else {
+		if (n > INNER_CAP || n < (root ? 1 : INNER_MIN))
+			return cs_fail(CS_ECORRUPT,
+				       "btree I4: inner node at depth %d holds %u keys", depth, n);
+		keys = (const uint8_t (*)[IDX_KEY])x->u.in.keys;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (i > 0 && kcmp(keys[i - 1], keys[i]) >= 0)
+			return cs_fail(CS_ECORRUPT, "btree I1: keys %u and %u of a node at "
+				       "depth %d out of order", i - 1, i, depth);
+		if ((lo && kcmp(keys[i], lo) < 0) || (hi && kcmp(keys[i], hi) >= 0))
+			return cs_fail(CS_ECORRUPT,
+				       "btree I2: key %u of a node at depth %d outside the bounds "
+				       "its parent sets", i, depth);
+	}
+	if (leaf) {
+		if (c->prev_leaf) {
+			const struct node *pl = c->prev_leaf;
+
+			if (pl->next != x)
+				return cs_fail(CS_ECORRUPT, "btree I5: leaf chain skips or "
+					       "reorders a leaf at depth %d", depth);
+			if (n > 0 && kcmp(pl->u.leaf.keys[pl->n - 1], keys[0]) >= 0)
+				return cs_fail(CS_ECORRUPT, "btree I1: keys out of order across "
+					       "neighbouring leaves");
+		}
+		c->prev_leaf = x;
+		c->entries += n;
+		return 0;
+	}
+	/* Depth is bounded by the height (I3), so this recursion is too. */
+	for (unsigned i = 0; i <= n; i++) {
+		int rc = check_node(t, x->u.in.child[i], depth + 1, i > 0 ? keys[i - 1] : lo,
+				    i < n ? keys[i] : hi, c);
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int idx_check(const struct idx *t)
+{
+	struct check c = {0};
+	size_t nfree = 0;
+	int rc;
+
+	if (t->height < 1 || t->height > CS_BTREE_HEIGHT_MAX)
+		return cs_fail(CS_ECORRUPT, "btree I3: height %d", t->height);
+	rc = check_node(t, t->root, 0, NULL, NULL, &c);
+	if (rc)
+		return rc;
+	if (c.prev_leaf->next)
+		return cs_fail(CS_ECORRUPT, "btree I5: the last leaf has a successor");
+	if (c.entries != t->count)
+		return cs_fail(CS_ECORRUPT, "btree I6: count %zu but the leaves hold %zu",
+			       t->count, c.entries);
+	for (const struct node *f = t->free; f; f = f->next) {
+		if (f->kind != NODE_FREE || ++nfree > t->nfree)
+			return cs_fail(CS_ECORRUPT, "btree I7: free list broken at node %zu",
+				       nfree);
+	}
+	if (nfree != t->nfree || c.nodes + nfree != t->nslabs * SLAB_NODES)
+		return cs_fail(CS_ECORRUPT, "btree I7: %zu nodes in the tree and %zu free (%zu "
+			       "recorded) of %zu", c.nodes, nfree, t->nfree,
+			       t->nslabs * SLAB_NODES);
+	return 0;
+}
+
+/* ---- Test hooks ---- */
+
+void idx_test_fail_slab(struct idx *t, unsigned countdown)
+{
+	t->fail_countdown = countdown;
+}
+
+int idx_test_corrupt(struct idx *t, int fault)
+{
+	struct node *first = leftmost_leaf(t);
+	struct node *r = t->root;
+	uint8_t tmp[IDX_KEY];
+
+	switch (fault) {
+	case IDX_FAULT_ORDER:
+		if (first->n < 2)
+			return CS_EINVAL;
+		memcpy(tmp, first->u.leaf.keys[0], IDX_KEY);
+		memcpy(first->u.leaf.keys[0], first->u.leaf.keys[1], IDX_KEY);
+		memcpy(first->u.leaf.keys[1], tmp, IDX_KEY);
+		return 0;
+	case IDX_FAULT_SEPARATOR: {
+		struct node *x;
+
+		if (t->height < 2)
+			return CS_EINVAL;
+		/* Raise the root's first separator past the smallest key of its second
+		 * subtree, staying below the next separator so that only I2 breaks. */
+		x = r->u.in.child[1];
+		for (int d = 1; d < t->height - 1; d++)
+			x = x->u.in.child[0];
+		memcpy(r->u.in.keys[0], x->u.leaf.keys[1], IDX_KEY);
+		return 0;
+	}
+	case IDX_FAULT_CHAIN:
+		if (!first->next || !first->next->next)
+			return CS_EINVAL;
+		first->next = first->next->next;
+		return 0;
+	case IDX_FAULT_COUNT:
+		t->count++;
+		return 0;
+	}
+	return CS_EINVAL;
+}

@@ -1,0 +1,614 @@
+/*
+ * test_btree.c - proves the in-memory B+tree (index/btree.c) against an obviously-correct model.
+ *
+ * The model is a sorted pool of distinct keys with a "present" flag and a value per key, so
+ * the model's key order is the pool's index order. Seeded random sequences of puts, replaces,
+ * deletes and lookups (over a million) run on both; at intervals idx_check() must pass, and a
+ * full walk, idx_next() stepping and idx_next() from absent keys must match the model. Other
+ * tests cover the empty and one-entry trees, ascending and descending insertion and deletion,
+ * the memory used per entry, -ENOMEM leaving the tree unchanged, and idx_check() catching each
+ * invariant a test hook breaks.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "btree.h"
+#include "cidstore.h"
+
+/* splitmix64: a small seeded generator, so every run sees the same sequence. */
+static uint64_t rng_state;
+
+static uint64_t rng(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static void rng_bytes(uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		uint64_t r = rng();
+		size_t k = n < 8 ? n : 8;
+
+		memcpy(p, &r, k);
+		p += k;
+		n -= k;
+	}
+}
+
+/* A key as the store makes them: a two-byte sha2-256 multihash prefix, then the digest. */
+static void random_key(uint8_t key[IDX_KEY])
+{
+	key[0] = 0x12;
+	key[1] = 0x20;
+	rng_bytes(key + 2, IDX_KEY - 2);
+}
+
+/* Keys whose order is i's order: a big-endian counter at the end. */
+static void seq_key(uint8_t key[IDX_KEY], uint64_t i)
+{
+	memset(key, 0, IDX_KEY);
+	key[0] = 0x12;
+	key[1] = 0x20;
+	for (int b = 0; b < 8; b++)
+		key[IDX_KEY - 1 - b] = (uint8_t)(i >> (8 * b));
+}
+
+static struct idx_val make_val(uint64_t r)
+{
+	struct idx_val v = {(uint32_t)r, (uint32_t)(r >> 32), (uint32_t)(r * 31),
+			    (uint32_t)(r >> 7)};
+
+	return v;
+}
+
+static int val_eq(const struct idx_val *a, const struct idx_val *b)
+{
+	return a->seg == b->seg && a->off == b->off && a->len == b->len && a->codec == b->codec;
+}
+
+static struct idx *new_tree(void)
+{
+	struct idx *t = NULL;
+
+	assert_int_equal(idx_create(&t), 0);
+	assert_non_null(t);
+	return t;
+}
+
+static void assert_check(const struct idx *t)
+{
+	int rc = idx_check(t);
+
+	if (rc)
+		fail_msg("idx_check: %s", cs_errmsg());
+}
+
+/* ---- The model ---- */
+
+struct model {
+	size_t n;                 /* keys in the pool */
+	uint8_t (*key)[IDX_KEY]; /* sorted, distinct */
+	struct idx_val *val;
+	uint8_t *present;
+	size_t count;
+};
+
+static int key_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, IDX_KEY);
+}
+
+/* A pool of n distinct random keys. A quarter share a long prefix with another key (they
+ * differ only in the last byte or two), so comparisons reach deep into the key. */
+static void model_init(struct model *m, size_t n)
+{
+	size_t k = 0;
+
+	m->key = malloc(n * IDX_KEY);
+	assert_non_null(m->key);
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0 && rng() % 4 == 0) {
+			memcpy(m->key[i], m->key[rng() % i], IDX_KEY);
+			m->key[i][IDX_KEY - 1] ^= (uint8_t)(1 + rng() % 255);
+			if (rng() % 2)
+				m->key[i][IDX_KEY - 2] ^= (uint8_t)rng();
+		} else {
+			random_key(m->key[i]);
+		}
+	}
+	qsort(m->key, n, IDX_KEY, key_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (k == 0 || memcmp(m->key[k - 1], m->key[i], IDX_KEY) != 0)
+			memcpy(m->key[k++], m->key[i], IDX_KEY);
+	m->n = k;
+	m->val = calloc(k, sizeof(*m->val));
+	m->present = calloc(k, 1);
+	m->count = 0;
+	assert_non_null(m->val);
+	assert_non_null(m->present);
+}
+
+static void model_free(struct model *m)
+{
+	free(m->key);
+	free(m->val);
+	free(m->present);
+}
+
+/* The first present pool index at or after i, or m->n. */
+static size_t model_from(const struct model *m, size_t i)
+{
+	while (i < m->n && !m->present[i])
+		i++;
+	return i;
+}
+
+struct walk_ctx {
+	const struct model *m;
+	size_t at; /* pool index of the next expected entry */
+	size_t seen;
+};
+
+static int walk_cmp(void *ctx, const uint8_t *key, const struct idx_val *val)
+{
+	struct walk_ctx *w = ctx;
+	size_t i = model_from(w->m, w->at);
+
+	assert_true(i < w->m->n);
+	assert_memory_equal(key, w->m->key[i], IDX_KEY);
+	assert_true(val_eq(val, &w->m->val[i]));
+	w->at = i + 1;
+	w->seen++;
+	return 0;
+}
+
+static int walk_stop(void *ctx, const uint8_t *key, const struct idx_val *val)
+{
+	size_t *left = ctx;
+
+	return --*left == 0 ? 42 : 0;
+}
+
+/* The tree and the model agree on everything a reader can ask. */
+static void compare(const struct idx *t, const struct model *m)
+{
+	struct walk_ctx w = {m, 0, 0};
+	uint8_t key[IDX_KEY];
+	struct idx_val v;
+	size_t i, steps = 0;
+	int rc;
+
+	assert_check(t);
+	assert_int_equal(idx_count(t), m->count);
+
+	assert_int_equal(idx_walk(t, walk_cmp, &w), 0);
+	assert_int_equal(w.seen, m->count);
+	assert_int_equal(model_from(m, w.at), m->n);
+
+	/* Stepping with idx_next(), feeding each key back as `after` in the same buffer. */
+	i = model_from(m, 0);
+	for (rc = idx_next(t, NULL, key, &v); rc == 0; rc = idx_next(t, key, key, &v)) {
+		assert_true(i < m->n);
+		assert_memory_equal(key, m->key[i], IDX_KEY);
+		assert_true(val_eq(&v, &m->val[i]));
+		i = model_from(m, i + 1);
+		steps++;
+	}
+	assert_int_equal(rc, CS_ENOTFOUND);
+	assert_int_equal(i, m->n);
+	assert_int_equal(steps, m->count);
+
+	/* idx_next() from any pool key, present or not, lands on the next present one. */
+	for (int k = 0; k < 2000; k++) {
+		size_t a = (size_t)(rng() % m->n);
+		size_t want = model_from(m, a + 1);
+
+		rc = idx_next(t, m->key[a], key, &v);
+		if (want == m->n) {
+			assert_int_equal(rc, CS_ENOTFOUND);
+		} else {
+			assert_int_equal(rc, 0);
+			assert_memory_equal(key, m->key[want], IDX_KEY);
+		}
+	}
+}
+
+/* ---- Tests ---- */
+
+static void test_empty(void **state)
+{
+	struct idx *t = new_tree();
+	uint8_t key[IDX_KEY], out[IDX_KEY];
+	struct idx_val v;
+	size_t n = 1;
+
+	random_key(key);
+	assert_int_equal(idx_count(t), 0);
+	assert_int_equal(idx_height(t), 1);
+	assert_true(idx_bytes(t) >= 4096);
+	assert_int_equal(idx_get(t, key, &v), CS_ENOTFOUND);
+	assert_int_equal(idx_del(t, key, &v), CS_ENOTFOUND);
+	assert_int_equal(idx_del(t, key, NULL), CS_ENOTFOUND);
+	assert_int_equal(idx_next(t, NULL, out, &v), CS_ENOTFOUND);
+	assert_int_equal(idx_next(t, key, out, &v), CS_ENOTFOUND);
+	assert_int_equal(idx_walk(t, walk_stop, &n), 0);
+	assert_int_equal(n, 1);
+	assert_check(t);
+	idx_destroy(t);
+	idx_destroy(NULL);
+}
+
+static void test_single(void **state)
+{
+	struct idx *t = new_tree();
+	uint8_t key[IDX_KEY], lower[IDX_KEY], higher[IDX_KEY], out[IDX_KEY];
+	struct idx_val a = {1, 2, 3, 4}, b = {5, 6, 7, 8}, v, old = {0};
+
+	seq_key(key, 1000);
+	seq_key(lower, 999);
+	seq_key(higher, 1001);
+	assert_int_equal(idx_put(t, key, &a, &old), 0);
+	assert_int_equal(idx_count(t), 1);
+	assert_int_equal(idx_get(t, key, &v), 0);
+	assert_true(val_eq(&v, &a));
+	assert_int_equal(idx_get(t, lower, &v), CS_ENOTFOUND);
+
+	/* Replacing returns 1 and the old value and keeps the count. */
+	assert_int_equal(idx_put(t, key, &b, &old), 1);
+	assert_true(val_eq(&old, &a));
+	assert_int_equal(idx_put(t, key, &b, NULL), 1);
+	assert_int_equal(idx_count(t), 1);
+	assert_int_equal(idx_get(t, key, &v), 0);
+	assert_true(val_eq(&v, &b));
+
+	/* idx_next() is strictly greater. */
+	assert_int_equal(idx_next(t, NULL, out, &v), 0);
+	assert_memory_equal(out, key, IDX_KEY);
+	assert_int_equal(idx_next(t, lower, out, &v), 0);
+	assert_memory_equal(out, key, IDX_KEY);
+	assert_true(val_eq(&v, &b));
+	assert_int_equal(idx_next(t, key, out, &v), CS_ENOTFOUND);
+	assert_int_equal(idx_next(t, higher, out, &v), CS_ENOTFOUND);
+	assert_check(t);
+
+	assert_int_equal(idx_del(t, lower, &old), CS_ENOTFOUND);
+	assert_int_equal(idx_del(t, key, &old), 0);
+	assert_true(val_eq(&old, &b));
+	assert_int_equal(idx_del(t, key, &old), CS_ENOTFOUND);
+	assert_int_equal(idx_get(t, key, &v), CS_ENOTFOUND);
+	assert_int_equal(idx_count(t), 0);
+	assert_check(t);
+	idx_destroy(t);
+}
+
+/* A walk stops at the first nonzero return and passes it on. */
+static void test_walk_stops(void **state)
+{
+	struct idx *t = new_tree();
+	uint8_t key[IDX_KEY];
+	struct idx_val v = {0};
+	size_t left = 500;
+
+	for (uint64_t i = 0; i < 1000; i++) {
+		seq_key(key, i);
+		assert_int_equal(idx_put(t, key, &v, NULL), 0);
+	}
+	assert_int_equal(idx_walk(t, walk_stop, &left), 42);
+	assert_int_equal(left, 0);
+	idx_destroy(t);
+}
+
+/* Over a million random operations against the model; the tree grows and shrinks in phases so
+ * that splits, redistribution, borrowing, merging and height changes all happen. */
+static void test_random_model(void **state)
+{
+	struct model m;
+	struct idx *t = new_tree();
+	const size_t ops = 1200000;
+	int max_height = 1;
+
+	rng_state = 0xb7ee5eed;
+	model_init(&m, 120000);
+	for (size_t op = 1; op <= ops; op++) {
+		/* Phases of 150,000 operations alternate between growing and shrinking. */
+		int grow = (op / 150000) % 2 == 0;
+		unsigned dice = (unsigned)(rng() % 100);
+		size_t i = (size_t)(rng() % m.n);
+		struct idx_val v, old;
+		int rc;
+
+		if (dice < 25) {
+			rc = idx_get(t, m.key[i], &v);
+			if (m.present[i]) {
+				assert_int_equal(rc, 0);
+				assert_true(val_eq(&v, &m.val[i]));
+			} else {
+				assert_int_equal(rc, CS_ENOTFOUND);
+			}
+		} else if (dice < (grow ? 80u : 45u)) {
+			v = make_val(rng());
+			rc = idx_put(t, m.key[i], &v, &old);
+			if (m.present[i]) {
+				assert_int_equal(rc, 1);
+				assert_true(val_eq(&old, &m.val[i]));
+			} else {
+				assert_int_equal(rc, 0);
+				m.present[i] = 1;
+				m.count++;
+			}
+			m.val[i] = v;
+		} else {
+			rc = idx_del(t, m.key[i], &old);
+			if (m.present[i]) {
+				assert_int_equal(rc, 0);
+				assert_true(val_eq(&old, &m.val[i]));
+				m.present[i] = 0;
+				m.count--;
+			} else {
+				assert_int_equal(rc, CS_ENOTFOUND);
+			}
+		}
+		if (idx_height(t) > max_height)
+			max_height = idx_height(t);
+		if (op % 50000 == 0)
+			compare(t, &m);
+	}
+	assert_true(max_height >= 3);
+	assert_true(max_height <= CS_BTREE_HEIGHT_MAX);
+
+	/* Delete everything in random order; the tree collapses back to one empty leaf. */
+	for (size_t k = m.n; k > 1; k--) {
+		size_t j = (size_t)(rng() % k);
+		uint8_t tmp[IDX_KEY];
+		uint8_t p;
+
+		memcpy(tmp, m.key[j], IDX_KEY);
+		memcpy(m.key[j], m.key[k - 1], IDX_KEY);
+		memcpy(m.key[k - 1], tmp, IDX_KEY);
+		p = m.present[j];
+		m.present[j] = m.present[k - 1];
+		m.present[k - 1] = p;
+	}
+	for (size_t i = 0; i < m.n; i++) {
+		struct idx_val old;
+
+		assert_int_equal(idx_del(t, m.key[i], &old), m.present[i] ? 0 : CS_ENOTFOUND);
+		if (i % 20000 == 0)
+			assert_check(t);
+	}
+	assert_int_equal(idx_count(t), 0);
+	assert_int_equal(idx_height(t), 1);
+	assert_check(t);
+	print_message("random model: height peaked at %d\n", max_height);
+	model_free(&m);
+	idx_destroy(t);
+}
+
+/* Keys inserted in order (ascending or descending), looked up, then deleted in order. */
+static void run_ordered(int descending, int delete_descending)
+{
+	struct idx *t = new_tree();
+	const uint64_t n = 200000;
+	uint8_t key[IDX_KEY], out[IDX_KEY];
+	struct idx_val v;
+
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t i = descending ? n - 1 - k : k;
+
+		seq_key(key, i);
+		assert_int_equal(idx_put(t, key, &(struct idx_val){(uint32_t)i, 0, 0, 0}, NULL), 0);
+		if (k % 25000 == 0)
+			assert_check(t);
+	}
+	assert_check(t);
+	assert_int_equal(idx_count(t), n);
+	print_message("%s inserts: %.1f bytes/entry, height %d\n",
+		      descending ? "descending" : "ascending", (double)idx_bytes(t) / (double)n,
+		      idx_height(t));
+	/* Ordered insertion fills leaves nearly to the brim: 4096 / 81 = 50.6 bytes. */
+	assert_true(idx_bytes(t) / n < 56);
+
+	for (uint64_t i = 0; i < n; i += 7) {
+		seq_key(key, i);
+		assert_int_equal(idx_get(t, key, &v), 0);
+		assert_int_equal(v.seg, (uint32_t)i);
+	}
+	seq_key(key, n);
+	assert_int_equal(idx_get(t, key, &v), CS_ENOTFOUND);
+	assert_int_equal(idx_next(t, key, out, &v), CS_ENOTFOUND);
+	seq_key(key, 12345);
+	assert_int_equal(idx_next(t, key, out, &v), 0);
+	assert_int_equal(v.seg, 12346);
+
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t i = delete_descending ? n - 1 - k : k;
+
+		seq_key(key, i);
+		assert_int_equal(idx_del(t, key, &v), 0);
+		assert_int_equal(v.seg, (uint32_t)i);
+		if (k % 25000 == 0)
+			assert_check(t);
+	}
+	assert_int_equal(idx_count(t), 0);
+	assert_int_equal(idx_height(t), 1);
+	assert_check(t);
+	idx_destroy(t);
+}
+
+static void test_ascending(void **state)
+{
+	run_ordered(0, 0);
+}
+
+static void test_descending(void **state)
+{
+	run_ordered(1, 1);
+}
+
+static void test_ascending_delete_descending(void **state)
+{
+	run_ordered(0, 1);
+}
+
+/* Memory per entry for a million random keys and a million ascending ones. The store aims at
+ * <= 64 bytes of index per block; the bound asserted here is only a sanity check. */
+static void test_bytes_per_entry(void **state)
+{
+	const size_t n = 1000000;
+	struct idx *t = new_tree();
+	uint8_t key[IDX_KEY];
+	struct idx_val v = {0};
+	double random_bpe, seq_bpe;
+
+	rng_state = 42;
+	for (size_t i = 0; i < n; i++) {
+		random_key(key);
+		assert_true(idx_put(t, key, &v, NULL) >= 0);
+	}
+	assert_int_equal(idx_count(t), n); /* 2^256 keys: no collisions expected */
+	assert_check(t);
+	random_bpe = (double)idx_bytes(t) / (double)n;
+	print_message("1M random keys: %.1f bytes/entry, height %d\n", random_bpe, idx_height(t));
+	idx_destroy(t);
+
+	t = new_tree();
+	for (size_t i = 0; i < n; i++) {
+		seq_key(key, i);
+		assert_int_equal(idx_put(t, key, &v, NULL), 0);
+	}
+	assert_check(t);
+	seq_bpe = (double)idx_bytes(t) / (double)n;
+	print_message("1M ascending keys: %.1f bytes/entry, height %d\n", seq_bpe,
+		      idx_height(t));
+	idx_destroy(t);
+
+	assert_true(random_bpe < 128);
+	assert_true(seq_bpe < 128);
+}
+
+/* A put that needs a new slab and cannot get one returns -ENOMEM and changes nothing. */
+static void test_enomem_leaves_tree_unchanged(void **state)
+{
+	struct model m;
+	struct idx *t = new_tree();
+	int failures = 0;
+	size_t *order;
+
+	rng_state = 7;
+	model_init(&m, 80000);
+	/* Insert the whole pool in a random order, failing the next slab allocation each time. */
+	order = malloc(m.n * sizeof(*order));
+	assert_non_null(order);
+	for (size_t k = 0; k < m.n; k++)
+		order[k] = k;
+	for (size_t k = m.n; k > 1; k--) {
+		size_t j = (size_t)(rng() % k), tmp = order[j];
+
+		order[j] = order[k - 1];
+		order[k - 1] = tmp;
+	}
+	for (size_t k = 0; k < m.n; k++) {
+		size_t j = order[k];
+		struct idx_val v = make_val(rng());
+		size_t bytes = idx_bytes(t);
+		int rc;
+
+		idx_test_fail_slab(t, 1);
+		rc = idx_put(t, m.key[j], &v, NULL);
+		if (rc == -ENOMEM) {
+			struct idx_val got;
+
+			failures++;
+			assert_int_equal(idx_bytes(t), bytes);
+			assert_int_equal(idx_get(t, m.key[j], &got), CS_ENOTFOUND);
+			if (failures <= 8)
+				compare(t, &m);
+			/* The countdown is spent: the same put now succeeds. */
+			rc = idx_put(t, m.key[j], &v, NULL);
+		}
+		assert_int_equal(rc, 0);
+		m.present[j] = 1;
+		m.val[j] = v;
+		m.count++;
+	}
+	idx_test_fail_slab(t, 0);
+	compare(t, &m);
+	print_message("%d puts refused with -ENOMEM among %zu\n", failures, m.n);
+	assert_true(failures >= 10);
+	free(order);
+	model_free(&m);
+	idx_destroy(t);
+}
+
+/* idx_check() notices each broken invariant and names it. */
+static void test_check_detects_corruption(void **state)
+{
+	static const struct {
+		int fault;
+		const char *names;
+	} cases[] = {
+		{IDX_FAULT_ORDER, "I1"},
+		{IDX_FAULT_SEPARATOR, "I2"},
+		{IDX_FAULT_CHAIN, "I5"},
+		{IDX_FAULT_COUNT, "I6"},
+	};
+	uint8_t key[IDX_KEY];
+	struct idx_val v = {0};
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct idx *t = new_tree();
+
+		rng_state = 99;
+		for (int i = 0; i < 20000; i++) {
+			random_key(key);
+			assert_int_equal(idx_put(t, key, &v, NULL), 0);
+		}
+		assert_true(idx_height(t) >= 3);
+		assert_check(t);
+		assert_int_equal(idx_test_corrupt(t, cases[c].fault), 0);
+		assert_int_equal(idx_check(t), CS_ECORRUPT);
+		if (!strstr(cs_errmsg(), cases[c].names))
+			fail_msg("fault %d: expected %s in \"%s\"", cases[c].fault, cases[c].names,
+				 cs_errmsg());
+		idx_destroy(t);
+	}
+	/* A one-leaf tree is too small for the faults that need several nodes. */
+	{
+		struct idx *t = new_tree();
+
+		assert_int_equal(idx_test_corrupt(t, IDX_FAULT_SEPARATOR), CS_EINVAL);
+		assert_int_equal(idx_test_corrupt(t, IDX_FAULT_CHAIN), CS_EINVAL);
+		assert_int_equal(idx_test_corrupt(t, IDX_FAULT_ORDER), CS_EINVAL);
+		idx_destroy(t);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_empty),
+		cmocka_unit_test(test_single),
+		cmocka_unit_test(test_walk_stops),
+		cmocka_unit_test(test_random_model),
+		cmocka_unit_test(test_ascending),
+		cmocka_unit_test(test_descending),
+		cmocka_unit_test(test_ascending_delete_descending),
+		cmocka_unit_test(test_bytes_per_entry),
+		cmocka_unit_test(test_enomem_leaves_tree_unchanged),
+		cmocka_unit_test(test_check_detects_corruption),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
