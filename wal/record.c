@@ -1,0 +1,200 @@
+/*
+ * record.c - encoding and checking of log records and segment headers.
+ *
+ * docs/FORMAT.md is normative; record.h restates the byte layout. Invariants:
+ *   R1. A record starts at a multiple of CS_REC_ALIGN and its padding bytes are zero.
+ *   R2. The checksum covers header bytes [0, 32) and the whole payload, so a record that
+ *       verifies was written whole by this format's writer.
+ *   R3. A header that decodes has a payload length <= CS_REC_PAYLOAD_MAX, so no reader loop
+ *       or allocation is ever sized by unchecked disk data.
+ */
+#include "record.h"
+
+#include <stdio.h>
+#include <string.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "endian.h"
+#include "err.h"
+
+static uint64_t payload_checksum(const uint8_t hdr[CS_REC_HEADER], const struct iovec *parts,
+                                 int nparts)
+{
+	XXH3_state_t st;
+	uint64_t seed = XXH3_64bits(hdr, 32);
+
+	XXH3_INITSTATE(&st);
+	XXH3_64bits_reset_withSeed(&st, seed);
+	for (int i = 0; i < nparts; i++)
+		XXH3_64bits_update(&st, parts[i].iov_base, parts[i].iov_len);
+	return XXH3_64bits_digest(&st);
+}
+
+void rec_encode(uint8_t *dst, struct rec_hdr *h, const struct iovec *parts, int nparts)
+{
+	uint8_t *p = dst + CS_REC_HEADER;
+	size_t len = 0;
+
+	for (int i = 0; i < nparts; i++)
+		len += parts[i].iov_len;
+	CS_ASSERT(len <= CS_REC_PAYLOAD_MAX); /* before any byte is copied */
+	len = 0;
+	for (int i = 0; i < nparts; i++) {
+		memcpy(p + len, parts[i].iov_base, parts[i].iov_len);
+		len += parts[i].iov_len;
+	}
+	h->len = (uint32_t)len;
+	h->version = REC_VERSION;
+	CS_ASSERT((h->flags & ~REC_F_KNOWN) == 0);
+
+	put_le32(dst + 0, REC_MAGIC);
+	dst[4] = h->type;
+	dst[5] = h->flags;
+	dst[6] = h->version;
+	dst[7] = 0;
+	put_le32(dst + 8, h->len);
+	put_le32(dst + 12, 0);
+	put_le64(dst + 16, h->seq);
+	put_le64(dst + 24, h->synced_seq);
+	/* The payload now sits contiguous after the header: checksum it in one piece, while
+	 * it is still in cache. */
+	struct iovec whole = {p, len};
+	h->checksum = payload_checksum(dst, &whole, 1);
+	put_le64(dst + 32, h->checksum);
+	memset(p + len, 0, rec_size(h->len) - CS_REC_HEADER - len); /* R1 */
+}
+
+int rec_decode_header(const uint8_t p[CS_REC_HEADER], struct rec_hdr *h)
+{
+	static const uint8_t zero[CS_REC_HEADER];
+
+	if (memcmp(p, zero, CS_REC_HEADER) == 0)
+		return REC_ZERO;
+	if (get_le32(p) != REC_MAGIC)
+		return REC_BAD;
+	h->type = p[4];
+	h->flags = p[5];
+	h->version = p[6];
+	h->len = get_le32(p + 8);
+	h->seq = get_le64(p + 16);
+	h->synced_seq = get_le64(p + 24);
+	h->checksum = get_le64(p + 32);
+	if (p[7] != 0 || get_le32(p + 12) != 0 || h->version != REC_VERSION || h->type == 0)
+		return REC_BAD;
+	if ((h->flags & ~REC_F_KNOWN) != 0 || h->len > CS_REC_PAYLOAD_MAX) /* R3 */
+		return REC_BAD;
+	if (h->seq == 0 || h->synced_seq >= h->seq)
+		return REC_BAD;
+	return REC_OK;
+}
+
+int rec_verify(const uint8_t hdr[CS_REC_HEADER], const struct rec_hdr *h,
+               const struct iovec *payload, int nparts)
+{
+	return payload_checksum(hdr, payload, nparts) == h->checksum ? 0 : CS_ECORRUPT;
+}
+
+void rec_block_meta(uint8_t meta[CS_BLOCK_META], uint16_t hash, uint8_t digest_len, uint32_t codec)
+{
+	put_le16(meta, hash);
+	meta[2] = digest_len;
+	meta[3] = 0;
+	put_le32(meta + 4, codec);
+}
+
+/* The key shared by block and delete payloads: u16 hash, u8 digest length, u8 zero at the
+ * start, the digest at `digest_at`. */
+static int key_prefix(const uint8_t *payload, uint32_t len, uint32_t digest_at,
+                      uint8_t key[CS_KEY_MAX])
+{
+	if (len < digest_at || payload[3] != 0 || payload[2] != CS_DIGEST_MAX ||
+	    len - digest_at < CS_DIGEST_MAX)
+		return CS_ECORRUPT;
+	uint16_t hash = get_le16(payload);
+	key[0] = (uint8_t)(hash >> 8);
+	key[1] = (uint8_t)hash;
+	memcpy(key + 2, payload + digest_at, CS_DIGEST_MAX);
+	return 0;
+}
+
+int rec_block_decode(const uint8_t *payload, uint32_t len, struct rec_block *out)
+{
+	uint8_t key[CS_KEY_MAX];
+
+	if (key_prefix(payload, len, CS_BLOCK_META, key) != 0)
+		return CS_ECORRUPT;
+	out->hash = get_le16(payload);
+	out->digest_len = payload[2];
+	out->codec = get_le32(payload + 4);
+	out->digest = payload + CS_BLOCK_META;
+	out->data = out->digest + out->digest_len;
+	out->data_len = len - CS_BLOCK_META - out->digest_len;
+	if (out->data_len > CS_BLOCK_MAX)
+		return CS_ECORRUPT;
+	return 0;
+}
+
+int rec_key_decode(const uint8_t *payload, uint32_t len, uint8_t key[CS_KEY_MAX])
+{
+	return key_prefix(payload, len, CS_BLOCK_META, key);
+}
+
+void seg_encode(uint8_t dst[CS_SEG_HEADER], const struct seg_hdr *h)
+{
+	memcpy(dst, SEG_MAGIC, 8);
+	put_le32(dst + 8, h->version);
+	put_le32(dst + 12, CS_SEG_HEADER);
+	put_le64(dst + 16, h->store_uid);
+	put_le64(dst + 24, h->id);
+	put_le64(dst + 32, h->first_seq);
+	put_le64(dst + 40, h->capacity);
+	put_le32(dst + 48, h->window);
+	put_le32(dst + 52, 0);
+	put_le64(dst + 56, XXH3_64bits(dst, 56));
+}
+
+int seg_decode(const uint8_t src[CS_SEG_HEADER], struct seg_hdr *h)
+{
+	if (memcmp(src, SEG_MAGIC, 8) != 0)
+		return cs_fail(CS_ECORRUPT, "bad segment magic");
+	if (get_le64(src + 56) != XXH3_64bits(src, 56))
+		return cs_fail(CS_ECORRUPT, "segment header checksum mismatch");
+	h->version = get_le32(src + 8);
+	if (h->version > SEG_FORMAT_VERSION)
+		return cs_fail(CS_EVERSION, "segment format version %u is newer than %u",
+		               h->version, SEG_FORMAT_VERSION);
+	h->store_uid = get_le64(src + 16);
+	h->id = get_le64(src + 24);
+	h->first_seq = get_le64(src + 32);
+	h->capacity = get_le64(src + 40);
+	h->window = get_le32(src + 48);
+	if (h->version == 0 || get_le32(src + 12) != CS_SEG_HEADER || get_le32(src + 52) != 0)
+		return cs_fail(CS_ECORRUPT, "segment header fields out of range");
+	if (h->capacity < CS_SEG_MIN || h->capacity > CS_SEG_MAX || h->id > UINT32_MAX ||
+	    h->first_seq == 0 || h->window == 0 || h->window > 2 * CS_BATCH_MAX)
+		return cs_fail(CS_ECORRUPT, "segment header fields out of range");
+	return 0;
+}
+
+void seg_name(char *buf, size_t cap, uint32_t id)
+{
+	snprintf(buf, cap, "%08x.seg", id);
+}
+
+int seg_parse_name(const char *name, uint32_t *id)
+{
+	uint32_t v = 0;
+
+	for (int i = 0; i < 8; i++) {
+		char c = name[i];
+		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (d < 0)
+			return -1;
+		v = v << 4 | (uint32_t)d;
+	}
+	if (strcmp(name + 8, ".seg") != 0)
+		return -1;
+	*id = v;
+	return 0;
+}

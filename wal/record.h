@@ -1,0 +1,129 @@
+/*
+ * record.h - the log's record and segment-header encodings (internal). docs/FORMAT.md is the
+ * normative description; this header and record.c must agree with it byte for byte.
+ *
+ * Record: a 40-byte header, the payload, zero padding to CS_REC_ALIGN.
+ *   0  u32 magic 0x52444943 ("CIDR")   4 u8 type    5 u8 flags   6 u8 version   7 u8 zero
+ *   8  u32 payload length              12 u32 zero
+ *   16 u64 seq                         24 u64 synced_seq
+ *   32 u64 checksum = XXH3_64bits_withSeed(payload, len, XXH3_64bits(header[0..32)))
+ *
+ * synced_seq is the writer's durable horizon when the record was appended: the largest seq
+ * known to be on stable storage then (0 for none), so always < seq. Recovery uses it to tell
+ * a torn tail (no valid record after the damage has synced_seq >= the damaged seq) from
+ * corruption.
+ */
+#ifndef CS_RECORD_H
+#define CS_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "limits.h"
+
+#define REC_MAGIC   0x52444943u
+#define REC_VERSION 1
+
+/* Record types. Numbers are never reused. 3..7 are reserved for the files and lifecycle
+ * work: names, pins and checkpoints. */
+enum rec_type {
+	REC_BLOCK = 1,  /* a block: see the block payload below */
+	REC_DELETE = 2, /* a tombstone: the block payload's first 8 bytes (codec 0), digest */
+	REC_NAME_SET = 3,
+	REC_NAME_DEL = 4,
+	REC_PIN_ADD = 5,
+	REC_PIN_DEL = 6,
+	REC_CHECKPOINT = 7,
+};
+
+#define REC_F_CONT      0x01 /* more records of the same transaction follow this one */
+#define REC_F_SKIPPABLE 0x02 /* a reader that does not know the type may skip the record */
+#define REC_F_MID       0x04 /* this record continues the transaction of the one before it */
+#define REC_F_KNOWN     (REC_F_CONT | REC_F_SKIPPABLE | REC_F_MID)
+
+struct rec_hdr {
+	uint8_t type;
+	uint8_t flags;
+	uint8_t version;
+	uint32_t len; /* payload bytes, padding excluded */
+	uint64_t seq;
+	uint64_t synced_seq;
+	uint64_t checksum;
+};
+
+/* Bytes a record with a payload of len bytes takes in the log, padding included. */
+static inline uint32_t rec_size(uint32_t len)
+{
+	return (CS_REC_HEADER + len + CS_REC_ALIGN - 1) & ~(CS_REC_ALIGN - 1);
+}
+
+/* Encodes a record at dst (rec_size(total payload) bytes): the header with h->type, flags,
+ * seq and synced_seq, the payload gathered from parts, zero padding; computes the checksum
+ * (stored into h->checksum and the header). h->len and h->version are set from the parts. */
+void rec_encode(uint8_t *dst, struct rec_hdr *h, const struct iovec *parts, int nparts);
+
+/* Result of rec_decode_header(). */
+#define REC_OK   0
+#define REC_ZERO 1 /* the 40 header bytes are all zero: the end of the written log */
+#define REC_BAD  2 /* anything else that is not a plausible header */
+
+/* Decodes and sanity-checks a header (magic, version, reserved zeros, known flags, length
+ * <= CS_REC_PAYLOAD_MAX). Does not check the checksum. */
+int rec_decode_header(const uint8_t p[CS_REC_HEADER], struct rec_hdr *h);
+
+/* Checks h's checksum against the header bytes and payload (in pieces, total h->len).
+ * Returns 0 or CS_ECORRUPT (no message set). */
+int rec_verify(const uint8_t hdr[CS_REC_HEADER], const struct rec_hdr *h,
+               const struct iovec *payload, int nparts);
+
+/* Block payload: u16 hash code, u8 digest length, u8 zero, u32 codec, digest, data. */
+struct rec_block {
+	uint16_t hash;
+	uint8_t digest_len;
+	uint32_t codec;
+	const uint8_t *digest; /* borrowed from the payload */
+	const uint8_t *data;   /* borrowed from the payload */
+	uint32_t data_len;
+};
+
+/* Fills meta (CS_BLOCK_META bytes) for a block payload whose digest and data follow. */
+void rec_block_meta(uint8_t meta[CS_BLOCK_META], uint16_t hash, uint8_t digest_len, uint32_t codec);
+
+/* Parses a block payload. Errors: CS_ECORRUPT (lengths disagree). */
+int rec_block_decode(const uint8_t *payload, uint32_t len, struct rec_block *out);
+
+/* Reads the index key from a REC_BLOCK or REC_DELETE payload: both begin with the 8-byte
+ * block meta and the digest. Errors: CS_ECORRUPT. */
+int rec_key_decode(const uint8_t *payload, uint32_t len, uint8_t key[CS_KEY_MAX]);
+
+/* Segment header: 64 bytes at offset 0 of every segment file.
+ *   0 8 bytes magic "CIDSTSEG"   8 u32 format version   12 u32 header bytes (64)
+ *   16 u64 store uid             24 u64 segment id      32 u64 first seq
+ *   40 u64 capacity (bytes)      48 u32 window (bytes)  52 u32 zero
+ *   56 u64 checksum = XXH3_64bits(header[0..56))
+ * window bounds the log bytes written but not yet synced at any moment; recovery looks that
+ * far past damage for records that prove it is not a torn tail. */
+#define SEG_MAGIC          "CIDSTSEG"
+#define SEG_FORMAT_VERSION 1
+
+struct seg_hdr {
+	uint32_t version;
+	uint64_t store_uid;
+	uint64_t id;
+	uint64_t first_seq;
+	uint64_t capacity;
+	uint32_t window;
+};
+
+void seg_encode(uint8_t dst[CS_SEG_HEADER], const struct seg_hdr *h);
+
+/* Errors: CS_ECORRUPT (magic, checksum, sizes), CS_EVERSION (newer format). Message set. */
+int seg_decode(const uint8_t src[CS_SEG_HEADER], struct seg_hdr *h);
+
+/* Segment file name for id: "%08x.seg" (lowercase hex). buf holds at least 16 bytes. */
+void seg_name(char *buf, size_t cap, uint32_t id);
+/* Parses a segment file name; returns 0 and sets *id, or -1 if name is not one. */
+int seg_parse_name(const char *name, uint32_t *id);
+
+#endif

@@ -1,0 +1,910 @@
+/*
+ * wal.c - the write-ahead log: batch buffers, group commit, segments and the writer thread.
+ *
+ * Appenders reserve room in the filling buffer under the mutex, then encode their records
+ * into it without the lock. The writer thread swaps the filling buffer for the free one,
+ * writes the full one with one backend call (with an fdatasync when one is due) and wakes
+ * whoever waits for it. Everyone else, wal_read() included, only ever takes the mutex for
+ * short bookkeeping: no I/O is done under it.
+ *
+ * Invariants:
+ *   W1. One batch, one segment: a buffer holds the records of one segment only, and a
+ *       transaction (one wal_append call) lies within one batch.
+ *   W2. A record is acknowledged (wal_wait in sync mode, wal_sync) only once an fdatasync
+ *       that began after its write completed has returned 0. The durable horizon `durable`
+ *       (the largest seq known to be on stable storage) never moves back.
+ *   W3. The bytes of a segment written since its last completed sync, a write in flight
+ *       included, never exceed its window 2 * batch_bytes: a write is given a sync whenever
+ *       the unsynced bytes after it would exceed batch_bytes, so before any write at most
+ *       batch_bytes are unsynced, and a batch adds at most batch_bytes.
+ *   W4. A failed write, sync or segment creation poisons the WAL: it is never retried (the
+ *       kernel may have dropped the dirty pages), no later write is made, and the buffers
+ *       holding unwritten records are kept so that wal_read() still finds them.
+ *   W5. The log is laid out in seq order: offsets within a segment and segment ids grow with
+ *       seq, and batches are written in order by the one writer. The old segment is synced
+ *       before the next one is created, so after a power cut the log is still a prefix.
+ *   W6. A buffer is swapped out of FILLING only when no appender is still copying into it
+ *       (pending == 0), so the writer never writes half-encoded records.
+ *   W7. Every record's synced_seq is the durable horizon at reservation time: < its seq.
+ *   W8. Every file offset handed out lies in a segment of the table, and the buffer that
+ *       holds the record is released only after the write completed and the segment's fd is
+ *       in the table, so wal_read() always finds the record in a buffer or in the file.
+ *   W9. At open the last recovered segment is synced, so the horizon starts at next_seq - 1
+ *       truthfully, and unsynced bytes start at 0.
+ *
+ * A batch buffer's life (every transition is made under the mutex):
+ *
+ *            swap: the writer takes      swap: pending == 0,        write (and sync)
+ *            the other buffer            the writer takes it        completed
+ *     FREE -----------------------> FILLING ------------------> WRITING -------------> FREE
+ *                                  appenders reserve              | write failed:
+ *                                  and copy in                    v stays WRITING (W4)
+ */
+#include "wal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "limits.h"
+
+enum buf_state { BUF_FREE, BUF_FILLING, BUF_WRITING };
+
+struct batch {
+	uint8_t *data; /* owned; batch_bytes rounded up to 4096, 4096-aligned */
+	enum buf_state state;
+	uint32_t seg;       /* the segment all its records belong to (W1) */
+	uint32_t start;     /* file offset of data[0] in that segment */
+	uint32_t fill;      /* bytes reserved */
+	int pending;        /* appenders still copying into it (W6) */
+	int new_seg;        /* first batch of segment `seg`: the writer creates the file */
+	uint64_t first_seq; /* seq of its first record, 0 while empty */
+	uint64_t last_seq;  /* seq of its last record */
+};
+
+struct seg_ent {
+	uint32_t id;
+	int fd;            /* owned; -1 until the writer has created the file */
+	uint64_t capacity; /* file size */
+	uint32_t end;      /* offset past the last record reserved in it */
+};
+
+struct wal {
+	pthread_mutex_t mu;
+	pthread_cond_t writer_cv;  /* the writer waits for work (monotonic clock) */
+	pthread_cond_t space_cv;   /* appenders wait for a swap */
+	pthread_cond_t durable_cv; /* wal_wait / wal_sync wait for the horizon or poison */
+	pthread_t thread;
+
+	/* Set at open, read-only afterwards. */
+	int dirfd; /* borrowed */
+	uint64_t store_uid;
+	uint64_t seg_bytes;
+	uint32_t batch_bytes;
+	uint32_t window; /* 2 * batch_bytes (W3) */
+	cs_durability mode;
+	unsigned interval_ms;
+	struct io *io; /* owned; used by the writer thread only once it runs */
+
+	/* Under mu. */
+	struct batch buf[2];
+	int cur;              /* index of the FILLING buffer */
+	uint64_t swaps;       /* count of swaps, for appenders waiting on one */
+	struct seg_ent *segs; /* owned; CS_SEGMENTS_MAX slots, nsegs used, id order */
+	uint32_t nsegs;
+	uint64_t next_seq;
+	uint64_t written_seq; /* last seq whose write completed */
+	uint64_t durable;     /* the durable horizon (W2) */
+	uint64_t sync_target; /* wal_sync() wants every seq <= this durable */
+	int closing;
+	int poison;              /* 0, or the -errno that poisoned the WAL (W4) */
+	const char *poison_what; /* "write", "sync", "write and sync", "segment creation" */
+
+	/* The writer thread's own (and wal_open's before the thread starts). */
+	int wfd;                     /* fd of the segment written last, -1 for none */
+	uint64_t unsynced;           /* bytes written to wfd since its last sync (W3) */
+	struct timespec dirty_since; /* when unsynced last became nonzero (interval mode) */
+};
+
+static struct seg_ent *seg_find(struct wal *w, uint32_t id)
+{
+	uint32_t lo = 0, hi = w->nsegs;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (w->segs[mid].id == id)
+			return &w->segs[mid];
+		if (w->segs[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static int poisoned_error(const struct wal *w)
+{
+	return cs_fail(CS_EPOISONED, "log %s failed earlier: %s; close and reopen", w->poison_what,
+	               cs_strerror(w->poison));
+}
+
+/* Called with mu held, by the writer only. */
+static void set_poison(struct wal *w, int rc, const char *what)
+{
+	CS_ASSERT(rc < 0);
+	if (w->poison == 0) {
+		w->poison = rc;
+		w->poison_what = what;
+	}
+	pthread_cond_broadcast(&w->durable_cv);
+	pthread_cond_broadcast(&w->space_cv);
+}
+
+static void now_mono(struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+}
+
+static struct timespec add_ms(struct timespec t, unsigned ms)
+{
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+static int ts_before(struct timespec a, struct timespec b)
+{
+	return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
+}
+
+/*
+ * Creates segment file id: exclusive create, preallocation, header written and synced,
+ * directory synced. On failure the half-made file is removed (best effort), so recovery
+ * never meets a segment without a valid header. Returns the fd or -errno.
+ */
+static int seg_create(struct wal *w, uint32_t id, uint64_t first_seq)
+{
+	uint8_t hdr[CS_SEG_HEADER];
+	struct seg_hdr sh = {
+	    .version = SEG_FORMAT_VERSION,
+	    .store_uid = w->store_uid,
+	    .id = id,
+	    .first_seq = first_seq,
+	    .capacity = w->seg_bytes,
+	    .window = w->window,
+	};
+	char name[32];
+	int fd, rc = 0;
+
+	seg_name(name, sizeof(name), id);
+	fd = openat(w->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (fallocate(fd, 0, 0, (off_t)w->seg_bytes) != 0) {
+		/* Some file systems cannot preallocate; a sparse file of the right size still
+		 * gives recovery its zero tail. */
+		if (errno != EOPNOTSUPP || ftruncate(fd, (off_t)w->seg_bytes) != 0)
+			rc = -errno;
+	}
+	seg_encode(hdr, &sh);
+	/* The header goes through the backend so that fault-injecting backends see it too. */
+	if (rc == 0)
+		rc = w->io->ops->write(w->io, fd, hdr, sizeof(hdr), 0, 1);
+	if (rc == 0 && fsync(w->dirfd) != 0)
+		rc = -errno;
+	if (rc != 0) {
+		close(fd);
+		unlinkat(w->dirfd, name, 0);
+		(void)fsync(w->dirfd);
+		return rc;
+	}
+	return fd;
+}
+
+/* ---- The writer thread ------------------------------------------------------------------ */
+
+/* Records that the writer synced every seq <= upto. Called with mu held. */
+static void mark_durable(struct wal *w, uint64_t upto)
+{
+	if (upto > w->durable)
+		w->durable = upto; /* W2 */
+	w->unsynced = 0;
+	pthread_cond_broadcast(&w->durable_cv);
+}
+
+/* Syncs the segment written last, nothing else being due. Called and returns with mu held. */
+static void writer_sync(struct wal *w)
+{
+	uint64_t upto = w->written_seq;
+	int rc;
+
+	pthread_mutex_unlock(&w->mu);
+	rc = w->io->ops->sync(w->io, w->wfd);
+	pthread_mutex_lock(&w->mu);
+	if (rc != 0)
+		set_poison(w, rc, "sync"); /* W4 */
+	else
+		mark_durable(w, upto);
+}
+
+/*
+ * Swaps the filling buffer out and writes it; sync says whether a sync was asked for.
+ * Called and returns with mu held.
+ */
+static void writer_write(struct wal *w, int sync)
+{
+	struct batch *b = &w->buf[w->cur];
+	struct batch *nb = &w->buf[1 - w->cur];
+	uint64_t written_before = w->written_seq;
+	const char *what = "write";
+	int presynced = 0, newfd = -1, rc = 0;
+
+	CS_ASSERT(b->fill > 0 && b->pending == 0); /* W6 */
+	CS_ASSERT(nb->state == BUF_FREE && nb->fill == 0 && nb->pending == 0);
+	b->state = BUF_WRITING;
+	nb->state = BUF_FILLING;
+	nb->seg = b->seg;
+	nb->start = b->start + b->fill;
+	nb->new_seg = 0;
+	nb->first_seq = 0;
+	nb->last_seq = 0;
+	w->cur = 1 - w->cur;
+	w->swaps++;
+	pthread_cond_broadcast(&w->space_cv);
+	pthread_mutex_unlock(&w->mu);
+
+	if (b->new_seg) {
+		/* W5: the old segment is made durable before the new one exists. */
+		if (w->unsynced > 0) {
+			rc = w->io->ops->sync(w->io, w->wfd);
+			what = "sync";
+			presynced = rc == 0;
+		}
+		if (rc == 0) {
+			rc = seg_create(w, b->seg, b->first_seq);
+			what = "segment creation";
+			if (rc >= 0) {
+				newfd = rc;
+				rc = 0;
+				w->wfd = newfd;
+				w->unsynced = 0;
+			}
+		}
+	}
+	if (rc == 0) {
+		if (w->unsynced + b->fill > w->batch_bytes)
+			sync = 1;
+		/* The backend reports a write and its sync as one result. */
+		what = sync ? "write and sync" : "write";
+		CS_ASSERT(w->unsynced + b->fill <= w->window); /* W3 */
+		rc = w->io->ops->write(w->io, w->wfd, b->data, b->fill, b->start, sync);
+	}
+
+	pthread_mutex_lock(&w->mu);
+	if (newfd >= 0) {
+		struct seg_ent *e = seg_find(w, b->seg);
+		CS_ASSERT(e != NULL && e->fd < 0);
+		e->fd = newfd; /* W8: before the buffer is released */
+	}
+	if (presynced)
+		mark_durable(w, written_before);
+	if (rc != 0) {
+		set_poison(w, rc, what); /* W4: b stays WRITING, still readable */
+		return;
+	}
+	w->written_seq = b->last_seq;
+	if (sync) {
+		mark_durable(w, b->last_seq);
+	} else {
+		if (w->unsynced == 0)
+			now_mono(&w->dirty_since);
+		w->unsynced += b->fill;
+	}
+	b->state = BUF_FREE;
+	b->fill = 0;
+	b->new_seg = 0;
+	b->first_seq = 0;
+	b->last_seq = 0;
+}
+
+static void *writer_main(void *arg)
+{
+	struct wal *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		struct batch *b = &w->buf[w->cur];
+		int dirty = w->written_seq > w->durable;
+		int due = w->closing || w->sync_target > w->durable;
+		struct timespec now, deadline;
+
+		if (w->poison) {
+			/* W4: nothing more is written; wait for wal_close(). */
+			if (w->closing)
+				break;
+			pthread_cond_wait(&w->writer_cv, &w->mu);
+			continue;
+		}
+		if (w->mode == CS_DURABLE_INTERVAL && dirty) {
+			now_mono(&now);
+			deadline = add_ms(w->dirty_since, w->interval_ms);
+			if (!ts_before(now, deadline))
+				due = 1;
+		}
+		if (b->fill > 0 && b->pending == 0) {
+			writer_write(w, due || w->mode == CS_DURABLE_SYNC);
+			continue;
+		}
+		if (b->fill == 0 && dirty && due) {
+			writer_sync(w);
+			continue;
+		}
+		if (b->fill == 0 && w->closing)
+			break;
+		if (w->mode == CS_DURABLE_INTERVAL && dirty)
+			pthread_cond_timedwait(&w->writer_cv, &w->mu, &deadline);
+		else
+			pthread_cond_wait(&w->writer_cv, &w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* ---- Open and close --------------------------------------------------------------------- */
+
+static int check_config(const struct wal_config *cfg)
+{
+	if (cfg->io == NULL || cfg->dirfd < 0)
+		return cs_fail(CS_EINVAL, "log: no directory or I/O backend");
+	if (cfg->batch_bytes < CS_BATCH_MIN || cfg->batch_bytes > CS_BATCH_MAX)
+		return cs_fail(CS_EINVAL, "batch_bytes %u is outside [%u, %u]", cfg->batch_bytes,
+		               (unsigned)CS_BATCH_MIN, (unsigned)CS_BATCH_MAX);
+	if (cfg->segment_bytes < CS_SEG_MIN || cfg->segment_bytes > CS_SEG_MAX)
+		return cs_fail(CS_EINVAL, "segment_bytes %llu is outside [%u, %u]",
+		               (unsigned long long)cfg->segment_bytes, (unsigned)CS_SEG_MIN,
+		               (unsigned)CS_SEG_MAX);
+	if (cfg->batch_bytes > cfg->segment_bytes / 2)
+		return cs_fail(CS_EINVAL, "batch_bytes %u exceeds half of segment_bytes %llu",
+		               cfg->batch_bytes, (unsigned long long)cfg->segment_bytes);
+	if (cfg->durability != CS_DURABLE_SYNC && cfg->durability != CS_DURABLE_INTERVAL &&
+	    cfg->durability != CS_DURABLE_NONE)
+		return cs_fail(CS_EINVAL, "unknown durability mode %d", (int)cfg->durability);
+	if (cfg->durability == CS_DURABLE_INTERVAL &&
+	    (cfg->interval_ms == 0 || cfg->interval_ms > CS_INTERVAL_MS_MAX))
+		return cs_fail(CS_EINVAL, "interval_ms %u is outside [1, %u]", cfg->interval_ms,
+		               (unsigned)CS_INTERVAL_MS_MAX);
+	if (cfg->next_seq == 0 || cfg->nsegs > CS_SEGMENTS_MAX ||
+	    (cfg->nsegs > 0 && cfg->segs == NULL))
+		return cs_fail(CS_EINVAL, "log: bad recovery state");
+	for (uint32_t i = 0; i < cfg->nsegs; i++) {
+		const struct wal_seg *s = &cfg->segs[i];
+		if (s->fd < 0 || s->capacity < CS_SEG_HEADER || s->capacity > CS_SEG_MAX ||
+		    s->end < CS_SEG_HEADER || s->end > s->capacity || s->end % CS_REC_ALIGN != 0 ||
+		    (i > 0 && s->id <= cfg->segs[i - 1].id))
+			return cs_fail(CS_EINVAL, "log: bad recovered segment %08x", s->id);
+	}
+	return 0;
+}
+
+/*
+ * Whether appends may continue in recovered segment s: its header must promise a window at
+ * least ours (W3 is judged against the window recovery will read from that header).
+ */
+static int seg_appendable(const struct wal *w, const struct wal_seg *s)
+{
+	uint8_t hdr[CS_SEG_HEADER];
+	struct seg_hdr sh;
+	ssize_t n;
+
+	do
+		n = pread(s->fd, hdr, sizeof(hdr), 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(hdr) || seg_decode(hdr, &sh) != 0)
+		return 0;
+	return sh.window >= w->window && sh.capacity == s->capacity;
+}
+
+static void wal_free(struct wal *w)
+{
+	if (w->segs != NULL) {
+		for (uint32_t i = 0; i < w->nsegs; i++)
+			if (w->segs[i].fd >= 0)
+				close(w->segs[i].fd);
+	}
+	free(w->segs);
+	free(w->buf[0].data);
+	free(w->buf[1].data);
+	if (w->io != NULL)
+		w->io->ops->destroy(w->io);
+	free(w);
+}
+
+static int init_sync(struct wal *w)
+{
+	pthread_condattr_t ca;
+	int rc;
+
+	rc = pthread_mutex_init(&w->mu, NULL);
+	if (rc != 0)
+		return -rc;
+	rc = pthread_condattr_init(&ca);
+	if (rc == 0) {
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		rc = pthread_cond_init(&w->writer_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	if (rc == 0)
+		rc = pthread_cond_init(&w->space_cv, NULL);
+	if (rc == 0)
+		rc = pthread_cond_init(&w->durable_cv, NULL);
+	return -rc; /* a failure here leaks nothing that needs destroying on Linux */
+}
+
+int wal_open(struct wal **out, const struct wal_config *cfg)
+{
+	size_t bufsz = ((size_t)cfg->batch_bytes + 4095) & ~(size_t)4095;
+	struct wal *w;
+	int rc;
+
+	rc = check_config(cfg);
+	if (rc != 0 || (w = calloc(1, sizeof(*w))) == NULL) {
+		for (uint32_t i = 0; i < cfg->nsegs && cfg->segs != NULL; i++)
+			if (cfg->segs[i].fd >= 0)
+				close(cfg->segs[i].fd);
+		if (cfg->io != NULL)
+			cfg->io->ops->destroy(cfg->io);
+		return rc != 0 ? rc : -ENOMEM;
+	}
+	w->io = cfg->io;
+	w->dirfd = cfg->dirfd;
+	w->store_uid = cfg->store_uid;
+	w->seg_bytes = cfg->segment_bytes;
+	w->batch_bytes = cfg->batch_bytes;
+	w->window = 2 * cfg->batch_bytes;
+	w->mode = cfg->durability;
+	w->interval_ms = cfg->interval_ms;
+	w->next_seq = cfg->next_seq;
+	w->written_seq = cfg->next_seq - 1;
+	w->durable = cfg->next_seq - 1;
+	w->wfd = -1;
+	/* The table is sized for the most segments a store may have, so that starting a
+	 * segment never allocates; calloc leaves the untouched part as unbacked pages. */
+	w->segs = calloc(CS_SEGMENTS_MAX, sizeof(*w->segs));
+	w->nsegs = cfg->nsegs;
+	for (uint32_t i = 0; i < cfg->nsegs; i++) {
+		if (w->segs != NULL) {
+			w->segs[i].id = cfg->segs[i].id;
+			w->segs[i].fd = cfg->segs[i].fd;
+			w->segs[i].capacity = cfg->segs[i].capacity;
+			w->segs[i].end = cfg->segs[i].end;
+		} else {
+			close(cfg->segs[i].fd);
+		}
+	}
+	w->buf[0].data = aligned_alloc(4096, bufsz);
+	w->buf[1].data = aligned_alloc(4096, bufsz);
+	if (w->segs == NULL || w->buf[0].data == NULL || w->buf[1].data == NULL) {
+		if (w->segs == NULL)
+			w->nsegs = 0;
+		wal_free(w);
+		return cs_fail(-ENOMEM, "log: out of memory for %zu-byte batch buffers", bufsz);
+	}
+	/* Fresh buffers hold whatever malloc left; the padding rec_encode writes covers every
+	 * byte that is written, but zeroing once keeps the files free of stray heap bytes
+	 * should a bug ever let a gap through. */
+	memset(w->buf[0].data, 0, bufsz);
+	memset(w->buf[1].data, 0, bufsz);
+
+	struct batch *b = &w->buf[0];
+	b->state = BUF_FILLING;
+	if (w->nsegs == 0) {
+		/* An empty store: its first segment exists, valid, before open returns. */
+		rc = seg_create(w, 1, w->next_seq);
+		if (rc < 0) {
+			wal_free(w);
+			return cs_fail(rc, "log: cannot create segment 00000001: %s",
+			               cs_strerror(rc));
+		}
+		w->segs[0] = (struct seg_ent){1, rc, w->seg_bytes, CS_SEG_HEADER};
+		w->nsegs = 1;
+		w->wfd = rc;
+		b->seg = 1;
+		b->start = CS_SEG_HEADER;
+	} else {
+		struct seg_ent *last = &w->segs[w->nsegs - 1];
+		/* Records recovery found may sit in the page cache only (a crash of the
+		 * process, not of the machine): sync them so the horizon below is true. The
+		 * segments before the last were synced when their successor was started. */
+		rc = w->io->ops->sync(w->io, last->fd);
+		if (rc != 0) {
+			wal_free(w);
+			return cs_fail(rc, "log: cannot sync segment %08x: %s", last->id,
+			               cs_strerror(rc));
+		}
+		b->seg = last->id;
+		/* A full or foreign-window segment is closed to appends: the start offset at
+		 * its capacity makes the first append start the next segment. */
+		b->start = seg_appendable(w, &cfg->segs[w->nsegs - 1]) ? last->end
+		                                                       : (uint32_t)last->capacity;
+		w->wfd = last->fd;
+	}
+
+	rc = init_sync(w);
+	if (rc == 0)
+		rc = -pthread_create(&w->thread, NULL, writer_main, w);
+	if (rc != 0) {
+		wal_free(w);
+		return cs_fail(rc, "log: cannot start the writer thread: %s", cs_strerror(rc));
+	}
+	*out = w;
+	return 0;
+}
+
+int wal_close(struct wal *w)
+{
+	int rc;
+	const char *what;
+
+	pthread_mutex_lock(&w->mu);
+	w->closing = 1;
+	pthread_cond_signal(&w->writer_cv);
+	pthread_cond_broadcast(&w->space_cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->thread, NULL);
+
+	rc = w->poison;
+	what = w->poison_what;
+	pthread_cond_destroy(&w->writer_cv);
+	pthread_cond_destroy(&w->space_cv);
+	pthread_cond_destroy(&w->durable_cv);
+	pthread_mutex_destroy(&w->mu);
+	wal_free(w);
+	if (rc != 0)
+		return cs_fail(rc, "log %s failed: %s", what, cs_strerror(rc));
+	return 0;
+}
+
+/* ---- Appending -------------------------------------------------------------------------- */
+
+static size_t parts_len(const struct iovec *parts, int nparts)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < nparts; i++)
+		len += parts[i].iov_len;
+	return len;
+}
+
+/*
+ * Points the empty filling buffer b at a new segment, the successor of the last one; the
+ * writer creates the file with b's first write. Called with mu held.
+ */
+static int start_segment(struct wal *w, struct batch *b)
+{
+	struct seg_ent *last = &w->segs[w->nsegs - 1];
+
+	CS_ASSERT(b->fill == 0 && b->pending == 0 && b->seg == last->id);
+	if (w->nsegs == CS_SEGMENTS_MAX || last->id == UINT32_MAX)
+		return cs_fail(CS_EFULL, "the log has reached its limit of %u segments",
+		               (unsigned)CS_SEGMENTS_MAX);
+	w->segs[w->nsegs] = (struct seg_ent){last->id + 1, -1, w->seg_bytes, CS_SEG_HEADER};
+	w->nsegs++;
+	b->seg = last->id + 1;
+	b->start = CS_SEG_HEADER;
+	b->new_seg = 1;
+	return 0;
+}
+
+/* Waits, with mu held, until the writer has swapped buffers (or poison, or close). */
+static void wait_swap(struct wal *w)
+{
+	uint64_t gen = w->swaps;
+
+	pthread_cond_signal(&w->writer_cv);
+	while (w->swaps == gen && !w->poison && !w->closing)
+		pthread_cond_wait(&w->space_cv, &w->mu);
+}
+
+int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos, uint64_t *seq)
+{
+	uint64_t total = 0, first, synced;
+	struct batch *b;
+	uint8_t *dst;
+	uint32_t off;
+	int rc = 0;
+
+	if (n <= 0)
+		return cs_fail(CS_EINVAL, "log: append of %d records", n);
+	for (int i = 0; i < n; i++) {
+		size_t len = parts_len(recs[i].parts, recs[i].nparts);
+		if (recs[i].type == 0 || (recs[i].flags & ~REC_F_KNOWN) != 0 || recs[i].nparts < 0)
+			return cs_fail(CS_EINVAL, "log: record type %u flags %#x", recs[i].type,
+			               recs[i].flags);
+		if (len > CS_REC_PAYLOAD_MAX)
+			return cs_fail(CS_ELIMIT, "log record of %zu bytes exceeds %u", len,
+			               (unsigned)CS_REC_PAYLOAD_MAX);
+		total += rec_size((uint32_t)len);
+	}
+	if (total > w->batch_bytes)
+		return cs_fail(CS_ELIMIT, "transaction of %llu log bytes exceeds the batch of %u",
+		               (unsigned long long)total, w->batch_bytes);
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		struct seg_ent *last = &w->segs[w->nsegs - 1];
+
+		b = &w->buf[w->cur];
+		if (w->poison) {
+			rc = poisoned_error(w);
+			goto out_unlock;
+		}
+		if (w->closing) {
+			rc = cs_fail(CS_ECLOSED, "log is closing");
+			goto out_unlock;
+		}
+		CS_ASSERT(b->state == BUF_FILLING && b->seg == last->id);
+		if (b->start + b->fill + total > last->capacity) {
+			if (b->fill > 0) {
+				wait_swap(w); /* W1: hand the old segment's records over first */
+				continue;
+			}
+			rc = start_segment(w, b);
+			if (rc != 0)
+				goto out_unlock;
+			continue;
+		}
+		if (b->fill + total > w->batch_bytes) {
+			wait_swap(w);
+			continue;
+		}
+		break;
+	}
+	off = b->start + b->fill;
+	dst = b->data + b->fill;
+	b->fill += (uint32_t)total;
+	first = w->next_seq;
+	w->next_seq += (uint64_t)n;
+	if (b->first_seq == 0)
+		b->first_seq = first;
+	b->last_seq = w->next_seq - 1;
+	synced = w->durable; /* W7: durable < next_seq <= first */
+	b->pending++;
+	w->segs[w->nsegs - 1].end = off + (uint32_t)total;
+	pthread_mutex_unlock(&w->mu);
+
+	/* The region is ours alone until pending drops (W6): encode without the lock. */
+	for (int i = 0; i < n; i++) {
+		uint8_t cont = (i < n - 1 ? REC_F_CONT : 0) | (i > 0 ? REC_F_MID : 0);
+		struct rec_hdr h = {
+		    .type = recs[i].type,
+		    .flags = (uint8_t)((recs[i].flags & ~(REC_F_CONT | REC_F_MID)) | cont),
+		    .seq = first + (uint64_t)i,
+		    .synced_seq = synced,
+		};
+		rec_encode(dst, &h, recs[i].parts, recs[i].nparts);
+		CS_ASSERT(h.seq > h.synced_seq);
+		if (pos != NULL)
+			pos[i] = (struct wal_pos){b->seg, off};
+		off += rec_size(h.len);
+		dst += rec_size(h.len);
+	}
+	if (seq != NULL)
+		*seq = first + (uint64_t)n - 1;
+
+	pthread_mutex_lock(&w->mu);
+	CS_ASSERT(b->pending > 0);
+	if (--b->pending == 0)
+		pthread_cond_signal(&w->writer_cv);
+out_unlock:
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+int wal_wait(struct wal *w, uint64_t seq)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&w->mu);
+	if (seq >= w->next_seq) {
+		/* Waiting for it would never end. */
+		pthread_mutex_unlock(&w->mu);
+		return cs_fail(CS_EINVAL, "log: wait for seq %llu, which was never appended",
+		               (unsigned long long)seq);
+	}
+	if (w->mode == CS_DURABLE_SYNC) {
+		while (w->durable < seq && !w->poison)
+			pthread_cond_wait(&w->durable_cv, &w->mu);
+	}
+	if (w->durable < seq && w->poison)
+		rc = poisoned_error(w);
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+int wal_sync(struct wal *w)
+{
+	uint64_t target;
+	int rc = 0;
+
+	pthread_mutex_lock(&w->mu);
+	target = w->next_seq - 1;
+	if (!w->poison && w->durable < target) {
+		if (w->sync_target < target)
+			w->sync_target = target;
+		pthread_cond_signal(&w->writer_cv);
+		while (w->durable < target && !w->poison)
+			pthread_cond_wait(&w->durable_cv, &w->mu);
+	}
+	if (w->poison)
+		rc = poisoned_error(w);
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+/* ---- Reading ---------------------------------------------------------------------------- */
+
+/* Copies len bytes from src into the pieces of dst. */
+static void scatter(const struct iovec *dst, int ndst, const uint8_t *src)
+{
+	for (int i = 0; i < ndst; i++) {
+		memcpy(dst[i].iov_base, src, dst[i].iov_len);
+		src += dst[i].iov_len;
+	}
+}
+
+/*
+ * Reads the record header into hdr and the payload into dst from fd at off. Returns 0, 1
+ * when the file ends first, or -errno.
+ */
+static int read_file(int fd, uint64_t off, uint8_t *hdr, const struct iovec *dst, int ndst)
+{
+	struct iovec v[16];
+	int piece = 0, tries = 0; /* piece 0 is the header, piece i > 0 is dst[i - 1] */
+	size_t skip = 0;
+
+#define PIECE_BASE(i) ((i) == 0 ? (void *)hdr : dst[(i)-1].iov_base)
+#define PIECE_LEN(i)  ((i) == 0 ? (size_t)CS_REC_HEADER : dst[(i)-1].iov_len)
+	for (;;) {
+		int nv = 0;
+		ssize_t r;
+
+		while (piece <= ndst && skip == PIECE_LEN(piece)) {
+			piece++;
+			skip = 0;
+		}
+		if (piece > ndst)
+			return 0;
+		for (int i = piece; i <= ndst && nv < 16; i++) {
+			size_t s = i == piece ? skip : 0;
+			v[nv].iov_base = (uint8_t *)PIECE_BASE(i) + s;
+			v[nv].iov_len = PIECE_LEN(i) - s;
+			nv++;
+		}
+		r = preadv(fd, v, nv, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR && ++tries <= CS_IO_RETRIES)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return 1;
+		off += (uint64_t)r;
+		while (r > 0) {
+			size_t rem = PIECE_LEN(piece) - skip;
+			if ((size_t)r < rem) {
+				skip += (size_t)r;
+				r = 0;
+			} else {
+				r -= (ssize_t)rem;
+				piece++;
+				skip = 0;
+			}
+		}
+	}
+#undef PIECE_BASE
+#undef PIECE_LEN
+}
+
+int wal_read(struct wal *w, struct wal_pos pos, uint32_t len, struct rec_hdr *h,
+             const struct iovec *dst, int ndst)
+{
+	uint8_t hdr[CS_REC_HEADER];
+	uint64_t rec_end = (uint64_t)pos.off + CS_REC_HEADER + len;
+	struct seg_ent *e;
+	int fd, rc;
+
+	if (ndst < 0 || parts_len(dst, ndst) != len)
+		return cs_fail(CS_EINVAL, "log read: buffers do not total %u bytes", len);
+	if (pos.off < CS_SEG_HEADER || pos.off % CS_REC_ALIGN != 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: not a record position",
+		               pos.seg, pos.off);
+
+	pthread_mutex_lock(&w->mu);
+	for (int i = 0; i < 2; i++) {
+		const struct batch *b = &w->buf[i];
+		if (b->state == BUF_FREE || b->seg != pos.seg || pos.off < b->start ||
+		    pos.off >= b->start + b->fill)
+			continue;
+		/* Not yet in the file: copy it out of the buffer, under the lock since the
+		 * writer frees the buffer under it. */
+		if (rec_end > (uint64_t)b->start + b->fill) {
+			pthread_mutex_unlock(&w->mu);
+			return cs_fail(CS_ECORRUPT,
+			               "segment %08x offset %u: a %u-byte record runs past the log",
+			               pos.seg, pos.off, len);
+		}
+		const uint8_t *src = b->data + (pos.off - b->start);
+		memcpy(hdr, src, CS_REC_HEADER);
+		scatter(dst, ndst, src + CS_REC_HEADER);
+		pthread_mutex_unlock(&w->mu);
+		goto check;
+	}
+	e = seg_find(w, pos.seg);
+	fd = e != NULL ? e->fd : -1;
+	if (e != NULL && rec_end > e->capacity) {
+		pthread_mutex_unlock(&w->mu);
+		return cs_fail(CS_ECORRUPT,
+		               "segment %08x offset %u: a %u-byte record runs past the segment end",
+		               pos.seg, pos.off, len);
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (fd < 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: no such segment", pos.seg,
+		               pos.off);
+	/* The fd stays open until wal_close(), which no read may race. Reads never touch
+	 * the backend: an io_uring ring belongs to the writer thread. */
+	rc = read_file(fd, pos.off, hdr, dst, ndst);
+	if (rc < 0)
+		return cs_fail(rc, "segment %08x offset %u: read failed: %s", pos.seg, pos.off,
+		               cs_strerror(rc));
+	if (rc > 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: the file ends in the record",
+		               pos.seg, pos.off);
+check:
+	switch (rec_decode_header(hdr, h)) {
+	case REC_OK:
+		break;
+	case REC_ZERO:
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: no record here (zero header)",
+		               pos.seg, pos.off);
+	default:
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: bad record header", pos.seg,
+		               pos.off);
+	}
+	if (h->len != len)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record length %u, expected %u",
+		               pos.seg, pos.off, h->len, len);
+	if (rec_verify(hdr, h, dst, ndst) != 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record checksum mismatch",
+		               pos.seg, pos.off);
+	return 0;
+}
+
+void wal_stat(struct wal *w, struct wal_stat *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&w->mu);
+	out->next_seq = w->next_seq;
+	out->durable_seq = w->durable + 1;
+	for (uint32_t i = 0; i < w->nsegs; i++) {
+		/* A segment the writer has yet to create holds appended records already, but
+		 * takes no disk space yet. */
+		out->log_bytes += w->segs[i].end;
+		if (w->segs[i].fd >= 0) {
+			out->disk_bytes += w->segs[i].capacity;
+			out->segments++;
+		}
+	}
+	out->poisoned = w->poison != 0;
+	out->backend = w->io->ops->name;
+	pthread_mutex_unlock(&w->mu);
+}

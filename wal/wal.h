@@ -1,0 +1,118 @@
+/*
+ * wal.h - the write-ahead log: segments, group commit and the writer thread (internal).
+ *
+ * Callers append records from any thread. Appends are copied into the open batch buffer
+ * (one of two, each batch_bytes long); the writer thread swaps buffers, writes the full one
+ * in one call to the I/O backend, with an fdatasync when the durability mode wants one, and
+ * then wakes the callers waiting on it. While one batch is being written and synced the
+ * other fills: that is the group commit.
+ *
+ * Positions: a record is named by (segment id, offset of its header). A batch never spans
+ * two segments; when the open segment cannot take the next record the writer syncs it
+ * (in every durability mode, so the log stays a prefix after a power cut) and starts the
+ * next one: created, header written, preallocated, synced, directory synced.
+ */
+#ifndef CS_WAL_H
+#define CS_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "cidstore.h"
+#include "io.h"
+#include "record.h"
+
+struct wal_pos {
+	uint32_t seg;
+	uint32_t off;
+};
+
+/* One existing segment handed over by recovery; the WAL takes ownership of fd. */
+struct wal_seg {
+	uint32_t id;
+	int fd;            /* open O_RDWR */
+	uint64_t first_seq;
+	uint64_t capacity; /* file size */
+	uint32_t end;      /* offset just past its last valid record */
+};
+
+struct wal_config {
+	int dirfd;                /* the store directory; borrowed, must outlive the WAL */
+	uint64_t store_uid;
+	uint64_t segment_bytes;
+	uint32_t batch_bytes;
+	cs_durability durability;
+	unsigned interval_ms;
+	struct io *io;            /* owned by the WAL from wal_open() on, even when it fails */
+	/* Segments found by recovery, in id order (may be 0); the WAL owns their fds from
+	 * wal_open() on. Appends continue in the last one when it has room. */
+	struct wal_seg *segs;
+	uint32_t nsegs;
+	uint64_t next_seq;        /* seq of the next record (1 for a new store) */
+};
+
+struct wal;
+
+/* Starts the writer thread. With no segments given, creates segment 1 (header written and
+ * synced) before returning. Appends continue in the last given segment unless its header's
+ * window is below 2 * batch_bytes (the window bounds unsynced bytes for recovery), in which
+ * case the first append starts the next segment. Errors: CS_EINVAL (a size outside
+ * limits.h, batch_bytes > segment_bytes / 2, bad durability or interval_ms, inconsistent
+ * segs), -errno (creating or syncing a segment), -ENOMEM. */
+int wal_open(struct wal **out, const struct wal_config *cfg);
+
+/* Flushes and syncs everything appended, stops the writer, closes every fd and frees the
+ * WAL. Returns the first write or sync error met (the WAL is freed regardless). */
+int wal_close(struct wal *w);
+
+/* A record to append: its type and flags (REC_F_CONT is set by wal_append) and payload
+ * pieces (borrowed for the call). */
+struct wal_rec {
+	uint8_t type;
+	uint8_t flags;
+	const struct iovec *parts;
+	int nparts;
+};
+
+/* Appends n records as one transaction: consecutive seqs, one batch, one segment, every
+ * record but the last flagged REC_F_CONT. Fills pos[i] for each record (pos may be NULL) and
+ * *seq with the last record's seq. Returns once the records are in the batch buffer: they
+ * can be read back with wal_read() at once, and are durable after wal_wait(*seq).
+ * Blocks while both buffers are full. Errors: CS_ELIMIT (a payload over CS_REC_PAYLOAD_MAX,
+ * or the records exceed a batch), CS_EINVAL (n <= 0, type 0, unknown flags), CS_EFULL (the
+ * log would need more than CS_SEGMENTS_MAX segments), CS_EPOISONED, CS_ECLOSED. */
+int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,
+	       uint64_t *seq);
+
+/* Waits as the durability mode says: in sync mode until record seq is durable; in the other
+ * modes returns at once. Errors: CS_EPOISONED (seq is not durable and the write or sync
+ * covering it, or an earlier one, failed), CS_EINVAL (seq was never appended). */
+int wal_wait(struct wal *w, uint64_t seq);
+
+/* Writes and syncs everything appended before the call and waits for it, in any mode.
+ * Errors: CS_EPOISONED (the message names the failure that poisoned the log). */
+int wal_sync(struct wal *w);
+
+/* Reads the record at pos whose payload is len bytes (the caller knows it from the index):
+ * the header into *h and the payload into the pieces of dst, which total len bytes. Checks
+ * that the header is sane, has this length, and that the checksum matches. Reads from the
+ * batch buffer when the record is not yet in the file, so it never waits for a write or a
+ * sync; keeps working on a poisoned log. Thread-safe. Errors: CS_ECORRUPT (message names
+ * segment and offset), CS_EINVAL (dst does not total len bytes), -errno. */
+int wal_read(struct wal *w, struct wal_pos pos, uint32_t len, struct rec_hdr *h,
+	     const struct iovec *dst, int ndst);
+
+struct wal_stat {
+	uint64_t next_seq;
+	uint64_t durable_seq; /* every record with seq < this is durable */
+	uint64_t log_bytes;   /* bytes of records and headers in all segments */
+	uint64_t disk_bytes;  /* sum of segment capacities */
+	uint32_t segments;
+	int poisoned;
+	const char *backend;
+};
+
+void wal_stat(struct wal *w, struct wal_stat *out);
+
+#endif
