@@ -1,0 +1,604 @@
+/*
+ * store.c - the store: open/close, put, get, has, delete, sync, stat, list, verify.
+ *
+ * The store ties the subsystems together: dir.c holds the directory lock, recovery/ replays
+ * the log into the index at open, wal/ appends and syncs, index/ maps multihash to place.
+ *
+ * Invariants:
+ *   S1. The index holds exactly the blocks whose latest record in the log is a REC_BLOCK,
+ *       among records appended so far (replay rebuilds the same map from the same log).
+ *   S2. A mutation is appended to the log before the index shows it, so every position the
+ *       index holds can be read back by wal_read() (from the batch buffer or the file).
+ *   S3. For one key, log order and index order agree: an operation reads the index before
+ *       it appends, so an append that follows what another thread's index change made
+ *       visible also follows it in the log.
+ *   S4. Hashing and data copies run outside the index lock; the index write lock is held
+ *       only for one tree update.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "btree.h"
+#include "cid.h"
+#include "dir.h"
+#include "err.h"
+#include "io.h"
+#include "replay.h"
+#include "store.h"
+#include "wal.h"
+
+struct cs_store {
+	struct dir_handle dir;
+	cs_options opts;
+	struct wal *wal;
+
+	pthread_rwlock_t lock; /* guards idx and the counters below */
+	struct idx *idx;
+	uint64_t live_bytes;
+
+	struct rec_result rec; /* what open found; rec.segs handed to the WAL */
+	double open_seconds;
+};
+
+static void logf_(const cs_options *o, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void logf_(const cs_options *o, int level, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (o->log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	o->log(o->log_ctx, level, msg);
+}
+
+CS_API void cs_options_init(cs_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->durability = CS_DURABLE_SYNC;
+	o->interval_ms = CS_INTERVAL_MS_DEFAULT;
+	o->io = CS_IO_AUTO;
+	o->segment_bytes = CS_SEG_DEFAULT;
+	o->batch_bytes = CS_BATCH_DEFAULT;
+}
+
+static int check_options(const cs_options *o)
+{
+	if (o->durability > CS_DURABLE_NONE)
+		return cs_fail(CS_EINVAL, "unknown durability mode %d", (int)o->durability);
+	if (o->durability == CS_DURABLE_INTERVAL &&
+	    (o->interval_ms == 0 || o->interval_ms > CS_INTERVAL_MS_MAX))
+		return cs_fail(CS_EINVAL, "interval_ms %u is outside 1..%u", o->interval_ms,
+		               CS_INTERVAL_MS_MAX);
+	if (o->segment_bytes < CS_SEG_MIN || o->segment_bytes > CS_SEG_MAX)
+		return cs_fail(CS_EINVAL, "segment_bytes %llu is outside %u..%u",
+		               (unsigned long long)o->segment_bytes, CS_SEG_MIN, CS_SEG_MAX);
+	if (o->batch_bytes < CS_BATCH_MIN || o->batch_bytes > CS_BATCH_MAX ||
+	    o->batch_bytes > o->segment_bytes / 2)
+		return cs_fail(CS_EINVAL, "batch_bytes %u is outside %u..min(%u, segment_bytes/2)",
+		               o->batch_bytes, CS_BATCH_MIN, CS_BATCH_MAX);
+	if (o->flags & ~(unsigned)(CS_OPEN_CREATE | CS_OPEN_SALVAGE))
+		return cs_fail(CS_EINVAL, "unknown open flags 0x%x", o->flags);
+	return 0;
+}
+
+/* Picks the I/O backend: CIDSTORE_IO overrides the option; AUTO falls back to psync when the
+ * kernel refuses io_uring (containers' default seccomp gives EPERM, old kernels ENOSYS). */
+static int make_backend(const cs_options *o, struct io **out)
+{
+	cs_io_backend want = o->io;
+	const char *env = getenv("CIDSTORE_IO");
+
+	if (env != NULL && env[0] != '\0') {
+		if (strcmp(env, "uring") == 0 || strcmp(env, "io_uring") == 0)
+			want = CS_IO_URING;
+		else if (strcmp(env, "psync") == 0)
+			want = CS_IO_PSYNC;
+		else if (strcmp(env, "auto") == 0)
+			want = CS_IO_AUTO;
+		else
+			return cs_fail(CS_EINVAL,
+			               "CIDSTORE_IO='%s' is not one of uring, psync, "
+			               "auto",
+			               env);
+	}
+	if (want == CS_IO_PSYNC)
+		return io_psync_backend(out);
+	int rc = io_uring_backend(out, 64);
+	if (rc == 0 || want == CS_IO_URING) {
+		if (rc != 0)
+			return cs_fail(rc, "io_uring refused by the kernel: %s", strerror(-rc));
+		return 0;
+	}
+	logf_(o, CS_LOG_INFO, "io_uring unavailable (%s); using psync", strerror(-rc));
+	return io_psync_backend(out);
+}
+
+/* Replay callback: applies one record of a complete transaction to the index (S1). */
+static int apply_record(void *ctx, const struct rec_view *r)
+{
+	cs_store *s = ctx;
+	uint8_t key[CS_KEY_MAX];
+	struct idx_val old;
+	struct rec_block b;
+	int rc;
+
+	switch (r->h.type) {
+	case REC_BLOCK:
+		if (rec_block_decode(r->payload, r->h.len, &b) != 0 ||
+		    rec_key_decode(r->payload, r->h.len, key) != 0)
+			return cs_fail(CS_ECORRUPT,
+			               "segment %08x offset %u: malformed block "
+			               "record",
+			               r->pos.seg, r->pos.off);
+		struct idx_val v = {r->pos.seg, r->pos.off, b.data_len, b.codec};
+		rc = idx_put(s->idx, key, &v, &old);
+		if (rc < 0)
+			return rc;
+		s->live_bytes += b.data_len - (rc == 1 ? old.len : 0);
+		return 0;
+	case REC_DELETE:
+		if (rec_key_decode(r->payload, r->h.len, key) != 0)
+			return cs_fail(CS_ECORRUPT,
+			               "segment %08x offset %u: malformed delete "
+			               "record",
+			               r->pos.seg, r->pos.off);
+		if (idx_del(s->idx, key, &old) == 0)
+			s->live_bytes -= old.len;
+		return 0;
+	default:
+		if (r->h.flags & REC_F_SKIPPABLE)
+			return 0;
+		return cs_fail(CS_EVERSION,
+		               "segment %08x offset %u: record type %u is not "
+		               "known to this version",
+		               r->pos.seg, r->pos.off, r->h.type);
+	}
+}
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void free_segs(struct rec_result *r)
+{
+	for (uint32_t i = 0; i < r->nsegs; i++)
+		close(r->segs[i].fd);
+	free(r->segs);
+	r->segs = NULL;
+	r->nsegs = 0;
+}
+
+CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out)
+{
+	double t0 = now_seconds();
+	struct io *io = NULL;
+	int rc;
+
+	cs_clear_error();
+	*out = NULL;
+	if (dir == NULL || dir[0] == '\0')
+		return cs_fail(CS_EINVAL, "no store directory given");
+	cs_store *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	if (opts != NULL)
+		s->opts = *opts;
+	else
+		cs_options_init(&s->opts);
+	if ((rc = check_options(&s->opts)) != 0 || (rc = make_backend(&s->opts, &io)) != 0) {
+		free(s);
+		return rc;
+	}
+	pthread_rwlock_init(&s->lock, NULL);
+	rc = dir_open(dir, (s->opts.flags & CS_OPEN_CREATE) != 0, &s->dir);
+	if (rc != 0)
+		goto fail;
+	if ((rc = idx_create(&s->idx)) != 0)
+		goto fail;
+
+	struct rec_options ro = {
+	    .dirfd = s->dir.dirfd,
+	    .store_uid = s->dir.uid,
+	    .salvage = (s->opts.flags & CS_OPEN_SALVAGE) != 0,
+	    .apply = apply_record,
+	    .ctx = s,
+	    .log = s->opts.log,
+	    .log_ctx = s->opts.log_ctx,
+	};
+	if ((rc = rec_replay(&ro, &s->rec)) != 0)
+		goto fail;
+
+	struct wal_config wc = {
+	    .dirfd = s->dir.dirfd,
+	    .store_uid = s->dir.uid,
+	    .segment_bytes = s->opts.segment_bytes,
+	    .batch_bytes = s->opts.batch_bytes,
+	    .durability = s->opts.durability,
+	    .interval_ms = s->opts.interval_ms,
+	    .io = io,
+	    .segs = s->rec.segs,
+	    .nsegs = s->rec.nsegs,
+	    .next_seq = s->rec.next_seq,
+	};
+	io = NULL; /* the WAL owns it from here, even on failure */
+	rc = wal_open(&s->wal, &wc);
+	free(s->rec.segs); /* the fds now belong to the WAL */
+	s->rec.segs = NULL;
+	if (rc != 0)
+		goto fail;
+	s->open_seconds = now_seconds() - t0;
+	if (s->rec.torn_bytes || s->rec.salvaged_records || s->rec.salvaged_bytes)
+		logf_(&s->opts, CS_LOG_WARN,
+		      "opened %s: %llu records replayed, %llu torn-tail "
+		      "bytes truncated, %llu records / %llu bytes lost to salvage",
+		      dir, (unsigned long long)s->rec.records,
+		      (unsigned long long)s->rec.torn_bytes,
+		      (unsigned long long)s->rec.salvaged_records,
+		      (unsigned long long)s->rec.salvaged_bytes);
+	*out = s;
+	return 0;
+fail:
+	if (io != NULL)
+		io->ops->destroy(io);
+	free_segs(&s->rec);
+	if (s->idx != NULL)
+		idx_destroy(s->idx);
+	dir_close(&s->dir);
+	pthread_rwlock_destroy(&s->lock);
+	free(s);
+	return rc;
+}
+
+CS_API int cs_store_close(cs_store *s)
+{
+	cs_clear_error();
+	if (s == NULL)
+		return 0;
+	int rc = wal_close(s->wal);
+	idx_destroy(s->idx);
+	dir_close(&s->dir);
+	pthread_rwlock_destroy(&s->lock);
+	free(s);
+	return rc;
+}
+
+/* The index key for a CID the caller handed in. A well-formed CID of a hash the store never
+ * holds is simply not found. */
+static int key_of(const cs_cid *cid, uint8_t key[CS_KEY_MAX])
+{
+	if (cid == NULL)
+		return cs_fail(CS_EINVAL, "no CID given");
+	return cid_key(cid, key);
+}
+
+static int lookup(cs_store *s, const uint8_t key[CS_KEY_MAX], struct idx_val *v)
+{
+	pthread_rwlock_rdlock(&s->lock);
+	int rc = idx_get(s->idx, key, v);
+	pthread_rwlock_unlock(&s->lock);
+	return rc;
+}
+
+CS_API int cs_block_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash,
+                        cs_cid *out)
+{
+	return store_put(s, data, len, codec, hash, 1, out);
+}
+
+int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash, int wait,
+              cs_cid *out)
+{
+	uint8_t digest[CS_DIGEST_MAX], key[CS_KEY_MAX], meta[CS_BLOCK_META];
+	struct idx_val v;
+	int rc;
+
+	cs_clear_error();
+	if (len > CS_BLOCK_MAX)
+		return cs_fail(CS_ELIMIT, "block of %zu bytes exceeds the %u-byte limit", len,
+		               CS_BLOCK_MAX);
+	if (data == NULL && len > 0)
+		return cs_fail(CS_EINVAL, "no data given");
+	if (codec > UINT32_MAX)
+		return cs_fail(CS_EUNSUPPORTED,
+		               "codec 0x%llx is above the store's 32-bit "
+		               "codec limit",
+		               (unsigned long long)codec);
+	size_t dlen = cid_hash_len(hash);
+	if (dlen != CS_DIGEST_MAX)
+		return cs_fail(CS_EUNSUPPORTED,
+		               "hash function 0x%llx is not supported "
+		               "(sha2-256 0x12, blake2b-256 0xb220)",
+		               (unsigned long long)hash);
+	if ((rc = cid_hash(hash, data, len, digest)) != 0 ||
+	    (rc = cid_make(1, codec, hash, digest, dlen, out)) != 0 ||
+	    (rc = cid_key(out, key)) != 0)
+		return rc;
+	if (lookup(s, key, &v) == 0)
+		return 0; /* present: nothing to write */
+
+	rec_block_meta(meta, (uint16_t)hash, (uint8_t)dlen, (uint32_t)codec);
+	struct iovec parts[3] = {
+	    {meta, sizeof(meta)},
+	    {digest, dlen},
+	    {(void *)data, len},
+	};
+	struct wal_rec rec = {.type = REC_BLOCK, .parts = parts, .nparts = 3};
+	struct wal_pos pos;
+	uint64_t seq;
+	if ((rc = wal_append(s->wal, &rec, 1, &pos, &seq)) != 0)
+		return rc;
+	v = (struct idx_val){pos.seg, pos.off, (uint32_t)len, (uint32_t)codec};
+	pthread_rwlock_wrlock(&s->lock);
+	rc = idx_put(s->idx, key, &v, NULL); /* S2: appended first */
+	if (rc == 0)
+		s->live_bytes += len;
+	pthread_rwlock_unlock(&s->lock);
+	if (rc < 0)
+		return rc;
+	return wait ? wal_wait(s->wal, seq) : 0;
+}
+
+/* Reads the block at v into buf (v->len bytes) and checks the record names key. */
+static int read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
+                      void *buf)
+{
+	uint8_t meta[CS_BLOCK_META], digest[CS_DIGEST_MAX];
+	struct iovec parts[3] = {
+	    {meta, sizeof(meta)},
+	    {digest, sizeof(digest)},
+	    {buf, v->len},
+	};
+	struct rec_hdr h;
+	struct wal_pos pos = {v->seg, v->off};
+	int rc = wal_read(s->wal, pos, CS_BLOCK_META + CS_DIGEST_MAX + v->len, &h, parts, 3);
+	if (rc != 0)
+		return rc;
+	uint16_t hash = (uint16_t)(key[0] << 8 | key[1]);
+	if (h.type != REC_BLOCK || meta[0] != (uint8_t)hash || meta[1] != (uint8_t)(hash >> 8) ||
+	    memcmp(digest, key + 2, CS_DIGEST_MAX) != 0)
+		return cs_fail(CS_ECORRUPT,
+		               "segment %08x offset %u: index points at a record "
+		               "of another block",
+		               v->seg, v->off);
+	return 0;
+}
+
+CS_API int cs_block_get(cs_store *s, const cs_cid *cid, void *buf, size_t cap, size_t *len)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct idx_val v;
+	int rc;
+
+	cs_clear_error();
+	if ((rc = key_of(cid, key)) != 0 || (rc = lookup(s, key, &v)) != 0)
+		return rc;
+	*len = v.len;
+	if (buf == NULL)
+		return 0;
+	if (cap < v.len)
+		return cs_fail(CS_EBUFSIZE, "block is %u bytes, buffer %zu", v.len, cap);
+	return read_block(s, key, &v, buf);
+}
+
+CS_API int cs_block_get_alloc(cs_store *s, const cs_cid *cid, void **data, size_t *len)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct idx_val v;
+	int rc;
+
+	cs_clear_error();
+	*data = NULL;
+	if ((rc = key_of(cid, key)) != 0 || (rc = lookup(s, key, &v)) != 0)
+		return rc;
+	void *buf = malloc(v.len ? v.len : 1);
+	if (buf == NULL)
+		return -ENOMEM;
+	if ((rc = read_block(s, key, &v, buf)) != 0) {
+		free(buf);
+		return rc;
+	}
+	*data = buf;
+	*len = v.len;
+	return 0;
+}
+
+CS_API void cs_free(void *p)
+{
+	free(p);
+}
+
+CS_API int cs_block_has(cs_store *s, const cs_cid *cid)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct idx_val v;
+
+	cs_clear_error();
+	int rc = key_of(cid, key);
+	if (rc == CS_ENOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	return lookup(s, key, &v) == 0;
+}
+
+CS_API int cs_block_delete(cs_store *s, const cs_cid *cid)
+{
+	uint8_t key[CS_KEY_MAX], meta[CS_BLOCK_META];
+	struct idx_val v;
+	int rc;
+
+	cs_clear_error();
+	if ((rc = key_of(cid, key)) != 0 || (rc = lookup(s, key, &v)) != 0)
+		return rc;
+	uint16_t hash = (uint16_t)(key[0] << 8 | key[1]);
+	rec_block_meta(meta, hash, CS_DIGEST_MAX, 0);
+	struct iovec parts[2] = {{meta, sizeof(meta)}, {key + 2, CS_DIGEST_MAX}};
+	struct wal_rec rec = {.type = REC_DELETE, .parts = parts, .nparts = 2};
+	uint64_t seq;
+	if ((rc = wal_append(s->wal, &rec, 1, NULL, &seq)) != 0)
+		return rc;
+	pthread_rwlock_wrlock(&s->lock);
+	if (idx_del(s->idx, key, &v) == 0) /* a racing delete may have won: same outcome */
+		s->live_bytes -= v.len;
+	pthread_rwlock_unlock(&s->lock);
+	return wal_wait(s->wal, seq);
+}
+
+CS_API int cs_store_sync(cs_store *s)
+{
+	cs_clear_error();
+	return wal_sync(s->wal);
+}
+
+CS_API int cs_store_stat(cs_store *s, cs_stat *out)
+{
+	struct wal_stat ws;
+
+	cs_clear_error();
+	memset(out, 0, sizeof(*out));
+	wal_stat(s->wal, &ws);
+	pthread_rwlock_rdlock(&s->lock);
+	out->blocks = idx_count(s->idx);
+	out->live_bytes = s->live_bytes;
+	out->index_bytes = idx_bytes(s->idx);
+	pthread_rwlock_unlock(&s->lock);
+	out->log_bytes = ws.log_bytes;
+	out->disk_bytes = ws.disk_bytes;
+	out->segments = ws.segments;
+	out->next_seq = ws.next_seq;
+	out->durable_seq = ws.durable_seq;
+	out->io_backend = ws.backend;
+	out->durability = s->opts.durability;
+	out->replayed_records = s->rec.records;
+	out->torn_tail_bytes = s->rec.torn_bytes;
+	out->salvaged_records = s->rec.salvaged_records;
+	out->salvaged_bytes = s->rec.salvaged_bytes;
+	out->stray_files = s->rec.stray_files;
+	out->open_seconds = s->open_seconds;
+	return 0;
+}
+
+/* Walks the index in pieces of LIST_STEP entries, holding the read lock only while it
+ * copies a piece out, so writers are never blocked for the length of a walk. */
+#define LIST_STEP 256
+
+struct list_piece {
+	uint8_t keys[LIST_STEP][CS_KEY_MAX];
+	struct idx_val vals[LIST_STEP];
+	int n;
+};
+
+static int next_piece(cs_store *s, const uint8_t *after, struct list_piece *p)
+{
+	p->n = 0;
+	pthread_rwlock_rdlock(&s->lock);
+	while (p->n < LIST_STEP && idx_next(s->idx, after, p->keys[p->n], &p->vals[p->n]) == 0) {
+		after = p->keys[p->n];
+		p->n++;
+	}
+	pthread_rwlock_unlock(&s->lock);
+	return p->n;
+}
+
+/* Calls fn(ctx, key, val) for every live block, in key order. */
+static int walk_blocks(cs_store *s,
+                       int (*fn)(void *ctx, const uint8_t *key, const struct idx_val *v), void *ctx)
+{
+	struct list_piece *p = malloc(sizeof(*p));
+	uint8_t last[CS_KEY_MAX];
+	const uint8_t *after = NULL;
+	int rc = 0;
+
+	if (p == NULL)
+		return -ENOMEM;
+	while (rc == 0 && next_piece(s, after, p) > 0) {
+		for (int i = 0; i < p->n && rc == 0; i++)
+			rc = fn(ctx, p->keys[i], &p->vals[i]);
+		memcpy(last, p->keys[p->n - 1], CS_KEY_MAX);
+		after = last;
+	}
+	free(p);
+	return rc;
+}
+
+struct list_ctx {
+	int (*fn)(void *ctx, const cs_cid *cid);
+	void *ctx;
+};
+
+static int list_one(void *ctx, const uint8_t *key, const struct idx_val *v)
+{
+	struct list_ctx *l = ctx;
+	cs_cid cid;
+	int rc = cid_from_key(key, v->codec, &cid);
+	return rc != 0 ? rc : l->fn(l->ctx, &cid);
+}
+
+CS_API int cs_block_list(cs_store *s, int (*fn)(void *ctx, const cs_cid *cid), void *ctx)
+{
+	struct list_ctx l = {fn, ctx};
+
+	cs_clear_error();
+	return walk_blocks(s, list_one, &l);
+}
+
+struct verify_ctx {
+	cs_store *s;
+	void (*bad)(void *ctx, const cs_cid *cid, int code);
+	void *ctx;
+	uint8_t *buf; /* CS_BLOCK_MAX bytes */
+	uint64_t checked, failed;
+};
+
+static int verify_one(void *ctx, const uint8_t *key, const struct idx_val *v)
+{
+	struct verify_ctx *vc = ctx;
+	uint8_t digest[CS_DIGEST_MAX];
+	uint64_t hash = (uint64_t)key[0] << 8 | key[1];
+	cs_cid cid;
+
+	int rc = read_block(vc->s, key, v, vc->buf);
+	if (rc == 0 && (cid_hash(hash, vc->buf, v->len, digest) != 0 ||
+	                memcmp(digest, key + 2, CS_DIGEST_MAX) != 0))
+		rc = CS_ECORRUPT;
+	vc->checked++;
+	if (rc != 0) {
+		vc->failed++;
+		if (vc->bad != NULL && cid_from_key(key, v->codec, &cid) == 0)
+			vc->bad(vc->ctx, &cid, rc);
+	}
+	return 0;
+}
+
+CS_API int cs_store_verify(cs_store *s, void (*bad)(void *ctx, const cs_cid *cid, int code),
+                           void *ctx, uint64_t *checked, uint64_t *failed)
+{
+	struct verify_ctx vc = {s, bad, ctx, malloc(CS_BLOCK_MAX), 0, 0};
+
+	cs_clear_error();
+	if (vc.buf == NULL)
+		return -ENOMEM;
+	int rc = walk_blocks(s, verify_one, &vc);
+	free(vc.buf);
+	if (checked != NULL)
+		*checked = vc.checked;
+	if (failed != NULL)
+		*failed = vc.failed;
+	if (rc == 0 && vc.failed > 0)
+		rc = cs_fail(CS_ECORRUPT, "%llu of %llu blocks failed verification",
+		             (unsigned long long)vc.failed, (unsigned long long)vc.checked);
+	return rc;
+}

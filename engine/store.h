@@ -1,0 +1,15 @@
+/*
+ * store.h - store functions for the rest of engine/ (internal).
+ */
+#ifndef CS_STORE_H
+#define CS_STORE_H
+
+#include "cidstore.h"
+
+/* cs_block_put() with a choice: wait = 0 returns once the block is in the log's batch buffer
+ * (readable at once, durable after the next cs_store_sync()) whatever the durability mode.
+ * For writers of many blocks that make them durable together, as an add does at its end. */
+int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash,
+	      int wait, cs_cid *out);
+
+#endif
