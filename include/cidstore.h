@@ -240,6 +240,98 @@ CS_API int cs_block_list(cs_store *s, int (*fn)(void *ctx, const cs_cid *cid), v
 CS_API int cs_store_verify(cs_store *s, void (*bad)(void *ctx, const cs_cid *cid, int code),
 			   void *ctx, uint64_t *checked, uint64_t *failed);
 
+/* ---- Files (UnixFS) ------------------------------------------------------------------ */
+
+/* A file is stored as a UnixFS DAG, block for block what Kubo's `ipfs add` writes: dag-pb
+ * nodes (UnixFS File: filesize, one blocksize per child) over leaves, in the balanced layout
+ * with at most 174 links per node. A file of one chunk is its leaf itself; the empty file is
+ * the empty leaf (with raw leaves, the empty raw block
+ * bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku). Two profiles:
+ *  - cid_version 1 (`ipfs add --cid-version=1`): CIDv1, raw leaves, sha2-256;
+ *  - cid_version 0 (plain `ipfs add`): CIDv0 nodes and root, dag-pb leaves (UnixFS File nodes
+ *    holding their chunk); the empty file is QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH.
+ * Raw leaves always have CIDv1 (as in Kubo with --raw-leaves). Fixed chunks default to 262144
+ * bytes, Kubo's default. */
+
+/* Chunkers. */
+#define CS_CHUNK_FIXED 0 /* Kubo's --chunker size-N: every chunk chunk_size bytes but the last */
+#define CS_CHUNK_CDC 1   /* content-defined (FastCDC, Gear hash): chunk_size is the average,
+			  * a power of two in [1024, 262144]; chunks are average/4 .. 4 x average
+			  * bytes. Inserting bytes early in a file changes only the first chunks,
+			  * so versions of a file share most blocks. Not a Kubo chunker. */
+
+#define CS_ADD_CHUNK_MAX (1u << 20) /* largest chunk, as in Kubo */
+#define CS_ADD_LINKS_MAX 174        /* links per node the builder writes */
+
+typedef struct cs_add_options {
+	int cid_version;     /* 1 (default) or 0 */
+	int raw_leaves;      /* 1, 0, or -1 for the profile's default (v1: 1, v0: 0) */
+	uint64_t hash;       /* CS_HASH_SHA2_256 (default) or CS_HASH_BLAKE2B_256 (needs v1) */
+	int chunker;         /* CS_CHUNK_FIXED (default) or CS_CHUNK_CDC */
+	uint32_t chunk_size; /* fixed: 1..CS_ADD_CHUNK_MAX, default 262144; CDC: the average */
+} cs_add_options;
+
+/* Fills o with the defaults: the v1 profile with fixed 262144-byte chunks. */
+CS_API void cs_add_options_init(cs_add_options *o);
+
+/* An add in progress: the bytes of one file arrive in pieces and its blocks are put into the
+ * store as they are complete. Memory stays bounded whatever the file size (a chunk buffer of
+ * at most CS_ADD_CHUNK_MAX bytes, one dag-pb node buffer, up to 174 pending links per tree
+ * level). One thread at a time per cs_add; several adds may run on one store at once. */
+typedef struct cs_add cs_add;
+
+/* Starts adding a file to s (borrowed: it must stay open until cs_add_finish or
+ * cs_add_abort). o (borrowed for the call) may be NULL for the defaults. On success *out owns
+ * the add; end it with cs_add_finish() or cs_add_abort(). Errors: CS_EINVAL (cid_version,
+ * raw_leaves or chunker unknown; chunk_size 0 or, for CDC, not a power of two of at least
+ * 1024; CIDv0 with a hash other than sha2-256), CS_ELIMIT (chunk_size above the limit),
+ * CS_EUNSUPPORTED (hash), -ENOMEM. */
+CS_API int cs_add_begin(cs_store *s, const cs_add_options *o, cs_add **out);
+
+/* Appends len bytes of data (borrowed for the call) to the file. Complete chunks and full
+ * nodes are put into the store before it returns, durable as the store's durability mode
+ * says. After an error the add is dead: later writes return the same error; call
+ * cs_add_abort(). Errors: those of cs_block_put (CS_EPOISONED, CS_EFULL, CS_ECLOSED,
+ * -errno), CS_ELIMIT (a tree deeper than any 64-bit file size needs), CS_EINVAL (a is NULL,
+ * or data NULL with len > 0). */
+CS_API int cs_add_write(cs_add *a, const void *data, size_t len);
+
+/* Ends the file: puts its last chunk and the nodes above it, then makes every block of the
+ * add durable (cs_store_sync) before it sets *root to the file's root CID and *size (may be
+ * NULL) to its length in bytes. Frees a, on success and on failure. Errors: as
+ * cs_add_write, and those of cs_store_sync. */
+CS_API int cs_add_finish(cs_add *a, cs_cid *root, uint64_t *size);
+
+/* Drops an add without finishing it and frees a. Blocks it already put stay in the store
+ * (unreferenced). NULL is ignored. */
+CS_API void cs_add_abort(cs_add *a);
+
+/* Adds the rest of the file open on fd (read from its current position to end of file) as
+ * cs_add_begin / write / finish do, with a bounded read buffer. Errors: as those three, and
+ * -errno from read(). */
+CS_API int cs_add_fd(cs_store *s, const cs_add_options *o, int fd, cs_cid *root,
+		     uint64_t *size);
+
+/* Reads bytes [offset, offset + len) of the file whose root is root (borrowed) into buf
+ * (borrowed, len bytes) and sets *got to the bytes read: less than len only at end of file,
+ * 0 at or past it. The root may be a UnixFS File dag-pb node with raw or dag-pb leaves, or a
+ * bare raw block (its bytes are the file). The walk visits only the blocks on the paths to
+ * the wanted leaves, using each node's blocksizes; *blocks_touched (may be NULL) is set to
+ * the number of blocks it read: for a read inside one leaf, the tree height + 1. Errors:
+ *  CS_EINVAL       root is not a file (not raw or dag-pb, not UnixFS, a directory, ...)
+ *  CS_ENOTFOUND    a block of the DAG is missing; the message names its CID (the root too)
+ *  CS_ECORRUPT     a node below the root is malformed, not a UnixFS file node, or its
+ *                  sizes disagree with its parent's blocksizes or its own filesize; the
+ *                  message names its CID
+ *  CS_ELIMIT       the DAG is deeper than 64 levels
+ *  -ENOMEM, and cs_block_get's errors (CS_ECORRUPT, -errno). */
+CS_API int cs_cat(cs_store *s, const cs_cid *root, uint64_t offset, void *buf, size_t len,
+		  size_t *got, uint64_t *blocks_touched);
+
+/* Sets *size to the length of the file whose root is root, reading only the root block.
+ * Errors: CS_EINVAL, CS_ENOTFOUND, CS_ECORRUPT as for cs_cat, -ENOMEM. */
+CS_API int cs_file_size(cs_store *s, const cs_cid *root, uint64_t *size);
+
 #ifdef __cplusplus
 }
 #endif

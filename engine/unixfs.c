@@ -1,0 +1,700 @@
+/*
+ * unixfs.c - UnixFS file DAGs: the streaming balanced builder and the range reader.
+ *
+ * Builder. Bytes go through the chunker; each chunk becomes a leaf (a raw block, or a dag-pb
+ * node holding UnixFS File{Data = chunk, filesize}). Level 0 collects leaf links, level k the
+ * links of nodes over level k - 1. A level that reaches 174 links is emitted at once as a
+ * UnixFS File node (no Data, filesize = sum of the children's sizes, one blocksize per
+ * child) whose link goes up one level. That is ipfs-unixfs-importer's balanced layout
+ * (dag-builder/file.js + layout/balanced.js: batch the leaves 174 at a time, reduce each batch
+ * to a node, repeat on the nodes until one remains) and go-unixfs's balanced builder, done
+ * as the bytes arrive rather than over the whole list. At finish the levels collapse bottom
+ * up: a level with links is emitted as a node, even with a single link, unless it is the top
+ * level and holds exactly one link, which is then the root. So one chunk gives its leaf as
+ * the root, 174 chunks one node over 174 leaves, 175 chunks a root over {node of 174, node of
+ * 1}, and every leaf sits at the same depth.
+ *
+ *   link fields, as both reference builders write them: Hash = the child's CID (CIDv0 for
+ *   dag-pb children in the v0 profile, CIDv1 otherwise; raw leaves are always CIDv1),
+ *   Name = "" (present, empty), Tsize = the child block's size plus its children's Tsizes.
+ *
+ * Reader. A file's bytes are, per node, its own UnixFS Data then its children's bytes in
+ * link order, child i holding blocksizes[i] bytes; a raw block is all data. The reader keeps
+ * one frame per dag-pb level on an explicit stack, skips children wholly outside the range
+ * by their blocksizes without reading them, and descends only into those that overlap.
+ *
+ * Invariants:
+ *  1. Every level holds fewer than UFS_LINKS_MAX links between calls (a full level is
+ *     emitted before the call returns).
+ *  2. The builder keeps at most one chunk of bytes (chunker max) whatever the input size.
+ *  3. Every node the reader descends into satisfies: n_blocksizes == n_links, data_len + sum
+ *     (blocksizes) == filesize when present, and that sum equals the blocksize its parent
+ *     gave it (or the length of the raw block). Hence the bytes it copies are exactly
+ *     [offset, offset + got), each once.
+ *  4. The reader's stack holds at most UFS_READ_DEPTH_MAX frames; every loop iteration
+ *     consumes one link or pops one frame. It reads a child only if the child holds at least
+ *     one byte of the range; children at one depth hold disjoint bytes, so a read of n bytes
+ *     reads at most n blocks per level, whatever the DAG claims.
+ */
+#include "unixfs.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cid.h"
+#include "dagpb.h"
+#include "err.h"
+
+/* ---- Builder ------------------------------------------------------------------------- */
+
+/* A link waiting in a level: the child's CID, its Tsize and its bytes of file content. */
+struct ufs_entry {
+	cs_cid cid;
+	uint64_t tsize;
+	uint64_t size;
+};
+
+struct ufs_level {
+	unsigned n;
+	struct ufs_entry e[UFS_LINKS_MAX];
+};
+
+struct ufs_builder {
+	struct ufs_params p;
+	ufs_emit_fn emit;
+	void *ctx;
+	struct chunker ck;
+	uint8_t *buf; /* the chunk being gathered: ck.max bytes */
+	size_t fill;
+	uint8_t *enc; /* encoding of a dag-pb leaf or node */
+	size_t enc_cap;
+	struct ufs_level lv[UFS_BUILD_LEVELS_MAX + 1]; /* lv[0]: leaves */
+	uint64_t leaves;
+	uint64_t size;
+	unsigned height;
+	int err; /* sticky failure */
+	bool finished;
+};
+
+int ufs_params_check(const struct ufs_params *p)
+{
+	struct chunker ck;
+	int rc;
+
+	if (p->cid_version != 0 && p->cid_version != 1)
+		return cs_fail(CS_EINVAL, "CID version %d: only 0 and 1 exist", p->cid_version);
+	if (cid_hash_len(p->hash) == 0)
+		return cs_fail(CS_EUNSUPPORTED, "hash function 0x%llx is not supported",
+		               (unsigned long long)p->hash);
+	if (p->cid_version == 0 && p->hash != CS_HASH_SHA2_256)
+		return cs_fail(CS_EINVAL, "CIDv0 only supports sha2-256 (Kubo refuses "
+		                          "--cid-version=0 with another --hash too)");
+	if ((rc = chunker_init(&ck, p->chunker, p->chunk_size)) < 0)
+		return rc;
+	return 0;
+}
+
+int ufs_builder_new(const struct ufs_params *p, ufs_emit_fn emit, void *ctx,
+                    struct ufs_builder **out)
+{
+	int rc;
+
+	if ((rc = ufs_params_check(p)) < 0)
+		return rc;
+	struct ufs_builder *b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return cs_fail(-ENOMEM, "out of memory for a UnixFS builder");
+	b->p = *p;
+	b->emit = emit;
+	b->ctx = ctx;
+	CS_ASSERT(chunker_init(&b->ck, p->chunker, p->chunk_size) == 0);
+	/* A dag-pb leaf is its chunk plus at most 2 + 11 + 11 + 1 + 3 bytes of framing. */
+	b->enc_cap = UFS_NODE_MAX;
+	if (!p->raw_leaves && b->ck.max + 32 > b->enc_cap)
+		b->enc_cap = b->ck.max + 32;
+	b->buf = malloc(b->ck.max);
+	b->enc = malloc(b->enc_cap);
+	if (b->buf == NULL || b->enc == NULL) {
+		ufs_builder_free(b);
+		return cs_fail(-ENOMEM, "out of memory for a UnixFS builder's buffers");
+	}
+	*out = b;
+	return 0;
+}
+
+void ufs_builder_free(struct ufs_builder *b)
+{
+	if (b == NULL)
+		return;
+	free(b->buf);
+	free(b->enc);
+	free(b);
+}
+
+uint64_t ufs_builder_leaves(const struct ufs_builder *b)
+{
+	return b->leaves;
+}
+
+unsigned ufs_builder_height(const struct ufs_builder *b)
+{
+	return b->height;
+}
+
+/* Emits a block and sets *cid to the CID a link (or the root) names it by. */
+static int put_block(struct ufs_builder *b, const uint8_t *data, size_t len, uint64_t codec,
+                     cs_cid *cid)
+{
+	int rc = b->emit(b->ctx, data, len, codec, b->p.hash, cid);
+
+	if (rc < 0)
+		return rc;
+	if (codec == CS_CODEC_DAG_PB && b->p.cid_version == 0) {
+		cs_cid v1 = *cid; /* cid_make must not read the digest from its output */
+		cs_cid_info info;
+
+		if ((rc = cs_cid_inspect(&v1, &info)) < 0)
+			return rc;
+		CS_ASSERT(info.codec == codec && info.hash == CS_HASH_SHA2_256);
+		if ((rc = cid_make(0, codec, info.hash, info.digest, info.digest_len, cid)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Emits level L as one node and clears it; sets *up to the node's entry. */
+static int emit_node(struct ufs_builder *b, unsigned L, struct ufs_entry *up)
+{
+	struct ufs_level *lv = &b->lv[L];
+	struct pb_link links[UFS_LINKS_MAX];
+	uint64_t bs[UFS_LINKS_MAX];
+	uint64_t tsum = 0, size = 0;
+	size_t len;
+	int rc;
+
+	CS_ASSERT(lv->n >= 1 && lv->n <= UFS_LINKS_MAX);
+	for (unsigned i = 0; i < lv->n; i++) {
+		const struct ufs_entry *e = &lv->e[i];
+
+		links[i] = (struct pb_link){.hash = e->cid.bytes,
+		                            .hash_len = e->cid.len,
+		                            .name = (const uint8_t *)"",
+		                            .has_name = true,
+		                            .tsize = e->tsize,
+		                            .has_tsize = true};
+		bs[i] = e->size;
+		tsum += e->tsize;
+		size += e->size;
+	}
+	struct ufs_file f = {.filesize = size, .blocksizes = bs, .n_blocksizes = lv->n};
+	if ((rc = pb_file_node_encode(b->enc, b->enc_cap, links, lv->n, &f, &len)) < 0)
+		return rc; /* cannot happen: UFS_NODE_MAX bounds every node */
+	if ((rc = put_block(b, b->enc, len, CS_CODEC_DAG_PB, &up->cid)) < 0)
+		return rc;
+	up->tsize = len + tsum;
+	up->size = size;
+	lv->n = 0;
+	return 0;
+}
+
+/* Appends e to level L, emitting every level that fills as a result (invariant 1). */
+static int push_entry(struct ufs_builder *b, unsigned L, struct ufs_entry e)
+{
+	int rc;
+
+	for (;;) {
+		if (L > UFS_BUILD_LEVELS_MAX)
+			return cs_fail(CS_ELIMIT, "UnixFS tree deeper than %d levels",
+			               UFS_BUILD_LEVELS_MAX);
+		struct ufs_level *lv = &b->lv[L];
+		lv->e[lv->n++] = e;
+		if (lv->n < UFS_LINKS_MAX)
+			return 0;
+		if ((rc = emit_node(b, L, &e)) < 0)
+			return rc;
+		L++;
+	}
+}
+
+static int add_leaf(struct ufs_builder *b, const uint8_t *chunk, size_t n)
+{
+	struct ufs_entry e = {.size = n};
+	int rc;
+
+	if (b->p.raw_leaves) {
+		if ((rc = put_block(b, chunk, n, CS_CODEC_RAW, &e.cid)) < 0)
+			return rc;
+		e.tsize = n;
+	} else {
+		struct ufs_file f = {.data = chunk, .data_len = n, .filesize = n};
+		size_t len;
+
+		if ((rc = pb_file_node_encode(b->enc, b->enc_cap, NULL, 0, &f, &len)) < 0)
+			return rc;
+		if ((rc = put_block(b, b->enc, len, CS_CODEC_DAG_PB, &e.cid)) < 0)
+			return rc;
+		e.tsize = len;
+	}
+	b->leaves++;
+	b->size += n;
+	return push_entry(b, 0, e);
+}
+
+/* Cuts and emits chunks from the gathered bytes while the chunker finds boundaries. */
+static int drain(struct ufs_builder *b, bool final)
+{
+	int rc;
+
+	while (b->fill > 0) {
+		size_t cut = chunker_next(&b->ck, b->buf, b->fill, final);
+		if (cut == 0)
+			return 0;
+		if ((rc = add_leaf(b, b->buf, cut)) < 0)
+			return rc;
+		memmove(b->buf, b->buf + cut, b->fill - cut);
+		b->fill -= cut;
+	}
+	return 0;
+}
+
+static int write_(struct ufs_builder *b, const uint8_t *p, size_t len)
+{
+	int rc;
+
+	while (len > 0) {
+		if (b->fill == 0) {
+			/* Nothing gathered: cut straight from the caller's bytes, copying only a
+			 * tail shorter than a chunk. */
+			size_t cut = chunker_next(&b->ck, p, len, false);
+			if (cut > 0) {
+				if ((rc = add_leaf(b, p, cut)) < 0)
+					return rc;
+				p += cut;
+				len -= cut;
+				continue;
+			}
+			CS_ASSERT(len < b->ck.max); /* the chunker cuts by max */
+			memcpy(b->buf, p, len);
+			b->fill = len;
+			return 0;
+		}
+		size_t take = b->ck.max - b->fill;
+		if (take > len)
+			take = len;
+		memcpy(b->buf + b->fill, p, take);
+		b->fill += take;
+		p += take;
+		len -= take;
+		if ((rc = drain(b, false)) < 0)
+			return rc;
+		CS_ASSERT(b->fill < b->ck.max); /* invariant 2 */
+	}
+	return 0;
+}
+
+int ufs_builder_write(struct ufs_builder *b, const void *data, size_t len)
+{
+	if (b->err < 0)
+		return b->err;
+	if (b->finished)
+		return cs_fail(CS_EINVAL, "write after finish");
+	if (len > 0 && data == NULL)
+		return cs_fail(CS_EINVAL, "data is NULL");
+	int rc = write_(b, data, len);
+	if (rc < 0)
+		b->err = rc;
+	return rc;
+}
+
+static int finish_(struct ufs_builder *b, cs_cid *root)
+{
+	int rc;
+
+	if ((rc = drain(b, true)) < 0)
+		return rc;
+	CS_ASSERT(b->fill == 0);
+	if (b->leaves == 0 && (rc = add_leaf(b, b->buf, 0)) < 0)
+		return rc; /* the empty file is one empty leaf */
+	for (unsigned L = 0; L <= UFS_BUILD_LEVELS_MAX; L++) {
+		bool above = false;
+		for (unsigned M = L + 1; M <= UFS_BUILD_LEVELS_MAX; M++)
+			above = above || b->lv[M].n > 0;
+		if (!above && b->lv[L].n == 1) {
+			*root = b->lv[L].e[0].cid;
+			b->height = L;
+			return 0;
+		}
+		if (b->lv[L].n > 0) {
+			struct ufs_entry up;
+			if ((rc = emit_node(b, L, &up)) < 0)
+				return rc;
+			if ((rc = push_entry(b, L + 1, up)) < 0)
+				return rc;
+		}
+	}
+	/* Level UFS_BUILD_LEVELS_MAX never fills: push_entry refuses to go past it. */
+	return cs_fail(CS_ELIMIT, "UnixFS tree deeper than %d levels", UFS_BUILD_LEVELS_MAX);
+}
+
+int ufs_builder_finish(struct ufs_builder *b, cs_cid *root, uint64_t *size)
+{
+	if (b->err < 0)
+		return b->err;
+	if (b->finished)
+		return cs_fail(CS_EINVAL, "finish called twice");
+	b->finished = true;
+	int rc = finish_(b, root);
+	if (rc < 0) {
+		b->err = rc;
+		return rc;
+	}
+	if (size != NULL)
+		*size = b->size;
+	return 0;
+}
+
+/* ---- Reader -------------------------------------------------------------------------- */
+
+/* One dag-pb node on the reader's stack. */
+struct frame {
+	cs_cid cid;
+	uint8_t *blk; /* the node's bytes; grown as needed and reused at this depth */
+	size_t cap;
+	size_t len;
+	struct pb_node node;
+	struct ufs_data u;
+	struct pb_link_iter li;
+	struct ufs_bs_iter bi;
+	uint64_t cursor; /* file offset where the next child's bytes start */
+};
+
+struct reader {
+	ufs_get_fn get;
+	void *ctx;
+	const cs_cid *root;
+	uint64_t touched;
+	uint8_t *leaf; /* scratch for leaves read only in part */
+	size_t leaf_cap;
+	struct frame fr[UFS_READ_DEPTH_MAX];
+	unsigned depth;
+};
+
+static const char *cid_str(const cs_cid *c, char *buf, size_t cap)
+{
+	if (cs_cid_format(c, buf, cap) < 0)
+		snprintf(buf, cap, "(unprintable CID)");
+	return buf;
+}
+
+/* Re-raises the current error detail with the block's CID in front. */
+static int fail_at(int code, const cs_cid *c, const char *what)
+{
+	char detail[512], text[CS_CID_TEXT_MAX];
+
+	snprintf(detail, sizeof(detail), "%s", cs_errmsg());
+	return cs_fail(code, "block %s %s: %s", cid_str(c, text, sizeof(text)), what, detail);
+}
+
+/* Reads block c into *buf (capacity *cap, grown as needed) and sets *len. */
+static int fetch(struct reader *r, const cs_cid *c, uint8_t **buf, size_t *cap, size_t *len)
+{
+	char text[CS_CID_TEXT_MAX], rtext[CS_CID_TEXT_MAX];
+	int rc;
+
+	if (*buf == NULL) {
+		/* Most nodes are small; leaves come in one grow to their exact size. */
+		*buf = malloc(16384);
+		if (*buf == NULL)
+			return cs_fail(-ENOMEM, "out of memory reading a UnixFS DAG");
+		*cap = 16384;
+	}
+	rc = r->get(r->ctx, c, *buf, *cap, len);
+	if (rc == CS_EBUFSIZE) {
+		uint8_t *nb = realloc(*buf, *len);
+		if (nb == NULL)
+			return cs_fail(-ENOMEM, "out of memory for a block of %zu bytes", *len);
+		*buf = nb;
+		*cap = *len;
+		rc = r->get(r->ctx, c, *buf, *cap, len);
+	}
+	if (rc == CS_ENOTFOUND) {
+		if (c->len == r->root->len && memcmp(c->bytes, r->root->bytes, c->len) == 0)
+			return cs_fail(CS_ENOTFOUND, "root block %s is not in the store",
+			               cid_str(c, text, sizeof(text)));
+		return cs_fail(CS_ENOTFOUND, "block %s of the file %s is missing from the store",
+		               cid_str(c, text, sizeof(text)),
+		               cid_str(r->root, rtext, sizeof(rtext)));
+	}
+	if (rc < 0)
+		return rc;
+	r->touched++;
+	return 0;
+}
+
+/* Decodes a fetched dag-pb node as a UnixFS file node and sets *content to its bytes of
+ * file (invariant 3, first half). A defect in the root means the caller named something
+ * that is not a file (CS_EINVAL); below the root it is damage (CS_ECORRUPT). */
+static int node_open(struct frame *f, bool is_root, uint64_t *content)
+{
+	char text[CS_CID_TEXT_MAX];
+	int notfile = is_root ? CS_EINVAL : CS_ECORRUPT;
+	int rc;
+
+	if ((rc = pb_node_decode(f->blk, f->len, &f->node)) < 0)
+		return fail_at(CS_ECORRUPT, &f->cid, "is not valid dag-pb");
+	if (!f->node.has_data)
+		return cs_fail(notfile, "block %s is a dag-pb node without Data, not a UnixFS file",
+		               cid_str(&f->cid, text, sizeof(text)));
+	if ((rc = ufs_decode(f->node.data, f->node.data_len, &f->u)) < 0)
+		return fail_at(notfile, &f->cid, "is not a UnixFS node");
+	if (f->u.type != UFS_FILE && f->u.type != UFS_RAW)
+		return cs_fail(notfile, "block %s is a UnixFS %s, not a file",
+		               cid_str(&f->cid, text, sizeof(text)),
+		               f->u.type == UFS_DIRECTORY    ? "directory"
+		               : f->u.type == UFS_HAMT_SHARD ? "sharded directory"
+		               : f->u.type == UFS_SYMLINK    ? "symlink"
+		                                             : "metadata node");
+	if (f->u.n_blocksizes != f->node.n_links)
+		return cs_fail(CS_ECORRUPT, "block %s: %zu blocksizes for %zu links",
+		               cid_str(&f->cid, text, sizeof(text)), f->u.n_blocksizes,
+		               f->node.n_links);
+	if (f->u.blocksizes_sum > UINT64_MAX - f->u.data_len)
+		return cs_fail(CS_ECORRUPT, "block %s: file size overflows 64 bits",
+		               cid_str(&f->cid, text, sizeof(text)));
+	uint64_t total = f->u.data_len + f->u.blocksizes_sum;
+	if (f->u.has_filesize && f->u.filesize != total)
+		return cs_fail(CS_ECORRUPT,
+		               "block %s: filesize %llu disagrees with its Data (%zu bytes) plus "
+		               "blocksizes (%llu)",
+		               cid_str(&f->cid, text, sizeof(text)),
+		               (unsigned long long)f->u.filesize, f->u.data_len,
+		               (unsigned long long)f->u.blocksizes_sum);
+	pb_links_begin(&f->node, &f->li);
+	ufs_blocksizes_begin(&f->u, &f->bi);
+	*content = total;
+	return 0;
+}
+
+/* Copies the part of src (file bytes [lo, lo + n)) inside [off, hi) into out (file byte off
+ * is out[0]); returns the bytes copied. */
+static size_t copy_overlap(uint8_t *out, uint64_t off, uint64_t hi, const uint8_t *src, uint64_t lo,
+                           size_t n)
+{
+	uint64_t a = lo > off ? lo : off;
+	uint64_t b = lo + n < hi ? lo + n : hi;
+
+	if (a >= b)
+		return 0;
+	memcpy(out + (a - off), src + (a - lo), (size_t)(b - a));
+	return (size_t)(b - a);
+}
+
+static int codec_of(const cs_cid *c, uint64_t *codec)
+{
+	cs_cid_info info;
+	int rc = cs_cid_inspect(c, &info);
+
+	if (rc < 0)
+		return rc;
+	*codec = info.codec;
+	return 0;
+}
+
+/* Reads a raw leaf holding file bytes [lo, lo + n) and copies its part of the range. */
+static int read_raw_leaf(struct reader *r, const cs_cid *c, uint64_t lo, uint64_t n, uint64_t off,
+                         uint64_t hi, uint8_t *out, size_t *copied)
+{
+	char text[CS_CID_TEXT_MAX];
+	size_t len;
+	int rc;
+
+	if (lo >= off && lo + n <= hi) {
+		/* The whole leaf is wanted: read it straight into the caller's buffer. */
+		rc = r->get(r->ctx, c, out + (lo - off), (size_t)n, &len);
+		if (rc == CS_EBUFSIZE)
+			return cs_fail(
+			    CS_ECORRUPT,
+			    "raw block %s holds %zu bytes but its parent's blocksize says %llu",
+			    cid_str(c, text, sizeof(text)), len, (unsigned long long)n);
+		if (rc == 0)
+			r->touched++;
+		else if (rc == CS_ENOTFOUND) /* fetch() words the message */
+			return fetch(r, c, &r->leaf, &r->leaf_cap, &len);
+		else
+			return rc;
+	} else {
+		if ((rc = fetch(r, c, &r->leaf, &r->leaf_cap, &len)) < 0)
+			return rc;
+	}
+	if (len != n)
+		return cs_fail(CS_ECORRUPT,
+		               "raw block %s holds %zu bytes but its parent's blocksize says %llu",
+		               cid_str(c, text, sizeof(text)), len, (unsigned long long)n);
+	if (lo >= off && lo + n <= hi)
+		*copied += (size_t)n;
+	else
+		*copied += copy_overlap(out, off, hi, r->leaf, lo, len);
+	return 0;
+}
+
+/* Fetches and opens the dag-pb node c at stack depth d, whose bytes start at file offset
+ * lo, and copies the overlap of its own Data. *content receives its size. */
+static int push_node(struct reader *r, unsigned d, const cs_cid *c, bool is_root, uint64_t lo,
+                     uint64_t off, uint64_t hi, uint8_t *out, size_t *copied, uint64_t *content)
+{
+	if (d >= UFS_READ_DEPTH_MAX)
+		return cs_fail(CS_ELIMIT, "UnixFS DAG under %s is deeper than %d levels",
+		               cid_str(r->root, (char[CS_CID_TEXT_MAX]){0}, CS_CID_TEXT_MAX),
+		               UFS_READ_DEPTH_MAX);
+	struct frame *f = &r->fr[d];
+	int rc;
+
+	f->cid = *c;
+	if ((rc = fetch(r, c, &f->blk, &f->cap, &f->len)) < 0)
+		return rc;
+	if ((rc = node_open(f, is_root, content)) < 0)
+		return rc;
+	if (out != NULL)
+		*copied += copy_overlap(out, off, hi, f->u.data, lo, f->u.data_len);
+	f->cursor = lo + f->u.data_len;
+	r->depth = d + 1;
+	return 0;
+}
+
+static void reader_free(struct reader *r)
+{
+	for (unsigned i = 0; i < UFS_READ_DEPTH_MAX; i++)
+		free(r->fr[i].blk);
+	free(r->leaf);
+	free(r);
+}
+
+/* Reads the root: a raw block is the whole file (its bytes stay in r->leaf); a dag-pb node
+ * is pushed as frame 0. Sets *size and *raw. */
+static int open_root(struct reader *r, const cs_cid *root, uint64_t *size, bool *raw)
+{
+	char text[CS_CID_TEXT_MAX];
+	uint64_t codec;
+	size_t len;
+	int rc;
+
+	if ((rc = codec_of(root, &codec)) < 0)
+		return rc;
+	if (codec == CS_CODEC_RAW) {
+		if ((rc = fetch(r, root, &r->leaf, &r->leaf_cap, &len)) < 0)
+			return rc;
+		*size = len;
+		*raw = true;
+		return 0;
+	}
+	if (codec != CS_CODEC_DAG_PB)
+		return cs_fail(CS_EINVAL, "%s has codec 0x%llx; a file is raw or dag-pb",
+		               cid_str(root, text, sizeof(text)), (unsigned long long)codec);
+	*raw = false;
+	return push_node(r, 0, root, true, 0, 0, 0, NULL, NULL, size);
+}
+
+int ufs_read(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t offset, uint8_t *buf,
+             size_t len, size_t *got, uint64_t *touched)
+{
+	struct reader *r = calloc(1, sizeof(*r));
+	uint64_t size;
+	size_t copied = 0;
+	bool raw;
+	int rc;
+
+	*got = 0;
+	if (touched != NULL)
+		*touched = 0;
+	if (r == NULL)
+		return cs_fail(-ENOMEM, "out of memory for a UnixFS reader");
+	r->get = get;
+	r->ctx = ctx;
+	r->root = root;
+	if ((rc = open_root(r, root, &size, &raw)) < 0)
+		goto out;
+	if (offset >= size || len == 0)
+		goto out;
+	uint64_t hi = offset + (len < size - offset ? len : size - offset);
+	if (raw) {
+		copied = copy_overlap(buf, offset, hi, r->leaf, 0, (size_t)size);
+		goto out;
+	}
+	/* The root's own Data (push_node copied nothing yet for the root). */
+	copied += copy_overlap(buf, offset, hi, r->fr[0].u.data, 0, r->fr[0].u.data_len);
+
+	while (r->depth > 0) {
+		struct frame *f = &r->fr[r->depth - 1];
+		struct pb_link l;
+		uint64_t bs, codec, content;
+		cs_cid c;
+
+		if (!pb_links_next(&f->li, &l)) {
+			r->depth--; /* invariant 4: a pop */
+			continue;
+		}
+		CS_ASSERT(ufs_blocksizes_next(&f->bi, &bs) == 1); /* counts checked equal */
+		uint64_t lo = f->cursor;
+		f->cursor += bs; /* bounded by the node's checked total */
+		/* A child wholly before the range, or holding no bytes, is not read: only
+		 * children that give at least one wanted byte are, which bounds the blocks
+		 * a read touches by its length times the depth, whatever a hostile DAG
+		 * says (zero-size children could otherwise fan out without end). */
+		if (bs == 0 || lo + bs <= offset)
+			continue;
+		if (lo >= hi)
+			break; /* this and everything after lies past the range */
+		CS_ASSERT(cs_cid_from_bytes(l.hash, l.hash_len, &c) == 0); /* decoder checked */
+		if ((rc = codec_of(&c, &codec)) < 0)
+			goto out;
+		if (codec == CS_CODEC_RAW) {
+			if ((rc = read_raw_leaf(r, &c, lo, bs, offset, hi, buf, &copied)) < 0)
+				goto out;
+		} else if (codec == CS_CODEC_DAG_PB) {
+			if ((rc = push_node(r, r->depth, &c, false, lo, offset, hi, buf, &copied,
+			                    &content)) < 0)
+				goto out;
+			if (content != bs) {
+				char text[CS_CID_TEXT_MAX];
+				rc = cs_fail(CS_ECORRUPT,
+				             "block %s holds %llu bytes of file but its parent's "
+				             "blocksize says %llu",
+				             cid_str(&c, text, sizeof(text)),
+				             (unsigned long long)content, (unsigned long long)bs);
+				goto out;
+			}
+		} else {
+			char text[CS_CID_TEXT_MAX];
+			rc = cs_fail(CS_ECORRUPT,
+			             "link to %s with codec 0x%llx inside a UnixFS file",
+			             cid_str(&c, text, sizeof(text)), (unsigned long long)codec);
+			goto out;
+		}
+	}
+	/* Invariant 3: consistent sizes mean every wanted byte was copied exactly once. */
+	CS_ASSERT(copied == hi - offset);
+out:
+	if (rc == 0)
+		*got = copied;
+	if (touched != NULL)
+		*touched = r->touched;
+	reader_free(r);
+	return rc;
+}
+
+int ufs_file_size(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t *size)
+{
+	struct reader *r = calloc(1, sizeof(*r));
+	bool raw;
+	int rc;
+
+	if (r == NULL)
+		return cs_fail(-ENOMEM, "out of memory for a UnixFS reader");
+	r->get = get;
+	r->ctx = ctx;
+	r->root = root;
+	rc = open_root(r, root, size, &raw);
+	reader_free(r);
+	return rc;
+}
