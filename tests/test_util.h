@@ -82,7 +82,7 @@ static inline cs_options tu_opts(void)
 static inline int tu_last_segment(const char *dir, char *path, size_t cap)
 {
 	DIR *d = opendir(dir);
-	char best[64] = "";
+	char best[256] = "";
 	struct dirent *e;
 	if (d == NULL)
 		return -1;
