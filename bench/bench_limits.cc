@@ -38,7 +38,7 @@
 #include "bench.h"
 
 extern "C" {
-/* cid.h pulls in common/limits.h, which uses C11's _Static_assert; C++ spells it
+/* cid.h pulls in common/cs_limits.h, which uses C11's _Static_assert; C++ spells it
  * static_assert. cid_hash() is the primitive the store hashes every block with. */
 #define _Static_assert static_assert
 #include "cid.h"

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "cidstore.h"
-#include "limits.h"
+#include "cs_limits.h"
 
 #define CID_VARINT_MAX 9 /* multiformats unsigned varints carry at most 63 bits */
 

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include "cs_limits.h"
 
 #define IDX_KEY CS_KEY_MAX
 

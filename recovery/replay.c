@@ -44,7 +44,7 @@
 
 #include "endian.h"
 #include "err.h"
-#include "limits.h"
+#include "cs_limits.h"
 #include "record.h"
 
 /* Bytes asked of each pread while scanning forward: large enough that syscalls cost

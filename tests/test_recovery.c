@@ -38,7 +38,7 @@
 
 #include "endian.h"
 #include "err.h"
-#include "limits.h"
+#include "cs_limits.h"
 #include "record.h"
 #include "replay.h"
 

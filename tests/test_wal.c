@@ -40,7 +40,7 @@
 
 #include "err.h"
 #include "io.h"
-#include "limits.h"
+#include "cs_limits.h"
 #include "record.h"
 #include "test_util.h"
 #include "wal.h"

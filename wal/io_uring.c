@@ -20,7 +20,7 @@
 
 #include "err.h"
 #include "io.h"
-#include "limits.h"
+#include "cs_limits.h"
 
 struct uring_io {
 	struct io io; /* first member: the backend is passed around as a struct io * */

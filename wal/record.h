@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "limits.h"
+#include "cs_limits.h"
 
 #define REC_MAGIC   0x52444943u
 #define REC_VERSION 1

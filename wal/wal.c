@@ -51,7 +51,7 @@
 #include <unistd.h>
 
 #include "err.h"
-#include "limits.h"
+#include "cs_limits.h"
 
 enum buf_state { BUF_FREE, BUF_FILLING, BUF_WRITING };
 

@@ -58,7 +58,7 @@ struct wal;
  * synced) before returning. Appends continue in the last given segment unless its header's
  * window is below 2 * batch_bytes (the window bounds unsynced bytes for recovery), in which
  * case the first append starts the next segment. Errors: CS_EINVAL (a size outside
- * limits.h, batch_bytes > segment_bytes / 2, bad durability or interval_ms, inconsistent
+ * cs_limits.h, batch_bytes > segment_bytes / 2, bad durability or interval_ms, inconsistent
  * segs), -errno (creating or syncing a segment), -ENOMEM. */
 int wal_open(struct wal **out, const struct wal_config *cfg);
 

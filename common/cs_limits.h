@@ -1,5 +1,6 @@
 /*
- * limits.h - every bound the store enforces, in one place.
+ * cs_limits.h - every bound the store enforces, in one place (named so that it never hides
+ * the C library's <limits.h>).
  *
  * A caller who crosses a public bound gets CS_ELIMIT. Bounds on disk data are checked by the
  * readers before any allocation or loop depends on them.
