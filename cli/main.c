@@ -396,9 +396,9 @@ static json_t *stat_json(cs_store *s)
 	cs_stat st;
 	cs_store_stat(s, &st);
 	return json_pack(
-	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:s, s:s, "
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:s, s:s, "
 	    "s:{s:I, s:I, s:I, s:I, s:I, s:f}}",
-	    "blocks", (json_int_t)st.blocks, "live_bytes", (json_int_t)st.live_bytes, "log_bytes",
+	    "blocks", (json_int_t)st.blocks, "names", (json_int_t)st.names, "live_bytes", (json_int_t)st.live_bytes, "log_bytes",
 	    (json_int_t)st.log_bytes, "disk_bytes", (json_int_t)st.disk_bytes, "segments",
 	    (json_int_t)st.segments, "index_bytes", (json_int_t)st.index_bytes,
 	    "index_bytes_per_block", st.blocks ? (double)st.index_bytes / (double)st.blocks : 0.0,

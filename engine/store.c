@@ -1,8 +1,9 @@
 /*
- * store.c - the store: open/close, put, get, has, delete, sync, stat, list, verify.
+ * store.c - the store: open/close, put, get, has, delete, sync, stat, list, verify, names.
  *
  * The store ties the subsystems together: dir.c holds the directory lock, recovery/ replays
- * the log into the index at open, wal/ appends and syncs, index/ maps multihash to place.
+ * the log into the index and the name table at open, wal/ appends and syncs, index/ maps
+ * multihash to place, names.c maps names to roots.
  *
  * Invariants:
  *   S1. The index holds exactly the blocks whose latest record in the log is a REC_BLOCK,
@@ -14,6 +15,15 @@
  *       visible also follows it in the log.
  *   S4. Hashing and data copies run outside the index lock; the index write lock is held
  *       only for one tree update.
+ *   S5. The name table holds, for each name, the value of its latest REC_NAME_SET among
+ *       records appended so far, unless a REC_NAME_DEL follows it. Unlike blocks, two sets
+ *       of one name carry different values, so S3's read-before-append is not enough: name
+ *       mutations are serialized by name_mu from their table check through their append to
+ *       their table update, making table order equal log order. Waiting for durability
+ *       (wal_wait) happens after name_mu is released, so group commit still batches them.
+ *   S6. A name mutation cannot fail after its append: the table node is allocated before,
+ *       and the CS_NAMES_MAX check happens before (under name_mu, so no other mutation can
+ *       slip in between).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,6 +38,7 @@
 #include "dir.h"
 #include "err.h"
 #include "io.h"
+#include "names.h"
 #include "replay.h"
 #include "store.h"
 #include "wal.h"
@@ -37,9 +48,11 @@ struct cs_store {
 	cs_options opts;
 	struct wal *wal;
 
-	pthread_rwlock_t lock; /* guards idx and the counters below */
+	pthread_rwlock_t lock; /* guards idx, names and the counters below */
 	struct idx *idx;
 	uint64_t live_bytes;
+	struct names *names; /* owned; changed only by holders of name_mu (S5) */
+	pthread_mutex_t name_mu;
 
 	struct rec_result rec; /* what open found; rec.segs handed to the WAL */
 	double open_seconds;
@@ -123,7 +136,54 @@ static int make_backend(const cs_options *o, struct io **out)
 	return io_psync_backend(out);
 }
 
-/* Replay callback: applies one record of a complete transaction to the index (S1). */
+/* CS_ECORRUPT for a name record whose checksum matched (so the writer wrote it so) but
+ * whose content breaks the rules cs_name_set() enforces. */
+static int bad_name_record(const struct rec_view *r, const char *why)
+{
+	return cs_fail(CS_ECORRUPT, "segment %08x offset %u: malformed name record (seq %llu): %s",
+	               r->pos.seg, r->pos.off, (unsigned long long)r->h.seq, why);
+}
+
+/* Replays a REC_NAME_SET (S5): the same checks as cs_name_set(), but not the root's
+ * presence, which a later delete of the block may have ended. */
+static int apply_name_set(cs_store *s, const struct rec_view *r)
+{
+	struct rec_name_set ns;
+	struct name_val v;
+	char why[96];
+
+	if (rec_name_set_decode(r->payload, r->h.len, &ns) != 0)
+		return bad_name_record(r, "its lengths disagree");
+	if (name_check(ns.name, ns.name_len, why, sizeof(why)) != 0)
+		return bad_name_record(r, why);
+	if (cs_cid_from_bytes(ns.cid, ns.cid_len, &v.root) != 0)
+		return bad_name_record(r, "its root is not a valid CID");
+	v.size = ns.size;
+	v.time_ns = ns.time_ns;
+	int rc = names_set(s->names, ns.name, ns.name_len, &v);
+	if (rc == CS_ELIMIT)
+		return cs_fail(CS_ELIMIT, "segment %08x offset %u: the log sets more than %u names",
+		               r->pos.seg, r->pos.off, CS_NAMES_MAX);
+	return rc < 0 ? rc : 0;
+}
+
+/* Replays a REC_NAME_DEL. An absent name is no error: the writer only deletes present
+ * names, but under salvage the set may be among the records lost. */
+static int apply_name_del(cs_store *s, const struct rec_view *r)
+{
+	struct rec_name_del nd;
+	char why[96];
+
+	if (rec_name_del_decode(r->payload, r->h.len, &nd) != 0)
+		return bad_name_record(r, "its lengths disagree");
+	if (name_check(nd.name, nd.name_len, why, sizeof(why)) != 0)
+		return bad_name_record(r, why);
+	names_del(s->names, nd.name, nd.name_len);
+	return 0;
+}
+
+/* Replay callback: applies one record of a complete transaction to the index (S1) or the
+ * name table (S5). */
 static int apply_record(void *ctx, const struct rec_view *r)
 {
 	cs_store *s = ctx;
@@ -155,6 +215,10 @@ static int apply_record(void *ctx, const struct rec_view *r)
 		if (idx_del(s->idx, key, &old) == 0)
 			s->live_bytes -= old.len;
 		return 0;
+	case REC_NAME_SET:
+		return apply_name_set(s, r);
+	case REC_NAME_DEL:
+		return apply_name_del(s, r);
 	default:
 		if (r->h.flags & REC_F_SKIPPABLE)
 			return 0;
@@ -203,10 +267,11 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 		return rc;
 	}
 	pthread_rwlock_init(&s->lock, NULL);
+	pthread_mutex_init(&s->name_mu, NULL);
 	rc = dir_open(dir, (s->opts.flags & CS_OPEN_CREATE) != 0, &s->dir);
 	if (rc != 0)
 		goto fail;
-	if ((rc = idx_create(&s->idx)) != 0)
+	if ((rc = idx_create(&s->idx)) != 0 || (rc = names_create(&s->names)) != 0)
 		goto fail;
 
 	struct rec_options ro = {
@@ -220,6 +285,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	};
 	if ((rc = rec_replay(&ro, &s->rec)) != 0)
 		goto fail;
+	CS_DASSERT(names_check_tree(s->names) == 0);
 
 	struct wal_config wc = {
 	    .dirfd = s->dir.dirfd,
@@ -256,7 +322,9 @@ fail:
 	free_segs(&s->rec);
 	if (s->idx != NULL)
 		idx_destroy(s->idx);
+	names_destroy(s->names);
 	dir_close(&s->dir);
+	pthread_mutex_destroy(&s->name_mu);
 	pthread_rwlock_destroy(&s->lock);
 	free(s);
 	return rc;
@@ -269,7 +337,9 @@ CS_API int cs_store_close(cs_store *s)
 		return 0;
 	int rc = wal_close(s->wal);
 	idx_destroy(s->idx);
+	names_destroy(s->names);
 	dir_close(&s->dir);
+	pthread_mutex_destroy(&s->name_mu);
 	pthread_rwlock_destroy(&s->lock);
 	free(s);
 	return rc;
@@ -474,6 +544,7 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out)
 	out->blocks = idx_count(s->idx);
 	out->live_bytes = s->live_bytes;
 	out->index_bytes = idx_bytes(s->idx);
+	out->names = names_count(s->names);
 	pthread_rwlock_unlock(&s->lock);
 	out->log_bytes = ws.log_bytes;
 	out->disk_bytes = ws.disk_bytes;
@@ -600,5 +671,183 @@ CS_API int cs_store_verify(cs_store *s, void (*bad)(void *ctx, const cs_cid *cid
 	if (rc == 0 && vc.failed > 0)
 		rc = cs_fail(CS_ECORRUPT, "%llu of %llu blocks failed verification",
 		             (unsigned long long)vc.failed, (unsigned long long)vc.checked);
+	return rc;
+}
+
+/* ---- Names ----------------------------------------------------------------------------- */
+
+/* Checks a caller's name (a C string) against the rules of name_check() and sets *len. */
+static int check_name(const char *name, size_t *len)
+{
+	char why[96];
+
+	if (name == NULL)
+		return cs_fail(CS_EINVAL, "no name given");
+	*len = strlen(name);
+	if (name_check((const uint8_t *)name, *len, why, sizeof(why)) != 0)
+		return cs_fail(CS_EINVAL, "%s", why);
+	return 0;
+}
+
+static int64_t realtime_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size)
+{
+	uint8_t meta[REC_NAME_SET_META], key[CS_KEY_MAX];
+	struct name_node *node = NULL;
+	struct idx_val iv;
+	struct name_val v;
+	size_t len;
+	uint64_t seq = 0;
+	int rc;
+
+	cs_clear_error();
+	if ((rc = check_name(name, &len)) != 0)
+		return rc;
+	if (root == NULL)
+		return cs_fail(CS_EINVAL, "no root CID given");
+	if (root->len > CS_CID_MAX || cs_cid_from_bytes(root->bytes, root->len, &v.root) != 0)
+		return cs_fail(CS_EINVAL, "the root is not a valid binary CID");
+	/* cs_block_has() semantics: a hash the store never holds is simply absent. */
+	rc = cid_key(&v.root, key);
+	if (rc == 0)
+		rc = lookup(s, key, &iv);
+	if (rc == CS_ENOTFOUND) {
+		char text[CS_CID_TEXT_MAX];
+		if (cs_cid_format(&v.root, text, sizeof(text)) < 0)
+			snprintf(text, sizeof(text), "(unprintable)");
+		return cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
+	}
+	if (rc != 0)
+		return rc;
+	if ((rc = names_node_new((const uint8_t *)name, len, &node)) != 0) /* S6 */
+		return rc;
+	v.size = size;
+
+	pthread_mutex_lock(&s->name_mu);
+	/* Only name_mu holders change the table, so reading it here needs no rwlock. The time
+	 * is taken under name_mu so that times grow in log order (unless the clock steps). */
+	if (names_count(s->names) >= CS_NAMES_MAX &&
+	    names_get(s->names, (const uint8_t *)name, len, NULL) != 0) {
+		rc = cs_fail(CS_ELIMIT, "the store holds %u names, the most it can", CS_NAMES_MAX);
+	} else {
+		v.time_ns = realtime_ns();
+		rec_name_set_meta(meta, (uint16_t)len, v.root.len, size, v.time_ns);
+		struct iovec parts[3] = {
+		    {meta, sizeof(meta)},
+		    {(void *)name, len},
+		    {v.root.bytes, v.root.len},
+		};
+		struct wal_rec rec = {.type = REC_NAME_SET, .parts = parts, .nparts = 3};
+		rc = wal_append(s->wal, &rec, 1, NULL, &seq);
+	}
+	if (rc == 0) {
+		pthread_rwlock_wrlock(&s->lock);
+		names_put(s->names, node, &v); /* S2, S5: appended first; cannot fail (S6) */
+		pthread_rwlock_unlock(&s->lock);
+		node = NULL;
+	}
+	pthread_mutex_unlock(&s->name_mu);
+	names_node_free(node);
+	if (rc != 0)
+		return rc;
+	return wal_wait(s->wal, seq);
+}
+
+CS_API int cs_name_get(cs_store *s, const char *name, cs_cid *root, uint64_t *size,
+                       int64_t *time_ns)
+{
+	struct name_val v;
+	size_t len;
+	int rc;
+
+	cs_clear_error();
+	if ((rc = check_name(name, &len)) != 0)
+		return rc;
+	pthread_rwlock_rdlock(&s->lock);
+	rc = names_get(s->names, (const uint8_t *)name, len, &v);
+	pthread_rwlock_unlock(&s->lock);
+	if (rc != 0)
+		return cs_fail(CS_ENOTFOUND, "name '%s' is not set", name);
+	if (root != NULL)
+		*root = v.root;
+	if (size != NULL)
+		*size = v.size;
+	if (time_ns != NULL)
+		*time_ns = v.time_ns;
+	return 0;
+}
+
+CS_API int cs_name_delete(cs_store *s, const char *name)
+{
+	uint8_t meta[REC_NAME_DEL_META];
+	size_t len;
+	uint64_t seq = 0;
+	int rc;
+
+	cs_clear_error();
+	if ((rc = check_name(name, &len)) != 0)
+		return rc;
+	rec_name_del_meta(meta, (uint16_t)len);
+	struct iovec parts[2] = {{meta, sizeof(meta)}, {(void *)name, len}};
+	struct wal_rec rec = {.type = REC_NAME_DEL, .parts = parts, .nparts = 2};
+
+	pthread_mutex_lock(&s->name_mu);
+	/* S5: checked, appended and removed under name_mu, so no set of this name can land
+	 * between the check and the removal. */
+	if (names_get(s->names, (const uint8_t *)name, len, NULL) != 0)
+		rc = cs_fail(CS_ENOTFOUND, "name '%s' is not set", name);
+	else
+		rc = wal_append(s->wal, &rec, 1, NULL, &seq);
+	if (rc == 0) {
+		pthread_rwlock_wrlock(&s->lock);
+		rc = names_del(s->names, (const uint8_t *)name, len); /* S2: appended first */
+		pthread_rwlock_unlock(&s->lock);
+		CS_ASSERT(rc == 0); /* present under name_mu a moment ago */
+	}
+	pthread_mutex_unlock(&s->name_mu);
+	if (rc != 0)
+		return rc;
+	return wal_wait(s->wal, seq);
+}
+
+/* Names are listed in pieces of NAME_STEP entries, copied out under the read lock, so the
+ * callback runs with no lock held (it may call back into the store) and writers wait at
+ * most for one piece's copy. */
+#define NAME_STEP 256
+
+CS_API int cs_name_list(cs_store *s, int (*fn)(void *ctx, const cs_name_info *n), void *ctx)
+{
+	uint8_t last[CS_NAME_MAX];
+	size_t last_len = 0;
+	int n, rc = 0, first = 1;
+
+	cs_clear_error();
+	if (fn == NULL)
+		return cs_fail(CS_EINVAL, "no callback given");
+	struct name_entry *p = malloc(NAME_STEP * sizeof(*p));
+	if (p == NULL)
+		return -ENOMEM;
+	/* Bounded: each piece starts strictly after the last name of the one before. */
+	do {
+		pthread_rwlock_rdlock(&s->lock);
+		n = names_next(s->names, first ? NULL : last, last_len, p, NAME_STEP);
+		pthread_rwlock_unlock(&s->lock);
+		for (int i = 0; i < n && rc == 0; i++) {
+			cs_name_info info = {p[i].name, p[i].v.root, p[i].v.size, p[i].v.time_ns};
+			rc = fn(ctx, &info);
+		}
+		if (n > 0) {
+			last_len = p[n - 1].len;
+			memcpy(last, p[n - 1].name, last_len);
+			first = 0;
+		}
+	} while (rc == 0 && n == NAME_STEP);
+	free(p);
 	return rc;
 }

@@ -207,6 +207,7 @@ CS_API int cs_store_sync(cs_store *s);
 
 typedef struct cs_stat {
 	uint64_t blocks;          /* live blocks in the index */
+	uint64_t names;           /* names set (cs_name_set) */
 	uint64_t live_bytes;      /* bytes of live block data */
 	uint64_t log_bytes;       /* bytes of log written, all segments, headers included */
 	uint64_t disk_bytes;      /* bytes the segment files take (preallocation included) */
@@ -331,6 +332,55 @@ CS_API int cs_cat(cs_store *s, const cs_cid *root, uint64_t offset, void *buf, s
 /* Sets *size to the length of the file whose root is root, reading only the root block.
  * Errors: CS_EINVAL, CS_ENOTFOUND, CS_ECORRUPT as for cs_cat, -ENOMEM. */
 CS_API int cs_file_size(cs_store *s, const cs_cid *root, uint64_t *size);
+
+/* ---- Names ---------------------------------------------------------------------------- */
+
+/* A name maps a UTF-8 string to a file's root CID, its size and the time it was set: the
+ * list of files a host keeps. Names are logged (replayed at open) and durable as puts are.
+ * A valid name is 1..CS_NAME_MAX bytes of UTF-8 in shortest form (no surrogates, nothing
+ * above U+10FFFF) without control characters (U+0000..U+001F, U+007F..U+009F). Names are
+ * compared byte for byte: no Unicode normalization, case matters. A store holds at most
+ * 2^24 names. All name functions are thread-safe. */
+
+#define CS_NAME_MAX 255 /* bytes of a name, NUL excluded */
+
+typedef struct cs_name_info {
+	const char *name; /* NUL-terminated; borrowed for the callback */
+	cs_cid root;
+	uint64_t size;    /* bytes of the file, as given to cs_name_set */
+	int64_t time_ns;  /* when it was set: Unix time in nanoseconds */
+} cs_name_info;
+
+/* Checks name (borrowed) against the rules cs_name_set() applies, without a store: lets a
+ * caller refuse a bad name before it adds anything. Errors: CS_EINVAL, with the rule broken
+ * and the byte in cs_errmsg(). */
+CS_API int cs_name_check(const char *name);
+
+/* Sets name (borrowed) to root (borrowed: a v0 or v1 CID, kept as given) and size,
+ * replacing an earlier setting; the time set is the clock's now. The root block must be
+ * present (as cs_block_has() says; the name does not keep it from a later delete). Returns
+ * once the setting is durable as the store's durability mode defines. Errors: CS_EINVAL
+ * (name empty, longer than CS_NAME_MAX, not valid UTF-8, or holding a newline or other
+ * control character; the message says which rule and at which byte; or root is not a valid
+ * CID), CS_ENOTFOUND (root block absent), CS_ELIMIT (a new name while 2^24 are held),
+ * CS_EPOISONED, CS_EFULL, CS_ECLOSED, -ENOMEM, -errno. */
+CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size);
+
+/* Looks name up; any of root, size, time_ns may be NULL. Never waits for a commit.
+ * Errors: CS_ENOTFOUND, CS_EINVAL (an invalid name, which is never set). */
+CS_API int cs_name_get(cs_store *s, const char *name, cs_cid *root, uint64_t *size,
+		       int64_t *time_ns);
+
+/* Removes name (durably, as a put). The blocks stay. Errors: CS_ENOTFOUND, CS_EINVAL,
+ * CS_EPOISONED, CS_EFULL, CS_ECLOSED, -errno. */
+CS_API int cs_name_delete(cs_store *s, const char *name);
+
+/* Calls fn for every name in byte order of the names (memcmp order, a prefix first); a
+ * nonzero return stops the walk and is returned. n and its strings are borrowed for the
+ * call. The walk copies names out in pieces and calls fn with no lock held, so fn may call
+ * into the store; names set or deleted during the walk may or may not be seen, and none is
+ * seen twice. Errors: CS_EINVAL (fn NULL), -ENOMEM, or fn's return. */
+CS_API int cs_name_list(cs_store *s, int (*fn)(void *ctx, const cs_name_info *n), void *ctx);
 
 #ifdef __cplusplus
 }

@@ -443,7 +443,8 @@ static int handle_damage(struct replay *rp, uint64_t P, enum damage d, const str
 
 static int known_type(uint8_t type)
 {
-	return type == REC_BLOCK || type == REC_DELETE;
+	return type == REC_BLOCK || type == REC_DELETE || type == REC_NAME_SET ||
+	       type == REC_NAME_DEL;
 }
 
 /* Hands the complete transaction in buffered [from, to) to the apply callback. Every record
@@ -476,6 +477,14 @@ static int check_record(const struct replay *rp, uint64_t off, const struct rec_
 	const uint8_t *payload = at(rp, off) + CS_REC_HEADER;
 	uint8_t key[CS_KEY_MAX];
 	struct rec_block b;
+	struct rec_name_set ns;
+	struct rec_name_del nd;
+	static const char *const what[] = {
+	    [REC_BLOCK] = "block",
+	    [REC_DELETE] = "delete",
+	    [REC_NAME_SET] = "name-set",
+	    [REC_NAME_DEL] = "name-delete",
+	};
 
 	switch (h->type) {
 	case REC_BLOCK:
@@ -484,6 +493,15 @@ static int check_record(const struct replay *rp, uint64_t off, const struct rec_
 		return 0;
 	case REC_DELETE:
 		if (rec_key_decode(payload, h->len, key) != 0)
+			goto bad;
+		return 0;
+	case REC_NAME_SET:
+		/* Lengths only; the engine's apply checks the name's characters and the CID. */
+		if (rec_name_set_decode(payload, h->len, &ns) != 0)
+			goto bad;
+		return 0;
+	case REC_NAME_DEL:
+		if (rec_name_del_decode(payload, h->len, &nd) != 0)
 			goto bad;
 		return 0;
 	default:
@@ -498,8 +516,8 @@ static int check_record(const struct replay *rp, uint64_t off, const struct rec_
 bad:
 	/* The checksum matched, so this is what the writer wrote: a writer bug, not rot. */
 	return cs_fail(CS_ECORRUPT, "segment %08x offset %llu: malformed %s payload (seq %llu)",
-	               rp->sf->id, (unsigned long long)off,
-	               h->type == REC_BLOCK ? "block" : "delete", (unsigned long long)h->seq);
+	               rp->sf->id, (unsigned long long)off, what[h->type],
+	               (unsigned long long)h->seq);
 }
 
 /* Scans the segment rp->sf from its first record, delivering complete transactions;

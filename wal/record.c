@@ -140,6 +140,56 @@ int rec_key_decode(const uint8_t *payload, uint32_t len, uint8_t key[CS_KEY_MAX]
 	return key_prefix(payload, len, CS_BLOCK_META, key);
 }
 
+_Static_assert(REC_NAME_SET_META + CS_NAME_MAX + CS_CID_MAX <= CS_REC_PAYLOAD_MAX,
+               "a name record fits in a record");
+_Static_assert(CS_NAME_MAX <= UINT16_MAX && CS_CID_MAX <= UINT8_MAX,
+               "name and CID lengths fit their fields");
+
+void rec_name_set_meta(uint8_t meta[REC_NAME_SET_META], uint16_t name_len, uint8_t cid_len,
+                       uint64_t size, int64_t time_ns)
+{
+	put_le16(meta, name_len);
+	meta[2] = cid_len;
+	meta[3] = 0;
+	put_le64(meta + 4, size);
+	put_le64(meta + 12, (uint64_t)time_ns);
+}
+
+int rec_name_set_decode(const uint8_t *payload, uint32_t len, struct rec_name_set *out)
+{
+	if (len < REC_NAME_SET_META || payload[3] != 0)
+		return CS_ECORRUPT;
+	out->name_len = get_le16(payload);
+	out->cid_len = payload[2];
+	out->size = get_le64(payload + 4);
+	out->time_ns = (int64_t)get_le64(payload + 12);
+	if (out->name_len == 0 || out->name_len > CS_NAME_MAX || out->cid_len == 0 ||
+	    out->cid_len > CS_CID_MAX ||
+	    len != REC_NAME_SET_META + (uint32_t)out->name_len + out->cid_len)
+		return CS_ECORRUPT;
+	out->name = payload + REC_NAME_SET_META;
+	out->cid = out->name + out->name_len;
+	return 0;
+}
+
+void rec_name_del_meta(uint8_t meta[REC_NAME_DEL_META], uint16_t name_len)
+{
+	put_le16(meta, name_len);
+	put_le16(meta + 2, 0);
+}
+
+int rec_name_del_decode(const uint8_t *payload, uint32_t len, struct rec_name_del *out)
+{
+	if (len < REC_NAME_DEL_META || get_le16(payload + 2) != 0)
+		return CS_ECORRUPT;
+	out->name_len = get_le16(payload);
+	if (out->name_len == 0 || out->name_len > CS_NAME_MAX ||
+	    len != REC_NAME_DEL_META + (uint32_t)out->name_len)
+		return CS_ECORRUPT;
+	out->name = payload + REC_NAME_DEL_META;
+	return 0;
+}
+
 void seg_encode(uint8_t dst[CS_SEG_HEADER], const struct seg_hdr *h)
 {
 	memcpy(dst, SEG_MAGIC, 8);

@@ -25,13 +25,13 @@
 #define REC_MAGIC   0x52444943u
 #define REC_VERSION 1
 
-/* Record types. Numbers are never reused. 3..7 are reserved for the files and lifecycle
- * work: names, pins and checkpoints. */
+/* Record types. Numbers are never reused. 5..7 are reserved for the lifecycle work: pins
+ * and checkpoints. */
 enum rec_type {
-	REC_BLOCK = 1,  /* a block: see the block payload below */
-	REC_DELETE = 2, /* a tombstone: the block payload's first 8 bytes (codec 0), digest */
-	REC_NAME_SET = 3,
-	REC_NAME_DEL = 4,
+	REC_BLOCK = 1,    /* a block: see the block payload below */
+	REC_DELETE = 2,   /* a tombstone: the block payload's first 8 bytes (codec 0), digest */
+	REC_NAME_SET = 3, /* a name set to a root: see the name-set payload below */
+	REC_NAME_DEL = 4, /* a name removed: see the name-delete payload below */
 	REC_PIN_ADD = 5,
 	REC_PIN_DEL = 6,
 	REC_CHECKPOINT = 7,
@@ -96,6 +96,47 @@ int rec_block_decode(const uint8_t *payload, uint32_t len, struct rec_block *out
 /* Reads the index key from a REC_BLOCK or REC_DELETE payload: both begin with the 8-byte
  * block meta and the digest. Errors: CS_ECORRUPT. */
 int rec_key_decode(const uint8_t *payload, uint32_t len, uint8_t key[CS_KEY_MAX]);
+
+/* Name-set payload (REC_NAME_SET), REC_NAME_SET_META bytes of fixed fields, then the name,
+ * then the binary CID (v0 or v1, as the caller gave it):
+ *   0 u16 name length (1..CS_NAME_MAX)   2 u8 CID length (1..CS_CID_MAX)   3 u8 zero
+ *   4 u64 file size                      12 i64 time set, Unix nanoseconds (two's complement)
+ *   20 name bytes (no NUL)               20 + name length: CID bytes
+ * The payload is exactly 20 + name length + CID length bytes. */
+#define REC_NAME_SET_META 20u
+
+struct rec_name_set {
+	uint16_t name_len;
+	uint8_t cid_len;
+	uint64_t size;
+	int64_t time_ns;
+	const uint8_t *name; /* borrowed from the payload; not NUL-terminated */
+	const uint8_t *cid;  /* borrowed from the payload */
+};
+
+/* Fills meta (REC_NAME_SET_META bytes) for a name-set payload whose name and CID follow. */
+void rec_name_set_meta(uint8_t meta[REC_NAME_SET_META], uint16_t name_len, uint8_t cid_len,
+		       uint64_t size, int64_t time_ns);
+
+/* Parses a name-set payload: checks the reserved byte, both lengths against their bounds
+ * and the payload length against their sum. It does not judge the name's characters or
+ * the CID's structure (the engine does). Errors: CS_ECORRUPT (no message set). */
+int rec_name_set_decode(const uint8_t *payload, uint32_t len, struct rec_name_set *out);
+
+/* Name-delete payload (REC_NAME_DEL): u16 name length (1..CS_NAME_MAX), u16 zero, the name.
+ * Exactly 4 + name length bytes. */
+#define REC_NAME_DEL_META 4u
+
+struct rec_name_del {
+	uint16_t name_len;
+	const uint8_t *name; /* borrowed from the payload; not NUL-terminated */
+};
+
+/* Fills meta (REC_NAME_DEL_META bytes) for a name-delete payload whose name follows. */
+void rec_name_del_meta(uint8_t meta[REC_NAME_DEL_META], uint16_t name_len);
+
+/* Parses a name-delete payload, as rec_name_set_decode. Errors: CS_ECORRUPT (no message). */
+int rec_name_del_decode(const uint8_t *payload, uint32_t len, struct rec_name_del *out);
 
 /* Segment header: 64 bytes at offset 0 of every segment file.
  *   0 8 bytes magic "CIDSTSEG"   8 u32 format version   12 u32 header bytes (64)
