@@ -3,10 +3,21 @@
  *
  * Every failure prints one line on stderr starting "cidstore:" and exits with a code from
  * the table in usage(): scripts can tell "absent" from "bad input" from "store locked".
+ *
+ * Invariants:
+ *  1. add sets a name only after cs_add_path / cs_add_finish returned the root, which they
+ *     return only once the whole DAG is durable: a name never points at a partial DAG.
+ *  2. Bad input that can be seen before the store is touched (a missing or unreadable path,
+ *     a directory without -r, a bad name, a bad option) is refused before the store opens.
+ *  3. cat checks the structure of the wanted range (cs_file_check) before it writes a byte,
+ *     so a missing block or sizes that disagree give an error and no partial output.
+ *  4. Progress goes to stderr only, only when stderr is a terminal and once an add has run
+ *     for more than a second; stdout carries only results.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +32,7 @@
 
 enum exit_code {
 	EXIT_OK = 0,
-	EXIT_NOTFOUND = 1, /* absent block (has, get, rm) */
+	EXIT_NOTFOUND = 1, /* absent block or name (has, get, rm, cat, name rm) */
 	EXIT_USAGE = 2,    /* usage error or bad input: CID text, option, limit */
 	EXIT_BUSY = 3,     /* the store is locked by another process */
 	EXIT_CORRUPT = 4,  /* corruption found (open, get, verify) */
@@ -32,8 +43,8 @@ enum exit_code {
 static const char *const exit_table =
     "exit codes:\n"
     "  0  success\n"
-    "  1  not found (has: absent)\n"
-    "  2  usage error or bad input (CID text, option, block over the limit)\n"
+    "  1  not found (has: absent; a block or name that is not in the store)\n"
+    "  2  usage error or bad input (CID text, option, name, limit, not a file)\n"
     "  3  store locked by another process\n"
     "  4  corruption found\n"
     "  5  not a cidstore directory, or written by a newer version\n"
@@ -510,12 +521,539 @@ static int cmd_demo(struct cli *c, int argc, char **argv)
 	return close_store(c, status);
 }
 
+/* ---- files: add, cat, ls, name ------------------------------------------------------- */
+
+/* Parses a decimal uint64 with nothing around it. Returns 0 or -1. */
+static int parse_u64(const char *text, uint64_t *out)
+{
+	char *end;
+
+	if (text[0] < '0' || text[0] > '9')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Checks a name as cs_name_set will, so bad names are refused before anything is added
+ * (invariant 2). Returns 0 or the exit code after printing why. */
+static int check_name(const char *name)
+{
+	int rc = cs_name_check(name);
+	return rc != 0 ? fail(rc, "bad name") : 0;
+}
+
+/* The default name of an added path: its last component ("dir/" gives "dir"; "." and ".."
+ * the last component of the real path), as cs_add_path reports the root. */
+static int default_name(const char *path, char *out, size_t cap)
+{
+	size_t n = strlen(path);
+
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	size_t b = n;
+	while (b > 0 && path[b - 1] != '/')
+		b--;
+	size_t bl = n - b;
+	if (bl == 0 || (bl == 1 && path[b] == '.') ||
+	    (bl == 2 && path[b] == '.' && path[b + 1] == '.')) {
+		char *real = realpath(path, NULL);
+		if (real == NULL)
+			return -errno;
+		int rc = strcmp(real, "/") == 0 ? -EINVAL : default_name(real, out, cap);
+		free(real);
+		return rc;
+	}
+	if (bl >= cap)
+		return -ENAMETOOLONG;
+	memcpy(out, path + b, bl);
+	out[bl] = '\0';
+	return 0;
+}
+
+static double now_seconds(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Progress of an add on stderr (invariant 4). */
+struct progress {
+	int tty;      /* stderr is a terminal */
+	double start; /* when the add began */
+	double last;  /* when the line was last drawn */
+	int shown;    /* a line is on the screen */
+};
+
+static void progress_draw(void *ctx, uint64_t done, uint64_t total)
+{
+	struct progress *pg = ctx;
+	double now = now_seconds(), secs = now - pg->start;
+
+	if (!pg->tty || secs <= 1.0 || now - pg->last < 0.25)
+		return;
+	pg->last = now;
+	double rate = (double)done / secs;
+	fprintf(stderr, "\r\033[Kcidstore: added %.1f MB", (double)done / 1e6);
+	if (total >= done && total > 0) {
+		double eta = rate > 0 ? (double)(total - done) / rate : 0;
+		fprintf(stderr, " of %.1f MB (%.0f%%), %.1f MB/s, ETA %d:%02d", (double)total / 1e6,
+		        100.0 * (double)done / (double)total, rate / 1e6, (int)eta / 60,
+		        (int)eta % 60);
+	} else {
+		fprintf(stderr, ", %.1f MB/s", rate / 1e6);
+	}
+	fflush(stderr);
+	pg->shown = 1;
+}
+
+static void progress_end(struct progress *pg)
+{
+	if (pg->shown)
+		fputs("\r\033[K", stderr);
+	pg->shown = 0;
+}
+
+struct add_print {
+	int quiet;
+	struct progress *pg;
+};
+
+/* Prints every entry below the added root as "CID<TAB>PATH"; the root's line is printed
+ * after it is named. The root's path is its base name: no '/' after its first byte. */
+static int print_entry(void *ctx, const cs_add_entry *e)
+{
+	struct add_print *ap = ctx;
+	char text[CS_CID_TEXT_MAX];
+
+	if (ap->quiet || strchr(e->path + 1, '/') == NULL)
+		return 0;
+	if (cs_cid_format(&e->cid, text, sizeof(text)) < 0)
+		return 0;
+	progress_end(ap->pg);
+	printf("%s\t%s\n", text, e->path);
+	return 0;
+}
+
+static void progress_cb(void *ctx, uint64_t done, uint64_t total)
+{
+	struct add_print *ap = ctx;
+
+	progress_draw(ap->pg, done, total);
+}
+
+/* Adds stdin as one file with its own read loop, for progress. */
+static int add_stdin(struct cli *c, const cs_add_options *ao, struct progress *pg, cs_cid *root,
+                     uint64_t *size)
+{
+	struct stat st;
+	uint64_t total = 0, done = 0;
+	cs_add *a;
+	int rc, read_failed = 0;
+
+	if (fstat(0, &st) == 0 && S_ISREG(st.st_mode)) {
+		off_t pos = lseek(0, 0, SEEK_CUR);
+		total = pos >= 0 && st.st_size > pos ? (uint64_t)(st.st_size - pos) : 0;
+	}
+	if ((rc = cs_add_begin(c->store, ao, &a)) != 0)
+		return fail(rc, "cannot add stdin");
+	uint8_t *buf = malloc(1 << 20);
+	if (buf == NULL) {
+		cs_add_abort(a);
+		return fail(-ENOMEM, "cannot add stdin");
+	}
+	for (;;) {
+		ssize_t n = read(0, buf, 1 << 20);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			read_failed = 1;
+			break;
+		}
+		if (n == 0)
+			break;
+		if ((rc = cs_add_write(a, buf, (size_t)n)) != 0)
+			break;
+		done += (uint64_t)n;
+		progress_draw(pg, done, total);
+	}
+	free(buf);
+	if (rc != 0) {
+		cs_add_abort(a);
+		progress_end(pg);
+		if (read_failed) {
+			fprintf(stderr, "cidstore: cannot read stdin: %s\n", strerror(-rc));
+			return EXIT_IO;
+		}
+		return fail(rc, "cannot add stdin");
+	}
+	if ((rc = cs_add_finish(a, root, size)) != 0) {
+		progress_end(pg);
+		return fail(rc, "cannot add stdin");
+	}
+	return 0;
+}
+
+static const char *const add_help =
+    "usage: cidstore add [--name N] [--cid-version 0|1] [--chunker size-N|cdc|cdc-N]\n"
+    "                    [--hash sha2-256|blake2b-256] [--raw-leaves|--no-raw-leaves]\n"
+    "                    [-r] [--quiet] [--pin] PATH|-\n"
+    "  Adds a file (or stdin, or with -r a directory and everything below it) as the UnixFS\n"
+    "  DAG Kubo's `ipfs add` builds with the same options (default: --cid-version 1, raw\n"
+    "  leaves, size-262144 chunks; --cid-version 0 is plain `ipfs add`; -r equals\n"
+    "  `ipfs add -r --hidden`: dotfiles are added, symlinks stored as symlinks). Then names\n"
+    "  the root N (default: the path's base name; stdin needs --name), replacing an earlier\n"
+    "  setting. Prints \"CID<TAB>PATH\" for every file and directory below the root, then\n"
+    "  \"CID<TAB>N\" for the root once it is durable and named; --quiet prints only the\n"
+    "  root's CID. cdc is content-defined chunking (average N, default 262144: not a Kubo\n"
+    "  chunker). Directories whose names and CIDs reach 262144 bytes, which Kubo would shard,\n"
+    "  are refused. On a terminal, adds longer than a second show progress on stderr.\n"
+    "  --pin is not available yet: pins arrive with the store's lifecycle commands.";
+
+static int cmd_add(struct cli *c, int argc, char **argv)
+{
+	static const struct option lo[] = {
+	    {"name", required_argument, 0, 'n'},
+	    {"pin", no_argument, 0, 'P'},
+	    {"cid-version", required_argument, 0, 'V'},
+	    {"chunker", required_argument, 0, 'C'},
+	    {"hash", required_argument, 0, 'H'},
+	    {"raw-leaves", no_argument, 0, 'L'},
+	    {"no-raw-leaves", no_argument, 0, 'N'},
+	    {"recursive", no_argument, 0, 'r'},
+	    {"quiet", no_argument, 0, 'q'},
+	    {0, 0, 0, 0},
+	};
+	cs_add_options ao;
+	const char *name = NULL;
+	int recursive = 0, quiet = 0, o;
+	uint64_t v;
+
+	if (wants_help(argc, argv)) {
+		puts(add_help);
+		return 0;
+	}
+	cs_add_options_init(&ao);
+	optind = 0;
+	while ((o = getopt_long(argc, argv, "rq", lo, NULL)) != -1) {
+		switch (o) {
+		case 'n':
+			name = optarg;
+			break;
+		case 'P':
+			return usage_error(
+			    "add --pin is not available yet: pins arrive with the "
+			    "store's lifecycle commands (add, then pin, once they exist)");
+		case 'V':
+			if (strcmp(optarg, "0") != 0 && strcmp(optarg, "1") != 0)
+				return usage_error("--cid-version is 0 or 1, not '%s'", optarg);
+			ao.cid_version = optarg[0] - '0';
+			break;
+		case 'C':
+			if (strncmp(optarg, "size-", 5) == 0 && parse_u64(optarg + 5, &v) == 0 &&
+			    v <= UINT32_MAX) {
+				ao.chunker = CS_CHUNK_FIXED;
+				ao.chunk_size = (uint32_t)v;
+			} else if (strcmp(optarg, "cdc") == 0) {
+				ao.chunker = CS_CHUNK_CDC;
+			} else if (strncmp(optarg, "cdc-", 4) == 0 &&
+			           parse_u64(optarg + 4, &v) == 0 && v <= UINT32_MAX) {
+				ao.chunker = CS_CHUNK_CDC;
+				ao.chunk_size = (uint32_t)v;
+			} else {
+				return usage_error("unknown chunker '%s' (size-N, cdc or cdc-N)",
+				                   optarg);
+			}
+			break;
+		case 'H':
+			if (strcmp(optarg, "sha2-256") == 0)
+				ao.hash = CS_HASH_SHA2_256;
+			else if (strcmp(optarg, "blake2b-256") == 0)
+				ao.hash = CS_HASH_BLAKE2B_256;
+			else
+				return usage_error("unknown hash '%s'", optarg);
+			break;
+		case 'L':
+			ao.raw_leaves = 1;
+			break;
+		case 'N':
+			ao.raw_leaves = 0;
+			break;
+		case 'r':
+			recursive = 1;
+			break;
+		case 'q':
+			quiet = 1;
+			break;
+		default:
+			return usage_error("add: unknown option");
+		}
+	}
+	if (argc - optind != 1)
+		return usage_error("add takes one PATH (or - for stdin)");
+	const char *path = argv[optind];
+	int is_stdin = strcmp(path, "-") == 0;
+	char defname[CS_NAME_MAX + 1];
+	struct stat st;
+
+	/* Invariant 2: everything that can be refused is refused before the store opens. */
+	if (is_stdin && name == NULL)
+		return usage_error("add - (stdin) needs --name");
+	if (is_stdin && recursive)
+		return usage_error("add -r needs a directory, not stdin");
+	if (!is_stdin) {
+		if (stat(path, &st) != 0) {
+			fprintf(stderr, "cidstore: cannot add %s: %s\n", path, strerror(errno));
+			return errno == ENOENT || errno == ENOTDIR ? EXIT_USAGE : EXIT_IO;
+		}
+		if (S_ISDIR(st.st_mode) && !recursive) {
+			fprintf(stderr,
+			        "cidstore: cannot add %s: it is a directory (add -r adds it "
+			        "and everything below it)\n",
+			        path);
+			return EXIT_USAGE;
+		}
+		if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+			fprintf(stderr,
+			        "cidstore: cannot add %s: not a regular file or directory\n", path);
+			return EXIT_USAGE;
+		}
+		if (access(path, S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK) != 0) {
+			fprintf(stderr, "cidstore: cannot add %s: %s\n", path, strerror(errno));
+			return EXIT_IO;
+		}
+		if (name == NULL) {
+			int rc = default_name(path, defname, sizeof(defname));
+			if (rc != 0)
+				return usage_error("cannot take a name from '%s' (%s): give --name",
+				                   path, strerror(-rc));
+			name = defname;
+		}
+	}
+	int st_ = check_name(name);
+	if (st_ != 0)
+		return st_;
+
+	int status = open_store(c);
+	if (status != 0)
+		return status;
+	struct progress pg = {.tty = isatty(2), .start = now_seconds()};
+	struct add_print ap = {.quiet = quiet, .pg = &pg};
+	cs_add_callbacks cb = {.entry = print_entry, .progress = progress_cb, .ctx = &ap};
+	cs_cid root;
+	uint64_t size = 0;
+	int rc;
+	if (is_stdin) {
+		status = add_stdin(c, &ao, &pg, &root, &size);
+	} else {
+		rc = cs_add_path(c->store, &ao, path, recursive ? CS_ADD_RECURSIVE : 0, &cb, &root,
+		                 &size);
+		if (rc != 0)
+			status = fail(rc, "cannot add %s", path);
+	}
+	progress_end(&pg);
+	if (status == 0) {
+		/* Invariant 1: the root is durable; only now does a name point at it. */
+		rc = cs_name_set(c->store, name, &root, size);
+		if (rc != 0) {
+			status = fail(rc, "added, but cannot set name '%s'", name);
+		} else {
+			char text[CS_CID_TEXT_MAX];
+			if ((rc = cs_cid_format(&root, text, sizeof(text))) < 0)
+				status = fail(rc, "cannot format CID");
+			else if (quiet)
+				printf("%s\n", text);
+			else
+				printf("%s\t%s\n", text, name);
+		}
+	}
+	if (fflush(stdout) != 0 && status == 0)
+		status = fail(-errno, "cannot write to stdout");
+	return close_store(c, status);
+}
+
+static int cmd_cat(struct cli *c, int argc, char **argv)
+{
+	static const struct option lo[] = {
+	    {"offset", required_argument, 0, 'o'},
+	    {"length", required_argument, 0, 'l'},
+	    {0, 0, 0, 0},
+	};
+	uint64_t offset = 0, length = UINT64_MAX, size;
+	int o, has_len = 0;
+	cs_cid cid;
+
+	if (wants_help(argc, argv)) {
+		puts(
+		    "usage: cidstore cat CID [--offset N] [--length N]\n"
+		    "  Writes the bytes of the file whose root is CID (or N bytes of it from byte\n"
+		    "  offset N) to stdout. The DAG under the range is checked before the first\n"
+		    "  byte is written: a missing block, a node that is not a UnixFS file or "
+		    "sizes\n"
+		    "  that disagree give an error and no output.");
+		return 0;
+	}
+	optind = 0;
+	while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		if (o == 'o' && parse_u64(optarg, &offset) == 0)
+			continue;
+		if (o == 'l' && parse_u64(optarg, &length) == 0) {
+			has_len = 1;
+			continue;
+		}
+		if (o == 'o' || o == 'l')
+			return usage_error("--%s takes a number of bytes, not '%s'",
+			                   o == 'o' ? "offset" : "length", optarg);
+		return usage_error("cat: unknown option");
+	}
+	if (argc - optind != 1)
+		return usage_error("cat takes one CID");
+	int status = parse_cid(argv[optind], &cid);
+	if (status != 0 || (status = open_store(c)) != 0)
+		return status;
+	int rc = cs_file_size(c->store, &cid, &size);
+	if (rc != 0)
+		return close_store(c, fail(rc, "cannot cat %s", argv[optind]));
+	/* The range, clipped to the file: nothing at or past its end. */
+	if (offset >= size)
+		length = 0;
+	else if (!has_len || length > size - offset)
+		length = size - offset;
+	uint64_t end = offset + length;
+	/* Invariant 3: refuse a damaged range before the first byte goes out. */
+	if (length > 0 && (rc = cs_file_check(c->store, &cid, offset, length)) != 0)
+		return close_store(c, fail(rc, "cannot cat %s", argv[optind]));
+	size_t cap = 1 << 20;
+	uint8_t *buf = malloc(cap);
+	if (buf == NULL)
+		return close_store(c, fail(-ENOMEM, "cannot cat %s", argv[optind]));
+	for (uint64_t at = offset; at < end && status == 0;) {
+		size_t want = end - at < cap ? (size_t)(end - at) : cap, got;
+		rc = cs_cat(c->store, &cid, at, buf, want, &got, NULL);
+		if (rc != 0)
+			status = fail(rc, "cannot cat %s", argv[optind]);
+		else if (got == 0)
+			break;
+		else if (fwrite(buf, 1, got, stdout) != got)
+			status = fail(-errno, "cannot write to stdout");
+		at += got;
+	}
+	free(buf);
+	if (fflush(stdout) != 0 && status == 0)
+		status = fail(-errno, "cannot write to stdout");
+	return close_store(c, status);
+}
+
+/* ls: one line (or JSON object) per name. */
+struct ls_ctx {
+	json_t *arr; /* --json: the array being built, else NULL */
+	int err;
+};
+
+static int ls_one(void *ctx, const cs_name_info *n)
+{
+	struct ls_ctx *l = ctx;
+	char text[CS_CID_TEXT_MAX];
+
+	if (cs_cid_format(&n->root, text, sizeof(text)) < 0)
+		snprintf(text, sizeof(text), "(unprintable)");
+	if (l->arr == NULL) {
+		printf("%s\t%llu\t%s\n", text, (unsigned long long)n->size, n->name);
+		return 0;
+	}
+	char when[64];
+	time_t secs = (time_t)(n->time_ns / 1000000000);
+	struct tm tm;
+	if (gmtime_r(&secs, &tm) == NULL ||
+	    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(when, sizeof(when), "unknown");
+	json_t *name = json_string(n->name);
+	json_t *o = name == NULL ? NULL
+	                         : json_pack("{s:o, s:s, s:I, s:I, s:s}", "name", name, "cid", text,
+	                                     "size", (json_int_t)n->size, "time_ns",
+	                                     (json_int_t)n->time_ns, "time", when);
+	if (o == NULL || json_array_append_new(l->arr, o) != 0) {
+		l->err = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_ls(struct cli *c, int argc, char **argv)
+{
+	struct ls_ctx l = {0};
+
+	if (wants_help(argc, argv)) {
+		puts("usage: cidstore ls [--json]\n"
+		     "  Prints \"CID<TAB>SIZE<TAB>NAME\" for every name, in byte order of the "
+		     "names;\n"
+		     "  with --json an array of {name, cid, size, time_ns, time} objects.");
+		return 0;
+	}
+	if (argc == 2 && strcmp(argv[1], "--json") == 0)
+		l.arr = json_array();
+	else if (argc != 1)
+		return usage_error("ls takes only --json");
+	int status = open_store(c);
+	if (status != 0) {
+		json_decref(l.arr);
+		return status;
+	}
+	int rc = cs_name_list(c->store, ls_one, &l);
+	if (l.err)
+		status = fail(-ENOMEM, "cannot build the JSON listing");
+	else if (rc < 0)
+		status = fail(rc, "listing names failed");
+	else if (l.arr != NULL) {
+		json_dumpf(l.arr, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		putchar('\n');
+	}
+	json_decref(l.arr);
+	if (fflush(stdout) != 0 && status == 0)
+		status = fail(-errno, "cannot write to stdout");
+	return close_store(c, status);
+}
+
+static int cmd_name(struct cli *c, int argc, char **argv)
+{
+	static const char *const help =
+	    "usage: cidstore name rm NAME\n  Removes the name (durably); its blocks stay.";
+
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		puts(help);
+		return argc < 2 ? EXIT_USAGE : 0;
+	}
+	if (strcmp(argv[1], "rm") != 0)
+		return usage_error("unknown name command '%s'", argv[1]);
+	int st = check_args(argc - 1, argv + 1, 2, help);
+	if (st >= 0)
+		return st;
+	int status = open_store(c);
+	if (status != 0)
+		return status;
+	int rc = cs_name_delete(c->store, argv[2]);
+	return close_store(c, rc != 0 ? fail(rc, "cannot remove name '%s'", argv[2]) : 0);
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: cidstore [--dir DIR] [--durability sync|interval|none] COMMAND ...\n"
 	        "\n"
 	        "commands:\n"
+	        "  add [-r] [--name N] [--cid-version 0|1] [--chunker size-N|cdc] [--hash H]\n"
+	        "      [--raw-leaves|--no-raw-leaves] [--quiet] PATH|-\n"
+	        "                       add a file or directory as `ipfs add` does; name it\n"
+	        "  cat CID [--offset N] [--length N]\n"
+	        "                       write a file's bytes to stdout\n"
+	        "  ls [--json]          list the names: CID, size, name\n"
+	        "  name rm NAME         remove a name (its blocks stay)\n"
 	        "  block put [--codec raw|dag-pb] [--hash sha2-256|blake2b-256] [FILE|-]\n"
 	        "  block get CID        write a block's bytes to stdout\n"
 	        "  block rm CID         delete a block\n"
@@ -583,6 +1121,14 @@ int main(int argc, char **argv)
 	const char *cmd = argv[optind];
 	int cargc = argc - optind;
 	char **cargv = argv + optind;
+	if (strcmp(cmd, "add") == 0)
+		return cmd_add(&c, cargc, cargv);
+	if (strcmp(cmd, "cat") == 0)
+		return cmd_cat(&c, cargc, cargv);
+	if (strcmp(cmd, "ls") == 0)
+		return cmd_ls(&c, cargc, cargv);
+	if (strcmp(cmd, "name") == 0)
+		return cmd_name(&c, cargc, cargv);
 	if (strcmp(cmd, "block") == 0)
 		return cmd_block(&c, cargc, cargv);
 	if (strcmp(cmd, "has") == 0)

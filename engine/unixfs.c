@@ -1,5 +1,6 @@
 /*
- * unixfs.c - UnixFS file DAGs: the streaming balanced builder and the range reader.
+ * unixfs.c - UnixFS DAGs: the streaming balanced file builder, the range reader, directory
+ * and symlink nodes.
  *
  * Builder. Bytes go through the chunker; each chunk becomes a leaf (a raw block, or a dag-pb
  * node holding UnixFS File{Data = chunk, filesize}). Level 0 collects leaf links, level k the
@@ -21,7 +22,19 @@
  * Reader. A file's bytes are, per node, its own UnixFS Data then its children's bytes in
  * link order, child i holding blocksizes[i] bytes; a raw block is all data. The reader keeps
  * one frame per dag-pb level on an explicit stack, skips children wholly outside the range
- * by their blocksizes without reading them, and descends only into those that overlap.
+ * by their blocksizes without reading them, and descends only into those that overlap. With
+ * no output buffer it checks instead of copying: the same walk, raw leaves only sized.
+ *
+ * Directories. A directory is one dag-pb node: Data = UnixFS {Type = Directory} (the bytes
+ * 08 01), one link per entry {Hash = entry root, Name = entry name, Tsize = entry's
+ * cumulative size}, sorted by name bytes (a shorter name before a longer one it prefixes).
+ * That is go-merkledag's sort.Stable over link names and @ipld/dag-pb's prepare(); entries
+ * may be added in any order. Its own Tsize is its bytes plus its links' Tsizes, as for file
+ * nodes. Kubo and the importer estimate a directory's size as the sum over links of name
+ * bytes plus CID bytes and shard it (HAMT) once the estimate passes 262144 (Kubo's `>=` in
+ * older releases, `>` in the importer and newer ones); this builder refuses every directory
+ * whose estimate reaches the threshold, so each node it writes is flat in all of them.
+ * A symlink is one dag-pb node without links: UnixFS {Type = Symlink, Data = target}.
  *
  * Invariants:
  *  1. Every level holds fewer than UFS_LINKS_MAX links between calls (a full level is
@@ -35,6 +48,9 @@
  *     consumes one link or pops one frame. It reads a child only if the child holds at least
  *     one byte of the range; children at one depth hold disjoint bytes, so a read of n bytes
  *     reads at most n blocks per level, whatever the DAG claims.
+ *  5. A directory builder's estimate (sum of name + CID bytes) stays below
+ *     UFS_DIR_SHARD_BYTES after every successful add; hence the node it emits is flat in
+ *     Kubo and the importer alike, and fits a block (static assert in unixfs.h).
  */
 #include "unixfs.h"
 
@@ -73,7 +89,8 @@ struct ufs_builder {
 	uint64_t leaves;
 	uint64_t size;
 	unsigned height;
-	int err; /* sticky failure */
+	uint64_t root_tsize; /* of the finished root */
+	int err;             /* sticky failure */
 	bool finished;
 };
 
@@ -142,15 +159,35 @@ unsigned ufs_builder_height(const struct ufs_builder *b)
 	return b->height;
 }
 
-/* Emits a block and sets *cid to the CID a link (or the root) names it by. */
-static int put_block(struct ufs_builder *b, const uint8_t *data, size_t len, uint64_t codec,
-                     cs_cid *cid)
+void ufs_builder_reset(struct ufs_builder *b)
 {
-	int rc = b->emit(b->ctx, data, len, codec, b->p.hash, cid);
+	CS_ASSERT(chunker_init(&b->ck, b->p.chunker, b->p.chunk_size) == 0);
+	b->fill = 0;
+	for (unsigned L = 0; L <= UFS_BUILD_LEVELS_MAX; L++)
+		b->lv[L].n = 0;
+	b->leaves = 0;
+	b->size = 0;
+	b->height = 0;
+	b->root_tsize = 0;
+	b->err = 0;
+	b->finished = false;
+}
+
+uint64_t ufs_builder_tsize(const struct ufs_builder *b)
+{
+	return b->root_tsize;
+}
+
+/* Emits a block with p's hash and sets *cid to the CID a link (or the root) names it by:
+ * CIDv0 for dag-pb blocks in the v0 profile, as both reference builders link them. */
+static int emit_block(const struct ufs_params *p, ufs_emit_fn emit, void *ctx, const uint8_t *data,
+                      size_t len, uint64_t codec, cs_cid *cid)
+{
+	int rc = emit(ctx, data, len, codec, p->hash, cid);
 
 	if (rc < 0)
 		return rc;
-	if (codec == CS_CODEC_DAG_PB && b->p.cid_version == 0) {
+	if (codec == CS_CODEC_DAG_PB && p->cid_version == 0) {
 		cs_cid v1 = *cid; /* cid_make must not read the digest from its output */
 		cs_cid_info info;
 
@@ -161,6 +198,12 @@ static int put_block(struct ufs_builder *b, const uint8_t *data, size_t len, uin
 			return rc;
 	}
 	return 0;
+}
+
+static int put_block(struct ufs_builder *b, const uint8_t *data, size_t len, uint64_t codec,
+                     cs_cid *cid)
+{
+	return emit_block(&b->p, b->emit, b->ctx, data, len, codec, cid);
 }
 
 /* Emits level L as one node and clears it; sets *up to the node's entry. */
@@ -322,6 +365,7 @@ static int finish_(struct ufs_builder *b, cs_cid *root)
 			above = above || b->lv[M].n > 0;
 		if (!above && b->lv[L].n == 1) {
 			*root = b->lv[L].e[0].cid;
+			b->root_tsize = b->lv[L].e[0].tsize;
 			b->height = L;
 			return 0;
 		}
@@ -477,7 +521,7 @@ static int node_open(struct frame *f, bool is_root, uint64_t *content)
 }
 
 /* Copies the part of src (file bytes [lo, lo + n)) inside [off, hi) into out (file byte off
- * is out[0]); returns the bytes copied. */
+ * is out[0]); returns the bytes copied. With out NULL (a check) only counts them. */
 static size_t copy_overlap(uint8_t *out, uint64_t off, uint64_t hi, const uint8_t *src, uint64_t lo,
                            size_t n)
 {
@@ -486,7 +530,8 @@ static size_t copy_overlap(uint8_t *out, uint64_t off, uint64_t hi, const uint8_
 
 	if (a >= b)
 		return 0;
-	memcpy(out + (a - off), src + (a - lo), (size_t)(b - a));
+	if (out != NULL)
+		memcpy(out + (a - off), src + (a - lo), (size_t)(b - a));
 	return (size_t)(b - a);
 }
 
@@ -509,7 +554,15 @@ static int read_raw_leaf(struct reader *r, const cs_cid *c, uint64_t lo, uint64_
 	size_t len;
 	int rc;
 
-	if (lo >= off && lo + n <= hi) {
+	if (out == NULL) {
+		/* A check: the index knows the leaf's length; its bytes are not read. */
+		rc = r->get(r->ctx, c, NULL, 0, &len);
+		if (rc == CS_ENOTFOUND) /* fetch() words the message */
+			return fetch(r, c, &r->leaf, &r->leaf_cap, &len);
+		if (rc < 0)
+			return rc;
+		r->touched++;
+	} else if (lo >= off && lo + n <= hi) {
 		/* The whole leaf is wanted: read it straight into the caller's buffer. */
 		rc = r->get(r->ctx, c, out + (lo - off), (size_t)n, &len);
 		if (rc == CS_EBUFSIZE)
@@ -531,8 +584,8 @@ static int read_raw_leaf(struct reader *r, const cs_cid *c, uint64_t lo, uint64_
 		return cs_fail(CS_ECORRUPT,
 		               "raw block %s holds %zu bytes but its parent's blocksize says %llu",
 		               cid_str(c, text, sizeof(text)), len, (unsigned long long)n);
-	if (lo >= off && lo + n <= hi)
-		*copied += (size_t)n;
+	if (out == NULL || (lo >= off && lo + n <= hi))
+		*copied += copy_overlap(NULL, off, hi, NULL, lo, len);
 	else
 		*copied += copy_overlap(out, off, hi, r->leaf, lo, len);
 	return 0;
@@ -555,7 +608,7 @@ static int push_node(struct reader *r, unsigned d, const cs_cid *c, bool is_root
 		return rc;
 	if ((rc = node_open(f, is_root, content)) < 0)
 		return rc;
-	if (out != NULL)
+	if (copied != NULL) /* NULL for the root, whose Data ufs_read copies itself */
 		*copied += copy_overlap(out, off, hi, f->u.data, lo, f->u.data_len);
 	f->cursor = lo + f->u.data_len;
 	r->depth = d + 1;
@@ -697,4 +750,310 @@ int ufs_file_size(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t *size)
 	rc = open_root(r, root, size, &raw);
 	reader_free(r);
 	return rc;
+}
+
+/* ---- Directories and symlinks -------------------------------------------------------- */
+
+/* Writes v as a protobuf varint at p; returns its length (at most PB_VARINT_MAX). */
+static size_t pb_varint_put(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+/* Writes name (at most UFS_NAME_MAX bytes) into q (room for 4 * UFS_NAME_MAX + 1) with
+ * every byte outside printable ASCII, and the backslash, as \xNN: a message stays one line
+ * of text whatever the name holds. */
+static const char *name_quote(char *q, const uint8_t *name, size_t len)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len && i < UFS_NAME_MAX; i++) {
+		if (name[i] >= 0x20 && name[i] < 0x7f && name[i] != '\\')
+			q[n++] = (char)name[i];
+		else
+			n += (size_t)sprintf(q + n, "\\x%02x", name[i]);
+	}
+	q[n] = '\0';
+	return q;
+}
+
+int ufs_name_check(const uint8_t *name, size_t len)
+{
+	if (len == 0)
+		return cs_fail(CS_EINVAL, "empty entry name");
+	if (len > UFS_NAME_MAX)
+		return cs_fail(CS_ELIMIT, "entry name of %zu bytes: the limit is %u", len,
+		               UFS_NAME_MAX);
+	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+		return cs_fail(CS_EINVAL, "entry name \"%.*s\" is reserved", (int)len,
+		               (const char *)name);
+	for (size_t i = 0; i < len; i++) {
+		if (name[i] == '/')
+			return cs_fail(CS_EINVAL, "entry name holds a '/' at byte %zu", i);
+		if (name[i] == '\0')
+			return cs_fail(CS_EINVAL, "entry name holds a NUL at byte %zu", i);
+	}
+	return 0;
+}
+
+/* One link of a directory being built. The name lives in the builder's names buffer. */
+struct ufs_dent {
+	size_t name_off;
+	size_t name_len;
+	cs_cid cid;
+	uint64_t tsize;
+};
+
+struct ufs_dir {
+	struct ufs_params p;
+	ufs_emit_fn emit;
+	void *ctx;
+	struct ufs_dent *e; /* n entries of cap */
+	size_t n, cap;
+	uint8_t *names; /* every entry's name, back to back */
+	size_t names_len, names_cap;
+	uint64_t estimate;  /* invariant 5 */
+	uint64_t tsize_sum; /* of the links */
+	int err;            /* sticky failure */
+	bool finished;
+};
+
+int ufs_dir_new(const struct ufs_params *p, ufs_emit_fn emit, void *ctx, struct ufs_dir **out)
+{
+	int rc;
+
+	if ((rc = ufs_params_check(p)) < 0)
+		return rc;
+	struct ufs_dir *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return cs_fail(-ENOMEM, "out of memory for a directory builder");
+	d->p = *p;
+	d->emit = emit;
+	d->ctx = ctx;
+	*out = d;
+	return 0;
+}
+
+void ufs_dir_free(struct ufs_dir *d)
+{
+	if (d == NULL)
+		return;
+	free(d->e);
+	free(d->names);
+	free(d);
+}
+
+uint64_t ufs_dir_estimate(const struct ufs_dir *d)
+{
+	return d->estimate;
+}
+
+/* Grows *buf (capacity *cap elements of size sz) to hold at least want elements. */
+static int grow(void **buf, size_t *cap, size_t want, size_t sz)
+{
+	if (want <= *cap)
+		return 0;
+	size_t ncap = *cap ? *cap : 16;
+	while (ncap < want)
+		ncap *= 2;
+	void *nb = realloc(*buf, ncap * sz);
+	if (nb == NULL)
+		return cs_fail(-ENOMEM, "out of memory for a directory of %zu entries", want);
+	*buf = nb;
+	*cap = ncap;
+	return 0;
+}
+
+static int dir_add_(struct ufs_dir *d, const uint8_t *name, size_t len, const cs_cid *cid,
+                    uint64_t tsize)
+{
+	int rc;
+
+	if ((rc = ufs_name_check(name, len)) < 0)
+		return rc;
+	if (cid->len == 0 || cid->len > CS_CID_MAX)
+		return cs_fail(CS_EINVAL, "entry CID of %u bytes", cid->len);
+	/* Kubo's estimatedLinkSize: name bytes plus CID bytes (invariant 5). */
+	uint64_t est = d->estimate + len + cid->len;
+	if (est >= UFS_DIR_SHARD_BYTES)
+		return cs_fail(
+		    CS_ELIMIT,
+		    "directory too large for one block: after %zu entries its names and "
+		    "CIDs reach %llu bytes, Kubo's sharding threshold (HAMTShardingSize, "
+		    "%u bytes), above which it builds a HAMT shard; sharded directories "
+		    "are not supported",
+		    d->n + 1, (unsigned long long)est, UFS_DIR_SHARD_BYTES);
+	if (tsize > UINT64_MAX - d->tsize_sum)
+		return cs_fail(CS_ECORRUPT, "directory's Tsizes overflow 64 bits");
+	if ((rc = grow((void **)&d->e, &d->cap, d->n + 1, sizeof(*d->e))) < 0 ||
+	    (rc = grow((void **)&d->names, &d->names_cap, d->names_len + len, 1)) < 0)
+		return rc;
+	memcpy(d->names + d->names_len, name, len);
+	d->e[d->n++] = (struct ufs_dent){
+	    .name_off = d->names_len, .name_len = len, .cid = *cid, .tsize = tsize};
+	d->names_len += len;
+	d->estimate = est;
+	d->tsize_sum += tsize;
+	return 0;
+}
+
+int ufs_dir_add(struct ufs_dir *d, const uint8_t *name, size_t len, const cs_cid *cid,
+                uint64_t tsize)
+{
+	if (d->err < 0)
+		return d->err;
+	if (d->finished)
+		return cs_fail(CS_EINVAL, "add after finish");
+	int rc = dir_add_(d, name, len, cid, tsize);
+	if (rc < 0)
+		d->err = rc;
+	return rc;
+}
+
+/* go-merkledag's and @ipld/dag-pb's link order: bytewise, a prefix first. */
+static int link_cmp(const void *a_, const void *b_)
+{
+	const struct pb_link *a = a_, *b = b_;
+	size_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
+	int c = memcmp(a->name, b->name, n);
+
+	if (c != 0)
+		return c;
+	return a->name_len < b->name_len ? -1 : a->name_len > b->name_len;
+}
+
+static int dir_finish_(struct ufs_dir *d, cs_cid *root, uint64_t *tsize)
+{
+	static const uint8_t dir_data[] = {0x08, UFS_DIRECTORY}; /* UnixFS {Type = Directory} */
+	struct pb_link *links = NULL;
+	uint8_t *enc = NULL;
+	size_t len;
+	int rc = 0;
+
+	if (d->n > 0 && (links = malloc(d->n * sizeof(*links))) == NULL)
+		return cs_fail(-ENOMEM, "out of memory for %zu directory links", d->n);
+	for (size_t i = 0; i < d->n; i++) {
+		const struct ufs_dent *e = &d->e[i];
+		links[i] = (struct pb_link){.hash = e->cid.bytes,
+		                            .hash_len = e->cid.len,
+		                            .name = d->names + e->name_off,
+		                            .name_len = e->name_len,
+		                            .has_name = true,
+		                            .tsize = e->tsize,
+		                            .has_tsize = true};
+	}
+	if (d->n > 1)
+		qsort(links, d->n, sizeof(*links), link_cmp);
+	for (size_t i = 1; i < d->n; i++) {
+		if (link_cmp(&links[i - 1], &links[i]) == 0) {
+			char q[4 * UFS_NAME_MAX + 1];
+			rc = cs_fail(CS_EINVAL, "two entries of the directory are named \"%s\"",
+			             name_quote(q, links[i].name, links[i].name_len));
+			goto out;
+		}
+	}
+	if (d->tsize_sum > UINT64_MAX - CS_BLOCK_MAX) {
+		rc = cs_fail(CS_ECORRUPT, "directory's Tsizes overflow 64 bits");
+		goto out;
+	}
+	size_t cap = pb_node_encoded_len(links, d->n, dir_data, sizeof(dir_data), true);
+	CS_ASSERT(cap <= CS_BLOCK_MAX); /* invariant 5 */
+	if ((enc = malloc(cap)) == NULL) {
+		rc = cs_fail(-ENOMEM, "out of memory for a directory node of %zu bytes", cap);
+		goto out;
+	}
+	CS_ASSERT(pb_node_encode(enc, cap, links, d->n, dir_data, sizeof(dir_data), true, &len) ==
+	          0);
+	CS_ASSERT(len == cap);
+	if ((rc = emit_block(&d->p, d->emit, d->ctx, enc, len, CS_CODEC_DAG_PB, root)) < 0)
+		goto out;
+	if (tsize != NULL)
+		*tsize = len + d->tsize_sum;
+out:
+	free(links);
+	free(enc);
+	return rc;
+}
+
+int ufs_dir_finish(struct ufs_dir *d, cs_cid *root, uint64_t *tsize)
+{
+	if (d->err < 0)
+		return d->err;
+	if (d->finished)
+		return cs_fail(CS_EINVAL, "finish called twice");
+	d->finished = true;
+	int rc = dir_finish_(d, root, tsize);
+	if (rc < 0)
+		d->err = rc;
+	return rc;
+}
+
+int ufs_symlink(const struct ufs_params *p, ufs_emit_fn emit, void *ctx, const uint8_t *target,
+                size_t len, cs_cid *cid, uint64_t *tsize)
+{
+	/* PBNode {Data (1 + 3 length bytes) = UnixFS {Type (2), Data (1 + 2 + target)}}. */
+	uint8_t node[1 + 3 + 2 + 1 + 2 + UFS_SYMLINK_MAX];
+	uint8_t u[2 + 1 + 2 + UFS_SYMLINK_MAX];
+	size_t ul = 0, n = 0;
+	int rc;
+
+	if (len > UFS_SYMLINK_MAX)
+		return cs_fail(CS_ELIMIT, "symlink target of %zu bytes: the limit is %u", len,
+		               UFS_SYMLINK_MAX);
+	/* UnixFS {Type = Symlink, Data = target}: Data only when non-empty, as ipfs-unixfs
+	 * marshals it; go-unixfs writes the same bytes for every target a file system holds. */
+	u[ul++] = 0x08;
+	u[ul++] = UFS_SYMLINK;
+	if (len > 0) {
+		u[ul++] = 0x12;
+		ul += pb_varint_put(u + ul, len);
+		memcpy(u + ul, target, len);
+		ul += len;
+	}
+	node[n++] = 0x0a;
+	n += pb_varint_put(node + n, ul);
+	memcpy(node + n, u, ul);
+	n += ul;
+	if ((rc = emit_block(p, emit, ctx, node, n, CS_CODEC_DAG_PB, cid)) < 0)
+		return rc;
+	if (tsize != NULL)
+		*tsize = n;
+	return 0;
+}
+
+int ufs_tsize_of(uint64_t codec, const uint8_t *blk, size_t len, uint64_t *tsize)
+{
+	struct pb_node n;
+	struct pb_link_iter it;
+	struct pb_link l;
+	uint64_t sum = len;
+
+	if (codec == CS_CODEC_RAW) {
+		*tsize = len;
+		return 0;
+	}
+	if (codec != CS_CODEC_DAG_PB)
+		return cs_fail(CS_EINVAL, "codec 0x%llx: a directory entry is raw or dag-pb",
+		               (unsigned long long)codec);
+	if (pb_node_decode(blk, len, &n) < 0) {
+		char detail[512];
+		snprintf(detail, sizeof(detail), "%s", cs_errmsg());
+		return cs_fail(CS_EINVAL, "entry block is not valid dag-pb: %s", detail);
+	}
+	pb_links_begin(&n, &it);
+	while (pb_links_next(&it, &l)) {
+		uint64_t t = l.has_tsize ? l.tsize : 0;
+		if (t > UINT64_MAX - sum)
+			return cs_fail(CS_ECORRUPT, "the entry's link Tsizes overflow 64 bits");
+		sum += t;
+	}
+	*tsize = sum;
+	return 0;
 }

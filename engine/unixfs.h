@@ -1,10 +1,10 @@
 /*
- * unixfs.h - UnixFS file DAGs: the streaming balanced builder and the range reader
- * (internal).
+ * unixfs.h - UnixFS DAGs: the streaming balanced file builder, the range reader, directory
+ * and symlink nodes (internal).
  *
- * Both are independent of the store: the builder hands finished blocks to an emit callback,
- * the reader asks a get callback for blocks, so tests run them on an in-memory map and
- * engine/file.c runs them on a cs_store.
+ * All are independent of the store: builders hand finished blocks to an emit callback, the
+ * reader asks a get callback for blocks, so tests run them on an in-memory map and
+ * engine/file.c runs them on a cs_store (and walks the file system for cs_add_path).
  *
  * Limits (candidates for common/limits.h):
  *   UFS_LINKS_MAX        174: links per node the builder writes (Kubo, the JS importer).
@@ -14,6 +14,11 @@
  *                        DAGs (only hostile or exotic ones) get CS_ELIMIT.
  *   UFS_NODE_MAX         bytes of the largest internal node the builder writes.
  *   Chunks: CHUNK_SIZE_MAX (1 MiB, Kubo's limit) in chunker.h.
+ *   UFS_DIR_SHARD_BYTES  262144: a directory whose links' name bytes plus CID bytes reach
+ *                        this is refused (CS_ELIMIT): Kubo shards it (HAMT) from there.
+ *   UFS_NAME_MAX         255: bytes of one directory entry's name (Linux's NAME_MAX).
+ *   UFS_SYMLINK_MAX      4096: bytes of a symlink's target (Linux's PATH_MAX).
+ *   UFS_DIR_DEPTH_MAX    128: directory levels cs_add_path descends (one open fd each).
  */
 #ifndef CS_UNIXFS_H
 #define CS_UNIXFS_H
@@ -82,12 +87,78 @@ unsigned ufs_builder_height(const struct ufs_builder *b);
 
 void ufs_builder_free(struct ufs_builder *b);
 
+/* Resets a builder (finished, failed or in the middle of a file) to start a new file with
+ * the same parameters, keeping its buffers: cs_add_path adds many files with one. */
+void ufs_builder_reset(struct ufs_builder *b);
+
+/* The Tsize of the finished root: the root block's bytes plus its links' Tsizes, which is
+ * what a directory link to the file carries (for a root that is a leaf: the leaf's bytes). */
+uint64_t ufs_builder_tsize(const struct ufs_builder *b);
+
 /* Reads bytes [offset, offset + len) of the file rooted at root into buf; see cs_cat() for
- * the semantics and error codes. touched (may be NULL) receives the blocks read. */
+ * the semantics and error codes. touched (may be NULL) receives the blocks read. With buf
+ * NULL nothing is copied: the walk only checks the range (cs_file_check), asking get for raw
+ * leaves' lengths only (buf NULL, as cs_block_get allows); such calls count in touched. */
 int ufs_read(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t offset, uint8_t *buf,
              size_t len, size_t *got, uint64_t *touched);
 
 /* Sets *size to the length of the file rooted at root. Errors: as ufs_read. */
 int ufs_file_size(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t *size);
+
+/* ---- Directories and symlinks ---------------------------------------------------------- */
+
+#define UFS_DIR_SHARD_BYTES 262144u
+#define UFS_NAME_MAX        255u
+#define UFS_SYMLINK_MAX     4096u
+#define UFS_DIR_DEPTH_MAX   128u
+
+_Static_assert(UFS_DIR_SHARD_BYTES == CS_DIR_SHARD_BYTES, "public and internal bounds agree");
+_Static_assert(UFS_NAME_MAX == CS_DIR_NAME_MAX, "public and internal bounds agree");
+_Static_assert(UFS_DIR_DEPTH_MAX == CS_ADD_DEPTH_MAX, "public and internal bounds agree");
+/* A flat directory stays below UFS_DIR_SHARD_BYTES of names and CIDs (each CID at least 34
+ * bytes, so at most 7710 links); each link adds at most 1 + 3 (link key, length) + 2 (name
+ * key, length) + 2 (hash key, length) + 11 (Tsize) bytes of framing: well inside a block. */
+_Static_assert(UFS_DIR_SHARD_BYTES + (UFS_DIR_SHARD_BYTES / 34 + 1) * 19 + 4 <= CS_BLOCK_MAX,
+               "a flat directory node fits a block");
+
+/* Checks one entry name as every directory takes it: 1..UFS_NAME_MAX bytes, no '/' and no
+ * NUL, neither "." nor "..". Errors: CS_EINVAL, CS_ELIMIT (too long); the message quotes the
+ * defect but never the name's bytes (they may be anything). */
+int ufs_name_check(const uint8_t *name, size_t len);
+
+struct ufs_dir;
+
+/* Allocates a directory builder whose node is emitted through emit(ctx, ...) with p's CID
+ * version (CIDv0 for v0) and hash. Errors: as ufs_params_check, -ENOMEM. */
+int ufs_dir_new(const struct ufs_params *p, ufs_emit_fn emit, void *ctx, struct ufs_dir **out);
+
+/* Adds an entry: name (len bytes, borrowed, checked by ufs_name_check), the entry's root cid
+ * (stored in the link as given) and its Tsize. Entries may come in any order. Fails with
+ * CS_ELIMIT, naming UFS_DIR_SHARD_BYTES, at the entry that brings the links' name plus CID
+ * bytes to the threshold. Errors: CS_EINVAL, CS_ELIMIT, -ENOMEM; a failure is sticky. */
+int ufs_dir_add(struct ufs_dir *d, const uint8_t *name, size_t len, const cs_cid *cid,
+                uint64_t tsize);
+
+/* The links' name bytes plus CID bytes so far: Kubo's estimate of the node's size. */
+uint64_t ufs_dir_estimate(const struct ufs_dir *d);
+
+/* Sorts the links by name bytes, emits the node (UnixFS Data {Type = Directory}) and sets
+ * *root and *tsize (may be NULL: the node's bytes plus its links' Tsizes). Errors: CS_EINVAL
+ * (two entries share a name), the emit callback's. The builder is spent (free it). */
+int ufs_dir_finish(struct ufs_dir *d, cs_cid *root, uint64_t *tsize);
+
+void ufs_dir_free(struct ufs_dir *d);
+
+/* Emits a UnixFS Symlink node (Type = Symlink, Data = target, no links) and sets *cid and
+ * *tsize (may be NULL; the node's bytes). Errors: CS_ELIMIT (target above UFS_SYMLINK_MAX),
+ * the emit callback's. */
+int ufs_symlink(const struct ufs_params *p, ufs_emit_fn emit, void *ctx, const uint8_t *target,
+                size_t len, cs_cid *cid, uint64_t *tsize);
+
+/* Sets *tsize to what a directory link to the block (codec, len bytes at blk) carries: a raw
+ * block's length; a dag-pb node's length plus its links' Tsizes (a link without one counts
+ * 0). Errors: CS_EINVAL (another codec, or not valid dag-pb), CS_ECORRUPT (the sum
+ * overflows 64 bits). */
+int ufs_tsize_of(uint64_t codec, const uint8_t *blk, size_t len, uint64_t *tsize);
 
 #endif

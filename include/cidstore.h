@@ -333,6 +333,124 @@ CS_API int cs_cat(cs_store *s, const cs_cid *root, uint64_t offset, void *buf, s
  * Errors: CS_EINVAL, CS_ENOTFOUND, CS_ECORRUPT as for cs_cat, -ENOMEM. */
 CS_API int cs_file_size(cs_store *s, const cs_cid *root, uint64_t *size);
 
+/* Checks, copying nothing, that cs_cat of bytes [offset, offset + len) of the file root would
+ * find its DAG whole: every node on the way is present, well formed and agrees in sizes with
+ * its parent, and every raw leaf is present with the length its parent gives it. Reads the
+ * dag-pb nodes (dag-pb leaves too), but only the index entries of raw leaves, so a reader
+ * can refuse a damaged file before it writes a byte. Damage inside a raw leaf's bytes (a
+ * failed record checksum) is found only by reading them. Errors: as cs_cat. */
+CS_API int cs_file_check(cs_store *s, const cs_cid *root, uint64_t offset, uint64_t len);
+
+/* Directories. A directory is one dag-pb node, block for block what Kubo's `ipfs add -r` and
+ * ipfs-unixfs-importer write below their sharding threshold: UnixFS Data {Type = Directory}
+ * and one link per entry (Hash = the entry's root CID as given, Name = its name, Tsize = the
+ * cumulative size of its DAG: every block's bytes summed over the entry's whole DAG), links
+ * sorted by the bytes of their names. The node has the add options' CID version and hash
+ * (CIDv0 in the v0 profile). The empty directory is
+ * QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn (v0) and
+ * bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354 (v1).
+ *
+ * Sharding: Kubo (HAMTShardingSize) and the importer (shardSplitThresholdBytes) turn a
+ * directory into a HAMT shard once the sum over its links of name bytes plus CID bytes
+ * exceeds 262144. The store does not build shards: a directory whose sum reaches
+ * CS_DIR_SHARD_BYTES gets CS_ELIMIT, so every directory it does build is the flat node Kubo
+ * builds too (about 1000 entries with 200-byte names, 7000 with short ones).
+ *
+ * Symlinks found by cs_add_path are stored as Kubo stores them: a UnixFS Symlink node (Type =
+ * Symlink, Data = the target's bytes, no links). Names in a DAG are never used as paths on
+ * disk: the store only reads the file system, never writes to it. */
+
+#define CS_DIR_SHARD_BYTES 262144 /* Kubo's HAMTShardingSize: see above */
+#define CS_DIR_NAME_MAX 255       /* bytes of one entry's name */
+#define CS_ADD_DEPTH_MAX 128      /* directory levels cs_add_path descends */
+
+/* A directory being built; its entries arrive in any order. One thread at a time. */
+typedef struct cs_dir cs_dir;
+
+/* Starts a directory in s (borrowed until finish or abort) with o's cid_version and hash (o
+ * may be NULL for the defaults; it is checked as cs_add_begin checks it). On success *out owns
+ * the directory. Errors: as cs_add_begin. */
+CS_API int cs_dir_begin(cs_store *s, const cs_add_options *o, cs_dir **out);
+
+/* Adds the entry name (borrowed; NUL-terminated) naming the DAG whose root is cid
+ * (borrowed), a raw block or a dag-pb node that must be in the store: its Tsize is computed
+ * from its root block. The link stores cid as given: pass what cs_add_finish returned (a
+ * CIDv0 in the v0 profile). Any bytes but '/' and NUL may form a name, as in Kubo; "." and
+ * ".." may not. After an error the directory is dead: later calls return the same error; call
+ * cs_dir_abort(). Errors:
+ *  CS_EINVAL     name empty, ".", "..", or holding '/'; cid neither raw nor dag-pb, or its
+ *                block not valid dag-pb; d, name or cid NULL
+ *  CS_ELIMIT     name longer than CS_DIR_NAME_MAX bytes, or the directory reaches
+ *                CS_DIR_SHARD_BYTES (Kubo would shard it; the message names the limit)
+ *  CS_ENOTFOUND  the cid's block is not in the store
+ *  CS_ECORRUPT   the block's link sizes overflow 64 bits
+ *  -ENOMEM, and cs_block_get's errors. */
+CS_API int cs_dir_add(cs_dir *d, const char *name, const cs_cid *cid);
+
+/* Puts the directory node, makes every block put so far durable (cs_store_sync), then sets
+ * *root and *tsize (may be NULL; the directory's cumulative DAG size, what a parent's link
+ * carries). Frees d on success and on failure. Errors: CS_EINVAL (two entries share a name;
+ * root NULL), those of cs_dir_add and cs_block_put, and of cs_store_sync. */
+CS_API int cs_dir_finish(cs_dir *d, cs_cid *root, uint64_t *tsize);
+
+/* Drops a directory without putting it and frees d. NULL is ignored. */
+CS_API void cs_dir_abort(cs_dir *d);
+
+/* What cs_add_path adds. */
+#define CS_ENTRY_FILE 1
+#define CS_ENTRY_DIR 2
+#define CS_ENTRY_SYMLINK 3
+
+/* One added file, directory or symlink, reported as soon as its root is known. */
+typedef struct cs_add_entry {
+	const char *path; /* from the added root: its base name, then "/"-joined names below
+			   * ("photos", "photos/2024/a.jpg"); borrowed for the callback */
+	int type;         /* CS_ENTRY_* */
+	cs_cid cid;       /* its root */
+	uint64_t size;    /* content bytes: a file's; all files' below a directory; a
+			   * symlink's target length */
+} cs_add_entry;
+
+typedef struct cs_add_callbacks {
+	/* Called once per entry, children before their directory, the added root last;
+	 * names in a directory in byte order. A nonzero return stops the add and is
+	 * returned. The blocks are durable only once cs_add_path returned 0. May be NULL. */
+	int (*entry)(void *ctx, const cs_add_entry *e);
+	/* Called after every read of file content with the bytes read so far and the total
+	 * the add will read (the sizes of the files seen before it started). May be NULL. */
+	void (*progress)(void *ctx, uint64_t done, uint64_t total);
+	void *ctx;
+} cs_add_callbacks;
+
+/* cs_add_path flags. */
+#define CS_ADD_RECURSIVE 0x1 /* path may be a directory: add it and everything below it */
+
+/* Adds the file or directory at path (borrowed; a symlink given as path is followed) with
+ * the options o (may be NULL), and sets *root to its root and *size (may be NULL) to its
+ * content bytes. A file gives the root cs_add_fd gives. A directory (with CS_ADD_RECURSIVE)
+ * gives the root `ipfs add -r --hidden` gives: every entry is added, dotfiles too; below the
+ * top, symlinks are stored as Symlink nodes, never followed. cb (may be NULL) hears about
+ * each entry and the progress.
+ *
+ * The tree is checked before anything is written: every name (valid UTF-8 without control
+ * characters, C0, DEL and C1, as cs_name_set wants names, besides the rules of cs_dir_add:
+ * nothing that would break a line-oriented listing), type (regular file, directory or symlink), readability, depth and directory size
+ * (by its names) is checked first, so a bad tree fails without a block put. What changes on
+ * disk during the add is checked again as it is read. After a failure, blocks already put
+ * stay in the store, unreferenced. The root is returned only after cs_store_sync.
+ * Errors:
+ *  -ENOENT, -EACCES, -ELOOP and other -errno  path or an entry cannot be opened or read; the
+ *                message names the path on disk
+ *  CS_EINVAL     path is a directory without CS_ADD_RECURSIVE; an entry is neither a regular
+ *                file, a directory nor a symlink (FIFO, socket, device); a name fails the
+ *                rules above; bad options (as cs_add_begin)
+ *  CS_ELIMIT     a name over CS_DIR_NAME_MAX bytes or a symlink target over 4096 bytes;
+ *                directories nested deeper than CS_ADD_DEPTH_MAX; a directory reaching
+ *                CS_DIR_SHARD_BYTES
+ *  a nonzero value returned by cb->entry, and the errors of cs_add_write and cs_store_sync. */
+CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, unsigned flags,
+		       const cs_add_callbacks *cb, cs_cid *root, uint64_t *size);
+
 /* ---- Names ---------------------------------------------------------------------------- */
 
 /* A name maps a UTF-8 string to a file's root CID, its size and the time it was set: the

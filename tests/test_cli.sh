@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # test_cli.sh - the command-line tool as a user meets it: every command, its output, and the
-# exit code and one-line "cidstore:" message for each bad input.
+# exit code and one-line "cidstore:" message for each bad input. Files: add (Kubo's known
+# roots, every option, stdin, -r trees), cat (whole and by range), ls, name rm; and each bad
+# input of the Files issue (missing, unreadable, a directory without -r, a name with a
+# newline, a non-UnixFS node, a missing leaf, blocksizes that disagree) gives its code with
+# no name set and nothing on stdout; progress appears on a terminal only.
 # Usage: test_cli.sh PATH/TO/cidstore
 set -u
 bin=$1
@@ -92,8 +96,186 @@ grep -q "locked by pid" "$tmp/err" && ok || bad "lock message: $(cat "$tmp/err")
 kill $holder 2>/dev/null
 wait $holder 2>/dev/null
 
+# ---- Files: add, cat, ls, name rm ------------------------------------------------------
+
+# Known roots: the empty file and "hello\n" as Kubo's `ipfs add` (--cid-version=1 and plain).
+expect 0 "add empty" -- "$bin" add "$tmp/empty"
+empty_raw=bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku
+[ "$(cat "$tmp/out")" = "$(printf '%s\tempty' $empty_raw)" ] && ok ||
+	bad "add empty prints: $(cat "$tmp/out")"
+printf 'hello\n' >"$tmp/hello"
+expect 0 "add v0" -- "$bin" add --cid-version 0 --name hello0 "$tmp/hello"
+[ "$(cut -f1 "$tmp/out")" = QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN ] && ok ||
+	bad "add v0 hello: $(cat "$tmp/out")"
+# A one-chunk file in the v1 profile is its raw leaf: the CID `block put` prints.
+expect 0 "add file" -- "$bin" add -q "$tmp/a"
+[ "$(cat "$tmp/out")" = "$("$bin" block put "$tmp/a")" ] && ok || bad "add -q a: $(cat "$tmp/out")"
+# A multi-level file through every option, read back whole and by range.
+head -c 3000000 /dev/urandom >"$tmp/big"
+for opts in "" "--cid-version 0" "--chunker size-1000 --no-raw-leaves" "--chunker cdc-4096" \
+	"--hash blake2b-256 --raw-leaves" "--cid-version 0 --raw-leaves --chunker size-65536"; do
+	expect 0 "add big $opts" -- "$bin" add $opts --name "big $opts" "$tmp/big"
+	cid=$(cut -f1 "$tmp/out")
+	[ "$(cut -f2 "$tmp/out")" = "big $opts" ] && ok || bad "add prints the name: $(cat "$tmp/out")"
+	expect 0 "cat big $opts" -- "$bin" cat "$cid"
+	cmp -s "$tmp/out" "$tmp/big" && ok || bad "cat big $opts returned other bytes"
+	expect 0 "cat range $opts" -- "$bin" cat "$cid" --offset 999999 --length 300001
+	cmp -s "$tmp/out" <(tail -c +1000000 "$tmp/big" | head -c 300001) && ok ||
+		bad "cat --offset --length $opts returned other bytes"
+done
+expect 0 "cat past the end" -- "$bin" cat "$cid" --offset 3000000
+[ ! -s "$tmp/out" ] && ok || bad "cat past the end printed bytes"
+expect 2 "cat bad offset" -- "$bin" cat "$cid" --offset -1
+# stdin needs a name; it gives the root a file gives.
+expect 0 "add stdin" -- "$bin" add --name from-stdin - <"$tmp/big"
+[ "$(cut -f1 "$tmp/out")" = "$("$bin" add -q "$tmp/big")" ] && ok || bad "stdin root differs"
+expect 2 "add stdin without a name" -- "$bin" add - <"$tmp/big"
+
+# Directories: one line per entry below the root, the root last under its name.
+mkdir -p "$tmp/tree/sub/empty" "$tmp/tree/é"
+printf 'x' >"$tmp/tree/a"
+cp "$tmp/hello" "$tmp/tree/sub/hello"
+: >"$tmp/tree/é/ø"
+ln -s ../a "$tmp/tree/sub/link"
+expect 0 "add -r" -- "$bin" add -r "$tmp/tree"
+printf 'tree/a\ntree/sub/empty\ntree/sub/hello\ntree/sub/link\ntree/sub\ntree/é/ø\ntree/é\ntree\n' \
+	>"$tmp/want"
+cut -f2 "$tmp/out" | cmp -s - "$tmp/want" && ok || bad "add -r lines: $(cat "$tmp/out")"
+grep -q "^bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354	tree/sub/empty$" "$tmp/out" &&
+	ok || bad "the empty directory's CID: $(cat "$tmp/out")"
+dircid=$(tail -n1 "$tmp/out" | cut -f1)
+expect 0 "add -r v0" -- "$bin" add -r --cid-version 0 --name tree0 "$tmp/tree/sub/empty"
+empty_dir0=QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn
+[ "$(cat "$tmp/out")" = "$(printf '%s\ttree0' $empty_dir0)" ] && ok ||
+	bad "add -r of an empty directory, v0: $(cat "$tmp/out")"
+expect 0 "add -r again, quiet" -- "$bin" add -r -q --name tree2 "$tmp/tree/"
+[ "$(cat "$tmp/out")" = "$dircid" ] && ok || bad "add -r -q: $(cat "$tmp/out")"
+expect 2 "cat a directory" -- "$bin" cat "$dircid"
+grep -q directory "$tmp/err" && ok || bad "cat directory message: $(cat "$tmp/err")"
+
+# ls and name rm.
+expect 0 "ls" -- "$bin" ls
+grep -qx "$dircid	7	tree" "$tmp/out" && ok || bad "ls lacks the tree: $(cat "$tmp/out")"
+grep -qx "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN	6	hello0" "$tmp/out" && ok ||
+	bad "ls lacks hello0: $(cat "$tmp/out")"
+expect 0 "ls --json" -- "$bin" ls --json
+python3 -c '
+import json, sys
+d = {e["name"]: e for e in json.load(open(sys.argv[1]))}
+assert d["tree"]["cid"] == sys.argv[2] and d["tree"]["size"] == 7, d["tree"]
+assert d["hello0"]["size"] == 6 and d["hello0"]["time_ns"] > 0, d["hello0"]
+assert "big --chunker cdc-4096" in d and "from-stdin" in d
+' "$tmp/out" "$dircid" && ok || bad "ls --json: $(cat "$tmp/out")"
+expect 0 "name rm" -- "$bin" name rm hello0
+expect 1 "name rm absent" -- "$bin" name rm hello0
+"$bin" ls | grep -q hello0 && bad "ls still lists a removed name" || ok
+"$bin" has QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN && ok || bad "name rm removed blocks"
+expect 2 "ls bad option" -- "$bin" ls --yaml
+
+# Bad input: a clear message, its exit code, no name set and nothing printed on stdout.
+"$bin" ls >"$tmp/names-before"
+expect 2 "add missing file" -- "$bin" add "$tmp/nope"
+grep -q "No such file" "$tmp/err" && ok || bad "missing file message: $(cat "$tmp/err")"
+expect 2 "add a directory without -r" -- "$bin" add "$tmp/tree"
+grep -q -- "-r" "$tmp/err" && ok || bad "directory message: $(cat "$tmp/err")"
+expect 2 "add a name with a newline" -- "$bin" add --name "$(printf 'two\nlines')" "$tmp/a"
+grep -q newline "$tmp/err" && ok || bad "newline message: $(cat "$tmp/err")"
+cp "$tmp/a" "$tmp/$(printf 'new\nline')"
+expect 2 "add a file whose name has a newline" -- "$bin" add "$tmp/$(printf 'new\nline')"
+mkdir -p "$tmp/badtree" && cp "$tmp/a" "$tmp/badtree/$(printf 'new\nline')"
+expect 2 "add -r a tree with a newline in a name" -- "$bin" add -r "$tmp/badtree"
+expect 2 "add --pin" -- "$bin" add --pin "$tmp/a"
+grep -q "pin" "$tmp/err" && ok || bad "--pin message: $(cat "$tmp/err")"
+expect 2 "add bad chunker" -- "$bin" add --chunker rabin "$tmp/a"
+expect 2 "add chunk over the limit" -- "$bin" add --chunker size-1048577 "$tmp/a"
+expect 2 "add bad cid version" -- "$bin" add --cid-version 2 "$tmp/a"
+expect 2 "add v0 with blake2b" -- "$bin" add --cid-version 0 --hash blake2b-256 "$tmp/a"
+mkfifo "$tmp/fifo"
+expect 2 "add a FIFO" -- "$bin" add "$tmp/fifo"
+mkdir -p "$tmp/fifotree" && mkfifo "$tmp/fifotree/f"
+expect 2 "add -r a tree with a FIFO" -- "$bin" add -r "$tmp/fifotree"
+# A directory Kubo would shard: 1200 names of 220 bytes reach 262144 bytes with their CIDs.
+mkdir -p "$tmp/huge"
+for i in $(seq 1200); do printf -v f '%04d%0216d' "$i" 0; : >"$tmp/huge/$f"; done
+blocks_before=$("$bin" stat | python3 -c 'import json,sys; print(json.load(sys.stdin)["blocks"])')
+expect 2 "add -r a directory over the sharding threshold" -- "$bin" add -r "$tmp/huge"
+grep -q 262144 "$tmp/err" && ok || bad "sharding message: $(cat "$tmp/err")"
+blocks_after=$("$bin" stat | python3 -c 'import json,sys; print(json.load(sys.stdin)["blocks"])')
+[ "$blocks_before" = "$blocks_after" ] && ok || bad "a refused tree wrote blocks"
+# Unreadable files: as a user who cannot read them (root reads everything, so the test runs
+# the tool as nobody when it is root).
+printf 'secret' >"$tmp/secret"
+mkdir -p "$tmp/unreadable" && printf 'secret' >"$tmp/unreadable/s"
+chmod 600 "$tmp/secret" "$tmp/unreadable/s"
+if [ "$(id -u)" = 0 ]; then
+	chmod 711 "$tmp"
+	mkdir -p "$tmp/nobody" && chown nobody "$tmp/nobody"
+	as=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	chown root "$tmp/secret" "$tmp/unreadable/s"
+else
+	as=()
+	chmod 000 "$tmp/secret" "$tmp/unreadable/s"
+	mkdir -p "$tmp/nobody"
+fi
+expect 6 "add an unreadable file" -- "${as[@]}" "$bin" --dir "$tmp/nobody/store" add "$tmp/secret"
+grep -q "Permission denied" "$tmp/err" && ok || bad "unreadable message: $(cat "$tmp/err")"
+expect 6 "add -r a tree with an unreadable file" -- \
+	"${as[@]}" "$bin" --dir "$tmp/nobody/store" add -r "$tmp/unreadable"
+grep -q "unreadable/s" "$tmp/err" && ok || bad "unreadable entry message: $(cat "$tmp/err")"
+"$bin" ls | cmp -s - "$tmp/names-before" && ok || bad "a failed add set a name"
+
+# cat of damaged or foreign DAGs: an error before any byte is written.
+printf '\x0a\x05hello' >"$tmp/plain.pb"
+plain=$("$bin" block put --codec dag-pb "$tmp/plain.pb")
+expect 2 "cat a non-UnixFS dag-pb node" -- "$bin" cat "$plain"
+grep -q "not a UnixFS" "$tmp/err" && ok || bad "non-UnixFS message: $(cat "$tmp/err")"
+head -c 3000 /dev/urandom >"$tmp/three"
+expect 0 "add three chunks" -- "$bin" add -q --chunker size-1000 "$tmp/three"
+three=$(cat "$tmp/out")
+dd if="$tmp/three" of="$tmp/chunk2" bs=1000 skip=2 count=1 2>/dev/null
+leaf=$("$bin" block put "$tmp/chunk2")
+expect 0 "remove a leaf" -- "$bin" block rm "$leaf"
+expect 1 "cat a DAG with a missing leaf" -- "$bin" cat "$three"
+grep -q "$leaf" "$tmp/err" && ok || bad "missing leaf message: $(cat "$tmp/err")"
+[ ! -s "$tmp/out" ] && ok || bad "cat of a DAG with a missing leaf wrote $(wc -c <"$tmp/out") bytes"
+expect 0 "cat the part before the missing leaf" -- "$bin" cat "$three" --length 2000
+cmp -s "$tmp/out" <(head -c 2000 "$tmp/three") && ok || bad "cat before the hole"
+# A UnixFS file node over leaves of 10 and 20 bytes whose blocksizes say 15 and 15.
+head -c 10 /dev/urandom >"$tmp/l1" && head -c 20 /dev/urandom >"$tmp/l2"
+l1=$("$bin" block put "$tmp/l1") && l2=$("$bin" block put "$tmp/l2")
+python3 - "$l1" "$l2" "$tmp/badsizes.pb" <<'EOF'
+import base64, sys
+def cid(text):  # base32 "b..." CIDv1 to bytes
+    s = text[1:].upper()
+    return base64.b32decode(s + "=" * (-len(s) % 8))
+def fld(key, body): return bytes([key, len(body)]) + body
+links = b"".join(fld(0x12, fld(0x0a, cid(c)) + b"\x12\x00" + bytes([0x18, n]))
+                 for c, n in ((sys.argv[1], 10), (sys.argv[2], 20)))
+unixfs = bytes([0x08, 0x02, 0x18, 30, 0x20, 15, 0x20, 15])
+open(sys.argv[3], "wb").write(links + fld(0x0a, unixfs))
+EOF
+badsizes=$("$bin" block put --codec dag-pb "$tmp/badsizes.pb")
+expect 4 "cat a node whose blocksizes disagree with its children" -- "$bin" cat "$badsizes"
+grep -q "blocksize" "$tmp/err" && ok || bad "blocksizes message: $(cat "$tmp/err")"
+[ ! -s "$tmp/out" ] && ok || bad "cat of bad blocksizes wrote $(wc -c <"$tmp/out") bytes"
+expect 2 "cat bad CID" -- "$bin" cat not-a-cid
+expect 1 "cat absent root" -- "$bin" cat bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyka
+
+# Progress: on stderr, only on a terminal, once an add has run for more than a second.
+mkfifo "$tmp/slow"
+slow_writer() { (head -c 2000000 /dev/zero; sleep 1.5; head -c 2000000 /dev/zero) >"$tmp/slow"; }
+slow_writer &
+expect 0 "slow add, no terminal" -- "$bin" add --name slow - <"$tmp/slow"
+wait
+[ ! -s "$tmp/err" ] && ok || bad "progress without a terminal: $(cat "$tmp/err")"
+slow_writer &
+script -qec "'$bin' add --name slow-tty - <'$tmp/slow' >/dev/null" /dev/null >"$tmp/tty" 2>&1
+wait
+grep -q "MB/s" "$tmp/tty" && ok || bad "no progress on a terminal: $(cat -v "$tmp/tty")"
+
 # --help for every command, and the exit-code table.
-for c in "block put" "block get" "block rm" "block ls" has stat verify demo; do
+for c in "block put" "block get" "block rm" "block ls" has stat verify demo add cat ls \
+	"name rm"; do
 	expect 0 "help $c" -- "$bin" $c --help
 	grep -q usage "$tmp/out" && ok || bad "$c --help prints no usage"
 done

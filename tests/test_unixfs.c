@@ -28,7 +28,25 @@
  *    than the reader's stack is CS_ELIMIT;
  *  - the public API on a real store: begin / write / finish in pieces and cs_add_fd give the
  *    in-memory builder's roots, cs_cat and cs_file_size read them back (a CIDv0 root too),
- *    bad options give their documented codes.
+ *    bad options give their documented codes;
+ *  - directories: the empty directory gives Kubo's CIDs in both profiles; links come out in
+ *    name-byte order whatever the order of the adds, with their Tsizes, and the directory's
+ *    Tsize is its bytes plus theirs; bad names (empty, ".", "..", '/', NUL, too long) and
+ *    duplicates are refused; a directory whose names and CIDs reach 262144 bytes is CS_ELIMIT
+ *    at the entry that reaches it, and one at 262143 is built; symlink nodes are byte-exact;
+ *  - directory compatibility: trees with nested directories, unicode names, names that sort
+ *    in tricky ways, an empty directory, empty files, files at the chunk boundaries (c - 1,
+ *    c, c + 1, 174c, 174c + 1) two levels down, symlinks (one dangling) and a dotfile, and a
+ *    directory right below the sharding threshold, added with cs_add_path, have the roots the
+ *    importer computes for the same tree (import.mjs --dir), in both profiles and with
+ *    --chunker size-1000, --no-raw-leaves and blake2b-256;
+ *  - cs_add_path: entries are reported children first in name order with their paths, types
+ *    and sizes, and progress reaches the scanned total; cs_dir_* builds the same root; a
+ *    missing path, a directory without the recursive flag, a FIFO, names with a newline, a
+ *    tab, a C1 control or bad UTF-8, and a tree deeper than CS_ADD_DEPTH_MAX are refused
+ *    without writing a record; a callback's nonzero return stops the add;
+ *  - checks (cs_file_check, ufs_read without a buffer): they read the nodes but only size the
+ *    raw leaves, and find a missing leaf (named) or a short one before any byte is copied.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1377,6 +1395,665 @@ static void test_store_api(void **state)
 	free(buf);
 }
 
+/* ---- Directories and symlinks: nodes --------------------------------------------------- */
+
+/* Builds a directory in m from n (name, cid, tsize) entries given in the order of idx. */
+static cs_cid build_dir(int version, struct mem *m, const char *const *names, const cs_cid *cids,
+                        const uint64_t *tsizes, const size_t *idx, size_t n, uint64_t *tsize)
+{
+	struct ufs_params p = profile(version);
+	struct ufs_dir *d;
+	cs_cid root;
+
+	assert_int_equal(ufs_dir_new(&p, mem_emit, m, &d), 0);
+	for (size_t i = 0; i < n; i++) {
+		size_t k = idx[i];
+		assert_int_equal(ufs_dir_add(d, (const uint8_t *)names[k], strlen(names[k]),
+		                             &cids[k], tsizes[k]),
+		                 0);
+	}
+	assert_int_equal(ufs_dir_finish(d, &root, tsize), 0);
+	ufs_dir_free(d);
+	return root;
+}
+
+/* Fetches block c from m (kept) and returns it, with *len. */
+static const uint8_t *mem_block(struct mem *m, const cs_cid *c, size_t *len)
+{
+	uint8_t key[CID_KEY_LEN];
+
+	assert_int_equal(cid_key(c, key), 0);
+	struct ment *e = mem_find(m, key, false);
+	assert_non_null(e);
+	*len = e->len;
+	return e->data;
+}
+
+static void test_dir_nodes(void **state)
+{
+	struct mem m = {.keep = true};
+	struct ufs_params p1 = profile(1), p0 = profile(0);
+	struct ufs_dir *d;
+	cs_cid root, root2;
+	uint64_t tsize;
+
+	/* The empty directory, both profiles: the CIDs Kubo prints for `ipfs object new
+	 * unixfs-dir` and an empty `ipfs add -r`. */
+	for (int v = 0; v < 2; v++) {
+		assert_int_equal(ufs_dir_new(v ? &p1 : &p0, mem_emit, &m, &d), 0);
+		assert_int_equal(ufs_dir_estimate(d), 0);
+		assert_int_equal(ufs_dir_finish(d, &root, &tsize), 0);
+		ufs_dir_free(d);
+		assert_cid_text(&root,
+		                v ? "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
+		                  : "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
+		assert_int_equal(tsize, 4); /* 0a 02 08 01 */
+	}
+
+	/* Links come out in byte order of the names, a prefix first, whatever the order of
+	 * the adds; each carries its Tsize; the directory's Tsize is its bytes plus theirs. */
+	static const char *const names[] = {"b",   "a", "ab", "B",       "\xc3\xa9t\xc3\xa9",
+	                                    "a b", "~", "-",  ".hidden", "\xf0\x9f\x8e\x89"};
+	enum { N = sizeof(names) / sizeof(names[0]) };
+	cs_cid cids[N];
+	uint64_t tsizes[N], sum = 0;
+	size_t fwd[N], rev[N];
+	for (size_t i = 0; i < N; i++) {
+		uint8_t b[8];
+		fill(b, sizeof(b), i);
+		cids[i] = mem_put(&m, b, 1 + i % 8, CS_CODEC_RAW);
+		tsizes[i] = 1 + i % 8;
+		sum += tsizes[i];
+		fwd[i] = i;
+		rev[i] = N - 1 - i;
+	}
+	root = build_dir(1, &m, names, cids, tsizes, fwd, N, &tsize);
+	root2 = build_dir(1, &m, names, cids, tsizes, rev, N, NULL);
+	assert_string_equal(cid_text(&root), cid_text(&root2));
+	size_t len;
+	const uint8_t *blk = mem_block(&m, &root, &len);
+	assert_int_equal(tsize, len + sum);
+	struct pb_node n;
+	struct pb_link_iter it;
+	struct pb_link l, prev = {0};
+	struct ufs_data u;
+	assert_int_equal(pb_node_decode(blk, len, &n), 0);
+	assert_int_equal(n.n_links, N);
+	assert_true(n.has_data && n.data_len == 2 && n.data[0] == 0x08 && n.data[1] == 0x01);
+	assert_int_equal(ufs_decode(n.data, n.data_len, &u), 0);
+	assert_int_equal(u.type, UFS_DIRECTORY);
+	assert_false(u.has_filesize);
+	pb_links_begin(&n, &it);
+	for (size_t i = 0; pb_links_next(&it, &l); i++) {
+		assert_true(l.has_name && l.has_tsize);
+		if (i > 0) {
+			size_t k = prev.name_len < l.name_len ? prev.name_len : l.name_len;
+			int c = memcmp(prev.name, l.name, k);
+			assert_true(c < 0 || (c == 0 && prev.name_len < l.name_len));
+		}
+		/* The link names the CID and Tsize given with its name. */
+		size_t k = 0;
+		while (strlen(names[k]) != l.name_len || memcmp(names[k], l.name, l.name_len) != 0)
+			k++;
+		assert_int_equal(l.hash_len, cids[k].len);
+		assert_memory_equal(l.hash, cids[k].bytes, l.hash_len);
+		assert_int_equal(l.tsize, tsizes[k]);
+		prev = l;
+	}
+	/* The order itself: "a" before "a b" (a prefix first) before "ab" (' ' < 'b'), "B"
+	 * before "a", multi-byte UTF-8 after ASCII. */
+	pb_links_begin(&n, &it);
+	const char *want[] = {"-",
+	                      ".hidden",
+	                      "B",
+	                      "a",
+	                      "a b",
+	                      "ab",
+	                      "b",
+	                      "~",
+	                      "\xc3\xa9t\xc3\xa9",
+	                      "\xf0\x9f\x8e\x89"};
+	for (size_t i = 0; pb_links_next(&it, &l); i++) {
+		assert_int_equal(l.name_len, strlen(want[i]));
+		assert_memory_equal(l.name, want[i], l.name_len);
+	}
+	/* The Tsize a link to this directory carries, computed from its block alone. */
+	uint64_t t2;
+	assert_int_equal(ufs_tsize_of(CS_CODEC_DAG_PB, blk, len, &t2), 0);
+	assert_int_equal(t2, tsize);
+	assert_int_equal(ufs_tsize_of(CS_CODEC_RAW, blk, 7, &t2), 0);
+	assert_int_equal(t2, 7);
+	assert_int_equal(ufs_tsize_of(CS_CODEC_DAG_CBOR, blk, len, &t2), CS_EINVAL);
+	assert_int_equal(ufs_tsize_of(CS_CODEC_DAG_PB, (const uint8_t *)"\x0a\x05\x01", 3, &t2),
+	                 CS_EINVAL);
+
+	/* Names every directory refuses, each with its code; a failure is sticky. */
+	static const struct {
+		const char *name;
+		size_t len;
+		int code;
+	} bad[] = {{"", 0, CS_EINVAL},    {".", 1, CS_EINVAL},    {"..", 2, CS_EINVAL},
+	           {"a/b", 3, CS_EINVAL}, {"a\0b", 3, CS_EINVAL}, {"/", 1, CS_EINVAL}};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(ufs_dir_new(&p1, mem_emit, &m, &d), 0);
+		assert_int_equal(
+		    ufs_dir_add(d, (const uint8_t *)bad[i].name, bad[i].len, &cids[0], 1),
+		    bad[i].code);
+		assert_true(cs_errmsg()[0] != '\0');
+		assert_int_equal(ufs_dir_add(d, (const uint8_t *)"ok", 2, &cids[0], 1),
+		                 bad[i].code);
+		assert_int_equal(ufs_dir_finish(d, &root, NULL), bad[i].code);
+		ufs_dir_free(d);
+	}
+	char longname[UFS_NAME_MAX + 2];
+	memset(longname, 'x', sizeof(longname));
+	assert_int_equal(ufs_dir_new(&p1, mem_emit, &m, &d), 0);
+	assert_int_equal(ufs_dir_add(d, (const uint8_t *)longname, UFS_NAME_MAX, &cids[0], 1), 0);
+	assert_int_equal(ufs_dir_add(d, (const uint8_t *)"..a", 3, &cids[0], 1), 0); /* fine */
+	assert_int_equal(ufs_dir_add(d, (const uint8_t *)longname, UFS_NAME_MAX + 1, &cids[0], 1),
+	                 CS_ELIMIT);
+	ufs_dir_free(d);
+	/* Two entries with one name: refused at finish, quoted safely in the message. */
+	assert_int_equal(ufs_dir_new(&p1, mem_emit, &m, &d), 0);
+	assert_int_equal(ufs_dir_add(d, (const uint8_t *)"tw\no", 4, &cids[0], 1), 0);
+	assert_int_equal(ufs_dir_add(d, (const uint8_t *)"x", 1, &cids[1], 1), 0);
+	assert_int_equal(ufs_dir_add(d, (const uint8_t *)"tw\no", 4, &cids[1], 2), 0);
+	assert_int_equal(ufs_dir_finish(d, &root, NULL), CS_EINVAL);
+	assert_errmsg_has("tw\\x0ao");
+	ufs_dir_free(d);
+
+	/* The sharding threshold: Kubo's estimate (name bytes + CID bytes, 36 per CIDv1) may
+	 * reach 262143 and the node is flat; the entry that brings it to 262144 is refused. */
+	assert_int_equal(ufs_dir_new(&p1, mem_emit, &m, &d), 0);
+	char nm[256];
+	uint64_t est = 0;
+	size_t i = 0;
+	while (est + 236 <= UFS_DIR_SHARD_BYTES - 1 - 37) {
+		snprintf(nm, sizeof(nm), "%05zu%0195d", i++, 0);
+		assert_int_equal(ufs_dir_add(d, (const uint8_t *)nm, 200, &cids[0], 1), 0);
+		est += 236;
+	}
+	size_t last = UFS_DIR_SHARD_BYTES - 1 - est - 36; /* the name that ends at 262143 */
+	assert_true(last >= 1 && last <= UFS_NAME_MAX);
+	memset(nm, 'z', last);
+	assert_int_equal(ufs_dir_add(d, (const uint8_t *)nm, last, &cids[0], 1), 0);
+	assert_int_equal(ufs_dir_estimate(d), UFS_DIR_SHARD_BYTES - 1);
+	struct ufs_dir *d2;
+	assert_int_equal(ufs_dir_new(&p1, mem_emit, &m, &d2), 0);
+	assert_int_equal(ufs_dir_add(d, (const uint8_t *)"y", 1, &cids[1], 1), CS_ELIMIT);
+	assert_errmsg_has("262144");
+	assert_errmsg_has("HAMT");
+	ufs_dir_free(d);
+	ufs_dir_free(d2);
+
+	/* Symlinks: UnixFS {Type = Symlink, Data = target} in a node without links. */
+	static const uint8_t want_link[] = {0x0a, 0x08, 0x08, 0x04, 0x12, 0x04, '.', '.', '/', 'a'};
+	assert_int_equal(ufs_symlink(&p1, mem_emit, &m, (const uint8_t *)"../a", 4, &root, &tsize),
+	                 0);
+	blk = mem_block(&m, &root, &len);
+	assert_int_equal(len, sizeof(want_link));
+	assert_memory_equal(blk, want_link, len);
+	assert_int_equal(tsize, len);
+	/* The importer's CID for it (tests/compat: a symlink "../a" in a v1 directory). */
+	assert_cid_text(&root, "bafybeif2ezlv4jjwlifrjw2e5uqxcn5viyu4im3cg64rvtkbkdmbxkho5y");
+	assert_int_equal(ufs_symlink(&p0, mem_emit, &m, (const uint8_t *)"../a", 4, &root, NULL),
+	                 0);
+	assert_cid_text(&root, "QmasJT5tCnfkFgkEQHGZoKD1eq6B2rkAPUfxThUMxVUQpu");
+	uint8_t far[UFS_SYMLINK_MAX + 1];
+	memset(far, 'a', sizeof(far));
+	assert_int_equal(ufs_symlink(&p1, mem_emit, &m, far, UFS_SYMLINK_MAX, &root, NULL), 0);
+	assert_int_equal(ufs_symlink(&p1, mem_emit, &m, far, UFS_SYMLINK_MAX + 1, &root, NULL),
+	                 CS_ELIMIT);
+	mem_free(&m);
+}
+
+/* A check (ufs_read without a buffer) reads the nodes but only sizes the raw leaves, and
+ * finds what a read would find. */
+static void test_check_reads(void **state)
+{
+	struct ufs_params p = profile(1);
+	p.chunk_size = 1000;
+	size_t n = 200000;
+	uint8_t *data = malloc(n);
+	fill(data, n, 21);
+	struct mem m = {.keep = true};
+	unsigned height;
+	cs_cid root = build(&p, &m, data, n, 0, &height);
+	size_t got;
+	uint64_t touched;
+
+	assert_int_equal(height, 2);
+	m.gets = 0;
+	assert_int_equal(ufs_read(mem_get, &m, &root, 0, NULL, n, &got, &touched), 0);
+	assert_int_equal(got, n);
+	assert_int_equal(m.gets, 1 + 2); /* the root and its two nodes; no leaf's bytes */
+	assert_int_equal(touched, 1 + 2 + 200);
+	m.gets = 0;
+	assert_int_equal(ufs_read(mem_get, &m, &root, 5500, NULL, 10, &got, &touched), 0);
+	assert_int_equal(got, 10);
+	assert_int_equal(touched, 3);
+	assert_int_equal(ufs_read(mem_get, &m, &root, n - 5, NULL, 100, &got, NULL), 0);
+	assert_int_equal(got, 5);
+	mem_free(&m);
+
+	/* A dropped leaf is found by the check, named, and only when the range needs it. */
+	struct mem dm = {.keep = true, .drop_at = 57};
+	root = build(&p, &dm, data, n, 0, NULL);
+	char dropped[CS_CID_TEXT_MAX];
+	snprintf(dropped, sizeof(dropped), "%s", cid_text(&dm.dropped));
+	assert_int_equal(ufs_read(mem_get, &dm, &root, 0, NULL, n, &got, NULL), CS_ENOTFOUND);
+	assert_errmsg_has(dropped);
+	assert_int_equal(ufs_read(mem_get, &dm, &root, 57000, NULL, n, &got, NULL), 0);
+	mem_free(&dm);
+
+	/* A raw leaf shorter than its parent's blocksize says. */
+	struct mem bm = {.keep = true};
+	cs_cid leaves[2] = {mem_put(&bm, data, 10, CS_CODEC_RAW),
+	                    mem_put(&bm, data, 20, CS_CODEC_RAW)};
+	uint64_t bs[2] = {10, 25};
+	cs_cid c = put_file_node(&bm, leaves, 2, bs, 2, 35);
+	assert_int_equal(ufs_read(mem_get, &bm, &c, 0, NULL, 35, &got, NULL), CS_ECORRUPT);
+	assert_errmsg_has("blocksize says 25");
+	assert_int_equal(ufs_read(mem_get, &bm, &c, 0, NULL, 10, &got, NULL), 0);
+	mem_free(&bm);
+	free(data);
+}
+
+/* ---- Directories from the file system ---------------------------------------------- */
+
+static void mkdir_or_die(const char *path)
+{
+	if (mkdir(path, 0755) != 0 && errno != EEXIST)
+		fail_msg("mkdir %s: %s", path, strerror(errno));
+}
+
+/* Writes len seeded bytes to dir/name. */
+static void put_file(const char *dir, const char *name, size_t len, uint64_t seed)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	uint8_t *data = malloc(len ? len : 1);
+	assert_non_null(data);
+	fill(data, len, seed);
+	FILE *f = fopen(path, "wb");
+	if (f == NULL)
+		fail_msg("create %s: %s", path, strerror(errno));
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+	free(data);
+}
+
+/* The mixed tree under top: nested directories, unicode names and names that sort in
+ * interesting ways, an empty directory, empty files, files at the chunk boundaries of chunk
+ * size c (inside directories two levels down), a symlink, a dotfile. */
+static void make_tree(const char *top, size_t c)
+{
+	char d[4096];
+	mkdir_or_die(top);
+	put_file(top, "a", 100, 1);
+	put_file(top, "ab", 0, 2);
+	put_file(top, "B", 1, 3);
+	put_file(top, "a b", 7, 4);
+	put_file(top, ".hidden", 33, 5);
+	put_file(top, "\xc3\xa9t\xc3\xa9.txt", 1234, 6);
+	snprintf(d, sizeof(d), "%s/empty", top);
+	mkdir_or_die(d);
+	snprintf(d, sizeof(d), "%s/\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", top); /* 日本語 */
+	mkdir_or_die(d);
+	put_file(d, "\xf0\x9f\x8e\x89", 5, 7); /* 🎉 */
+	put_file(d, "e\xcc\x81", 0, 8);        /* e + combining acute */
+	snprintf(d, sizeof(d), "%s/sizes", top);
+	mkdir_or_die(d);
+	snprintf(d, sizeof(d), "%s/sizes/deeper", top);
+	mkdir_or_die(d);
+	size_t sizes[] = {0, 1, c - 1, c, c + 1, 3 * c + 17};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char nm[64];
+		snprintf(nm, sizeof(nm), "f%zu", sizes[i]);
+		put_file(d, nm, sizes[i], 100 + sizes[i]);
+	}
+	if (c <= 4096) { /* 174 chunks and one more: a two-level file */
+		put_file(d, "f174c", 174 * c, 11);
+		put_file(d, "f174c+1", 174 * c + 1, 12);
+	}
+	char link[4200];
+	snprintf(link, sizeof(link), "%s/sizes/to-a", top);
+	assert_int_equal(symlink("../a", link), 0);
+	snprintf(link, sizeof(link), "%s/dangling", top);
+	assert_int_equal(symlink("nowhere/at/all", link), 0);
+}
+
+/* A directory whose Kubo estimate is exactly 262143 bytes with CIDv1 children (36 bytes):
+ * 1110 empty files with 200-byte names and one with a 147-byte name. Flat everywhere. */
+static void make_flat_limit(const char *top)
+{
+	char nm[256];
+	mkdir_or_die(top);
+	for (int i = 0; i < 1110; i++) {
+		snprintf(nm, sizeof(nm), "%05d%0195d", i, 0);
+		put_file(top, nm, 0, 0);
+	}
+	memset(nm, 'z', 147);
+	nm[147] = '\0';
+	put_file(top, nm, 0, 0);
+}
+
+struct seen {
+	char paths[64][256];
+	int types[64];
+	uint64_t sizes[64];
+	size_t n;
+	uint64_t last_done, last_total;
+	int stop_at; /* return 7 from this entry (1-based); 0: never */
+};
+
+static int seen_entry(void *ctx, const cs_add_entry *e)
+{
+	struct seen *s = ctx;
+	if (s->n < 64) {
+		snprintf(s->paths[s->n], sizeof(s->paths[0]), "%s", e->path);
+		s->types[s->n] = e->type;
+		s->sizes[s->n] = e->size;
+	}
+	s->n++;
+	return (int)s->n == s->stop_at ? 7 : 0;
+}
+
+static void seen_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	struct seen *s = ctx;
+	assert_true(done > s->last_done);
+	s->last_done = done;
+	s->last_total = total;
+}
+
+static void dir_compat_case(cs_store *s, const char *args, const cs_add_options *ao,
+                            const char *const *trees, size_t n)
+{
+	char cmd[16384], line[256];
+	size_t off = (size_t)snprintf(cmd, sizeof(cmd), "cd '%s' && node import.mjs --dir %s",
+	                              compat_dir, args);
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)snprintf(cmd + off, sizeof(cmd) - off, " '%s'", trees[i]);
+	assert_true(off < sizeof(cmd));
+	fprintf(stderr, "[compat] directories: %s\n", args);
+	FILE *pp = popen(cmd, "r");
+	assert_non_null(pp);
+	size_t i = 0;
+	int bad = 0;
+	while (fgets(line, sizeof(line), pp) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		assert_true(i < n);
+		cs_cid root;
+		uint64_t size;
+		int rc = cs_add_path(s, ao, trees[i], CS_ADD_RECURSIVE, NULL, &root, &size);
+		if (rc != 0)
+			fail_msg("cs_add_path %s: %d %s", trees[i], rc, cs_errmsg());
+		const char *mine = cid_text(&root);
+		int same = strcmp(mine, line) == 0;
+		fprintf(stderr, "  %-4s %-60s %s %s\n", same ? "ok" : "DIFF",
+		        strrchr(trees[i], '/'), mine, same ? "" : line);
+		bad += !same;
+		i++;
+	}
+	int st = pclose(pp);
+	if (st != 0)
+		fail_msg("import.mjs --dir %s exited with status %d", args, st);
+	assert_int_equal(i, n);
+	assert_int_equal(bad, 0);
+}
+
+static void test_dir_compat(void **state)
+{
+	char tmp[4096], t256[4200], t1k[4200], flat[4200], empty[4200], store[4200];
+	cs_options o = tu_opts();
+	o.durability = CS_DURABLE_NONE;
+	cs_store *s;
+	cs_add_options ao;
+
+	compat_setup();
+	tu_tmpdir(tmp, sizeof(tmp), "dir-compat");
+	snprintf(t256, sizeof(t256), "%s/tree-256k", tmp);
+	snprintf(t1k, sizeof(t1k), "%s/tree-1000", tmp);
+	snprintf(flat, sizeof(flat), "%s/flat-limit", tmp);
+	snprintf(empty, sizeof(empty), "%s/empty", tmp);
+	snprintf(store, sizeof(store), "%s/store", tmp);
+	make_tree(t256, CHUNK);
+	make_tree(t1k, 1000);
+	make_flat_limit(flat);
+	mkdir_or_die(empty);
+	assert_int_equal(cs_store_open(store, &o, &s), 0);
+
+	const char *both[] = {t256, t1k, empty};
+	cs_add_options_init(&ao);
+	dir_compat_case(s, "--profile v1", &ao, both, 3);
+	ao.cid_version = 0;
+	dir_compat_case(s, "--profile v0", &ao, both, 3);
+	const char *small[] = {t1k};
+	cs_add_options_init(&ao);
+	ao.chunk_size = 1000;
+	dir_compat_case(s, "--profile v1 --chunker size-1000", &ao, small, 1);
+	ao.cid_version = 0;
+	dir_compat_case(s, "--profile v0 --chunker size-1000", &ao, small, 1);
+	ao.cid_version = 1;
+	ao.raw_leaves = 0;
+	dir_compat_case(s, "--profile v1 --no-raw-leaves --chunker size-1000", &ao, small, 1);
+	ao.raw_leaves = -1;
+	ao.hash = CS_HASH_BLAKE2B_256;
+	dir_compat_case(s, "--profile v1 --hash blake2b-256 --chunker size-1000", &ao, small, 1);
+	/* Just below the sharding threshold the importer builds the same flat node. */
+	const char *lim[] = {flat};
+	cs_add_options_init(&ao);
+	dir_compat_case(s, "--profile v1", &ao, lim, 1);
+	/* One more byte of names and the store refuses the directory, writing nothing. */
+	put_file(flat, "y", 0, 0);
+	cs_stat st0, st1;
+	cs_cid root;
+	assert_int_equal(cs_store_stat(s, &st0), 0);
+	assert_int_equal(cs_add_path(s, &ao, flat, CS_ADD_RECURSIVE, NULL, &root, NULL), CS_ELIMIT);
+	assert_errmsg_has("262144");
+	assert_errmsg_has(flat);
+	assert_int_equal(cs_store_stat(s, &st1), 0);
+	assert_int_equal(st1.next_seq, st0.next_seq);
+	assert_int_equal(cs_store_close(s), 0);
+	tu_rmrf(tmp);
+}
+
+/* The public directory API and cs_add_path on a real store: entries, paths, progress, the
+ * same roots both ways, and every refusal with nothing written. */
+static void test_add_path(void **state)
+{
+	char tmp[4096], tree[4200], store[4200], path[8192];
+	cs_options o = tu_opts();
+	o.durability = CS_DURABLE_NONE;
+	cs_store *s;
+	cs_cid root, root2, fa, fb, sub;
+	uint64_t size, tsize;
+	cs_stat st0, st1;
+
+	tu_tmpdir(tmp, sizeof(tmp), "add-path");
+	snprintf(tree, sizeof(tree), "%s/top/", tmp); /* a trailing slash changes nothing */
+	snprintf(store, sizeof(store), "%s/store", tmp);
+	assert_int_equal(cs_store_open(store, &o, &s), 0);
+	mkdir_or_die(tree);
+	put_file(tree, "b", 300000, 1);
+	put_file(tree, "a", 10, 2);
+	snprintf(path, sizeof(path), "%s/sub", tree);
+	mkdir_or_die(path);
+	put_file(path, "c", 5, 3);
+
+	/* Entries: children first, names in byte order, the root last, with paths under the
+	 * root's base name; progress reaches the total the scan found. */
+	struct seen sn = {0};
+	cs_add_callbacks cb = {.entry = seen_entry, .progress = seen_progress, .ctx = &sn};
+	assert_int_equal(cs_add_path(s, NULL, tree, CS_ADD_RECURSIVE, &cb, &root, &size), 0);
+	assert_int_equal(size, 300015);
+	assert_int_equal(sn.n, 5);
+	static const char *const want[] = {"top/a", "top/b", "top/sub/c", "top/sub", "top"};
+	static const int types[] = {CS_ENTRY_FILE, CS_ENTRY_FILE, CS_ENTRY_FILE, CS_ENTRY_DIR,
+	                            CS_ENTRY_DIR};
+	static const uint64_t sizes[] = {10, 300000, 5, 5, 300015};
+	for (size_t i = 0; i < 5; i++) {
+		assert_string_equal(sn.paths[i], want[i]);
+		assert_int_equal(sn.types[i], types[i]);
+		assert_int_equal(sn.sizes[i], sizes[i]);
+	}
+	assert_int_equal(sn.last_done, 300015);
+	assert_int_equal(sn.last_total, 300015);
+
+	/* The same directory through cs_dir_*, from files added one by one. */
+	snprintf(path, sizeof(path), "%s/a", tree);
+	assert_int_equal(cs_add_path(s, NULL, path, 0, NULL, &fa, &size), 0);
+	assert_int_equal(size, 10);
+	snprintf(path, sizeof(path), "%s/b", tree);
+	assert_int_equal(cs_add_path(s, NULL, path, 0, NULL, &fb, &size), 0);
+	snprintf(path, sizeof(path), "%s/sub/c", tree);
+	assert_int_equal(cs_add_path(s, NULL, path, 0, NULL, &root2, NULL), 0);
+	cs_dir *d;
+	assert_int_equal(cs_dir_begin(s, NULL, &d), 0);
+	assert_int_equal(cs_dir_add(d, "c", &root2), 0);
+	assert_int_equal(cs_dir_finish(d, &sub, &tsize), 0);
+	assert_int_equal(cs_dir_begin(s, NULL, &d), 0);
+	assert_int_equal(cs_dir_add(d, "sub", &sub), 0);
+	assert_int_equal(cs_dir_add(d, "b", &fb), 0);
+	assert_int_equal(cs_dir_add(d, "a", &fa), 0);
+	assert_int_equal(cs_dir_finish(d, &root2, &tsize), 0);
+	assert_string_equal(cid_text(&root2), cid_text(&root));
+	/* A directory is not a file; a file's size is what was added. */
+	uint8_t buf[64];
+	size_t got;
+	assert_int_equal(cs_cat(s, &root, 0, buf, sizeof(buf), &got, NULL), CS_EINVAL);
+	assert_errmsg_has("directory");
+	assert_int_equal(cs_file_check(s, &root, 0, 10), CS_EINVAL);
+	assert_int_equal(cs_file_check(s, &fb, 0, 300000), 0);
+
+	/* cs_dir_* refusals: an absent entry, a bad name (then the directory is dead), two
+	 * entries with one name, a dag-cbor entry. */
+	cs_cid absent;
+	assert_int_equal(cs_cid_compute("absent", 6, CS_CODEC_RAW, CS_HASH_SHA2_256, &absent), 0);
+	char atext[CS_CID_TEXT_MAX];
+	snprintf(atext, sizeof(atext), "%s", cid_text(&absent));
+	assert_int_equal(cs_dir_begin(s, NULL, &d), 0);
+	assert_int_equal(cs_dir_add(d, "x", &absent), CS_ENOTFOUND);
+	assert_errmsg_has(atext);
+	assert_int_equal(cs_dir_add(d, "y", &fa), CS_ENOTFOUND); /* dead */
+	cs_dir_abort(d);
+	assert_int_equal(cs_dir_begin(s, NULL, &d), 0);
+	assert_int_equal(cs_dir_add(d, "a/b", &fa), CS_EINVAL);
+	assert_int_equal(cs_dir_finish(d, &root2, NULL), CS_EINVAL);
+	assert_int_equal(cs_dir_begin(s, NULL, &d), 0);
+	assert_int_equal(cs_dir_add(d, "same", &fa), 0);
+	assert_int_equal(cs_dir_add(d, "same", &fb), 0);
+	assert_int_equal(cs_dir_finish(d, &root2, NULL), CS_EINVAL);
+	cs_cid cbor;
+	assert_int_equal(cs_block_put(s, "\xa0", 1, CS_CODEC_DAG_CBOR, CS_HASH_SHA2_256, &cbor), 0);
+	assert_int_equal(cs_dir_begin(s, NULL, &d), 0);
+	assert_int_equal(cs_dir_add(d, "cbor", &cbor), CS_EINVAL);
+	cs_dir_abort(d);
+	cs_dir_abort(NULL);
+	cs_add_options ao;
+	cs_add_options_init(&ao);
+	ao.cid_version = 3;
+	assert_int_equal(cs_dir_begin(s, &ao, &d), CS_EINVAL);
+
+	/* A callback's nonzero return stops the add and comes back. */
+	struct seen stop = {.stop_at = 2};
+	cb = (cs_add_callbacks){.entry = seen_entry, .ctx = &stop};
+	assert_int_equal(cs_add_path(s, NULL, tree, CS_ADD_RECURSIVE, &cb, &root2, NULL), 7);
+	assert_int_equal(stop.n, 2);
+
+	/* Refusals that leave the store as it was: each checked by the sequence number. */
+	assert_int_equal(cs_store_stat(s, &st0), 0);
+	snprintf(path, sizeof(path), "%s/nope", tmp);
+	assert_int_equal(cs_add_path(s, NULL, path, 0, NULL, &root2, NULL), -ENOENT);
+	assert_errmsg_has(path);
+	assert_int_equal(cs_add_path(s, NULL, tree, 0, NULL, &root2, NULL), CS_EINVAL);
+	assert_errmsg_has("is a directory");
+	assert_int_equal(cs_add_path(s, NULL, tree, 0x10, NULL, &root2, NULL), CS_EINVAL);
+	/* A FIFO, at the top and deep in the tree (after files that would otherwise be
+	 * added first). */
+	snprintf(path, sizeof(path), "%s/sub/zz-fifo", tree);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(cs_add_path(s, NULL, path, 0, NULL, &root2, NULL), CS_EINVAL);
+	assert_errmsg_has("FIFO");
+	assert_int_equal(cs_add_path(s, NULL, tree, CS_ADD_RECURSIVE, NULL, &root2, NULL),
+	                 CS_EINVAL);
+	assert_errmsg_has("zz-fifo");
+	unlink(path);
+	/* Names with a newline, a tab, a C1 control, or bytes that are not UTF-8. */
+	static const char *const badnames[] = {"new\nline",  "tab\there", "bad\xff",
+	                                       "c1\xc2\x9b", "\xc0\xaf",  "\xed\xa0\x80"};
+	static const char *const why[] = {"newline", "tab", "UTF-8", "U+009B", "UTF-8", "UTF-8"};
+	for (size_t i = 0; i < sizeof(badnames) / sizeof(badnames[0]); i++) {
+		snprintf(path, sizeof(path), "%s/sub", tree);
+		put_file(path, badnames[i], 3, 1);
+		assert_int_equal(cs_add_path(s, NULL, tree, CS_ADD_RECURSIVE, NULL, &root2, NULL),
+		                 CS_EINVAL);
+		assert_errmsg_has(why[i]);
+		assert_null(strchr(cs_errmsg(), '\n'));
+		snprintf(path, sizeof(path), "%s/sub/%s", tree, badnames[i]);
+		assert_int_equal(unlink(path), 0);
+	}
+	assert_int_equal(cs_store_stat(s, &st1), 0);
+	assert_int_equal(st1.next_seq, st0.next_seq);
+	/* Too deep: CS_ADD_DEPTH_MAX directories nest (the top counts), one more does not. */
+	snprintf(path, sizeof(path), "%s/deep", tmp);
+	mkdir_or_die(path);
+	size_t plen = strlen(path);
+	for (int i = 1; i < CS_ADD_DEPTH_MAX; i++) {
+		memcpy(path + plen, "/d", 3);
+		plen += 2;
+		mkdir_or_die(path);
+	}
+	snprintf(path, sizeof(path), "%s/deep", tmp);
+	assert_int_equal(cs_add_path(s, NULL, path, CS_ADD_RECURSIVE, NULL, &root2, NULL), 0);
+	assert_int_equal(cs_store_stat(s, &st0), 0); /* that one wrote */
+	char deepest[8192];
+	snprintf(deepest, sizeof(deepest), "%s", path);
+	for (int i = 1; i < CS_ADD_DEPTH_MAX; i++)
+		strcat(deepest, "/d");
+	strcat(deepest, "/d");
+	mkdir_or_die(deepest);
+	assert_int_equal(cs_add_path(s, NULL, path, CS_ADD_RECURSIVE, NULL, &root2, NULL),
+	                 CS_ELIMIT);
+	assert_errmsg_has("128");
+	rmdir(deepest);
+	/* An unreadable file (root reads everything: the CLI test covers it as nobody). */
+	if (geteuid() != 0) {
+		snprintf(path, sizeof(path), "%s/sub/c", tree);
+		chmod(path, 0);
+		assert_int_equal(cs_add_path(s, NULL, tree, CS_ADD_RECURSIVE, NULL, &root2, NULL),
+		                 -EACCES);
+		chmod(path, 0644);
+	}
+	assert_int_equal(cs_store_stat(s, &st1), 0);
+	assert_int_equal(st1.next_seq, st0.next_seq);
+
+	/* A file whose leaf is gone: cs_file_check names it, before any byte is copied. */
+	cs_add *a;
+	uint8_t *data = malloc(5000);
+	fill(data, 5000, 77);
+	cs_add_options_init(&ao);
+	ao.chunk_size = 1000;
+	assert_int_equal(cs_add_begin(s, &ao, &a), 0);
+	assert_int_equal(cs_add_write(a, data, 5000), 0);
+	assert_int_equal(cs_add_finish(a, &root, &size), 0);
+	cs_cid leaf;
+	assert_int_equal(cs_cid_compute(data + 3000, 1000, CS_CODEC_RAW, CS_HASH_SHA2_256, &leaf),
+	                 0);
+	assert_int_equal(cs_block_delete(s, &leaf), 0);
+	char ltext[CS_CID_TEXT_MAX];
+	snprintf(ltext, sizeof(ltext), "%s", cid_text(&leaf));
+	assert_int_equal(cs_file_check(s, &root, 0, 5000), CS_ENOTFOUND);
+	assert_errmsg_has(ltext);
+	assert_int_equal(cs_file_check(s, &root, 0, 3000), 0);
+	assert_int_equal(cs_file_check(s, &root, 4000, UINT64_MAX), 0);
+	free(data);
+
+	assert_int_equal(cs_store_close(s), 0);
+	tu_rmrf(tmp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1386,6 +2063,8 @@ int main(void)
 	    cmocka_unit_test(test_range_reads),    cmocka_unit_test(test_touched_1gib),
 	    cmocka_unit_test(test_cdc_shared),     cmocka_unit_test(test_bad_input),
 	    cmocka_unit_test(test_store_api),      cmocka_unit_test(test_compat),
+	    cmocka_unit_test(test_dir_nodes),      cmocka_unit_test(test_check_reads),
+	    cmocka_unit_test(test_add_path),       cmocka_unit_test(test_dir_compat),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,13 @@
 // compares its own roots with these, byte for byte (as CID text).
 //
 // Usage: node import.mjs --profile v1|v0 [--raw-leaves|--no-raw-leaves]
-//                        [--hash sha2-256|blake2b-256] [--chunker size-N] FILE...
+//                        [--hash sha2-256|blake2b-256] [--chunker size-N] [--dir] PATH...
+//
+// With --dir each PATH is a directory, imported as `ipfs add -r --hidden PATH` does: the
+// importer gets one entry per file ({path: 'base/rel/name', content}), per symlink ({path,
+// link: target}) and per empty directory ({path}), every path under the directory's base
+// name, with wrapWithDirectory: false, and the last entry it yields is that directory's root.
+// Its default sharding settings (shardSplitThresholdBytes 262144, 'links-bytes') are Kubo's.
 //
 // Profiles (Kubo 0.x defaults):
 //   v1: `ipfs add --cid-version=1`: CIDv1, raw leaves, sha2-256, 262144-byte chunks.
@@ -18,7 +24,8 @@
 // hasher object (the one module instance both the importer and this script load) with
 // blake2b-256. Kubo then writes CIDv1 for every block, which the v1 profile already does; v0
 // with a non-sha2 hash is refused, as Kubo refuses `--cid-version=0 --hash=blake2b-256`.
-import { createReadStream } from 'node:fs'
+import { createReadStream, lstatSync, readdirSync, readlinkSync } from 'node:fs'
+import { basename, join } from 'node:path'
 import { importer } from 'ipfs-unixfs-importer'
 import { fixedSize } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
@@ -35,12 +42,14 @@ let profile = null
 let rawLeaves = null
 let hash = 'sha2-256'
 let chunkSize = 262144
+let dirs = false
 const argv = process.argv.slice(2)
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i]
   if (a === '--profile') profile = argv[++i]
   else if (a === '--raw-leaves') rawLeaves = true
   else if (a === '--no-raw-leaves') rawLeaves = false
+  else if (a === '--dir') dirs = true
   else if (a === '--hash') hash = argv[++i]
   else if (a === '--chunker') {
     const m = /^size-([0-9]+)$/.exec(argv[++i] ?? '')
@@ -60,10 +69,31 @@ if (hash === 'blake2b-256') {
 // An importer only puts blocks; the test compares roots, so the blocks are dropped.
 const blockstore = { put: async (cid) => cid }
 
+const stream = (path) => createReadStream(path, { highWaterMark: 1 << 20 })
+
+// The import candidates of the tree at root, walked with an explicit stack.
+function * treeEntries (root) {
+  const stack = [[root, basename(root)]]
+  while (stack.length > 0) {
+    const [disk, rel] = stack.pop()
+    const names = readdirSync(disk)
+    if (names.length === 0) yield { path: rel }
+    for (const name of names) {
+      const d = join(disk, name)
+      const r = `${rel}/${name}`
+      const st = lstatSync(d)
+      if (st.isDirectory()) stack.push([d, r])
+      else if (st.isSymbolicLink()) yield { path: r, link: readlinkSync(d) }
+      else if (st.isFile()) yield { path: r, content: stream(d) }
+      else usage(`${d} is neither a file, a directory nor a symlink`)
+    }
+  }
+}
+
 for (const path of files) {
   let root = null
-  for await (const entry of importer([{ content: createReadStream(path, { highWaterMark: 1 << 20 }) }],
-    blockstore, {
+  const source = dirs ? treeEntries(path.replace(/\/+$/, '')) : [{ content: stream(path) }]
+  for await (const entry of importer(source, blockstore, {
       cidVersion,
       rawLeaves,
       leafType: 'file',
