@@ -200,6 +200,13 @@ static int apply_record(void *ctx, const struct rec_view *r)
 			               "segment %08x offset %u: malformed block "
 			               "record",
 			               r->pos.seg, r->pos.off);
+		/* A writer of this format only logs blocks of hashes it can key; any other
+		 * code, even under a valid checksum, could be neither listed nor verified. */
+		if (cid_hash_len(b.hash) != b.digest_len)
+			return cs_fail(CS_ECORRUPT,
+			               "segment %08x offset %u: block record of hash "
+			               "function 0x%x, which the store never writes",
+			               r->pos.seg, r->pos.off, b.hash);
 		struct idx_val v = {r->pos.seg, r->pos.off, b.data_len, b.codec};
 		rc = idx_put(s->idx, key, &v, &old);
 		if (rc < 0)
