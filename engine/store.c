@@ -310,6 +310,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	rc = wal_open(&s->wal, &wc);
 	free(s->rec.segs); /* the fds now belong to the WAL */
 	s->rec.segs = NULL;
+	s->rec.nsegs = 0;
 	if (rc != 0)
 		goto fail;
 	s->open_seconds = now_seconds() - t0;
@@ -403,8 +404,16 @@ int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_
 	    (rc = cid_make(1, codec, hash, digest, dlen, out)) != 0 ||
 	    (rc = cid_key(out, key)) != 0)
 		return rc;
-	if (lookup(s, key, &v) == 0)
-		return 0; /* present: nothing to write */
+	if (lookup(s, key, &v) == 0) {
+		/* Present: nothing to write. But its record may still be on its way to disk (a
+		 * racing put waits on the same batch) or lost with a failed sync: the caller is
+		 * told success only once everything appended so far is durable. */
+		if (!wait)
+			return 0;
+		struct wal_stat ws;
+		wal_stat(s->wal, &ws);
+		return ws.next_seq > 1 ? wal_wait(s->wal, ws.next_seq - 1) : 0;
+	}
 
 	rec_block_meta(meta, (uint16_t)hash, (uint8_t)dlen, (uint32_t)codec);
 	struct iovec parts[3] = {

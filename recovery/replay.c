@@ -901,7 +901,8 @@ int rec_replay(const struct rec_options *opt, struct rec_result *result)
 out:
 	if (rc != 0) {
 		/* P4 */
-		close_all(files, nfiles);
+		if (files != NULL)
+			close_all(files, nfiles);
 		free(result->segs);
 		result->segs = NULL;
 		result->nsegs = 0;
