@@ -104,6 +104,8 @@ static int check_options(const cs_options *o)
 	return 0;
 }
 
+int (*store_io_factory)(struct io **out);
+
 /* Picks the I/O backend: CIDSTORE_IO overrides the option; AUTO falls back to psync when the
  * kernel refuses io_uring (containers' default seccomp gives EPERM, old kernels ENOSYS). */
 static int make_backend(const cs_options *o, struct io **out)
@@ -124,6 +126,8 @@ static int make_backend(const cs_options *o, struct io **out)
 			               "auto",
 			               env);
 	}
+	if (store_io_factory != NULL)
+		return store_io_factory(out);
 	if (want == CS_IO_PSYNC)
 		return io_psync_backend(out);
 	int rc = io_uring_backend(out, 64);

@@ -12,4 +12,11 @@
 int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash,
 	      int wait, cs_cid *out);
 
+struct io;
+
+/* For tests: when set, cs_store_open() takes its I/O backend from this factory instead of
+ * choosing one (the fault-injecting backend of the reliability tests). Set it before any
+ * open; not for production use. */
+extern int (*store_io_factory)(struct io **out);
+
 #endif

@@ -142,6 +142,29 @@ static int tio_sync(struct io *io, int fd)
 	return rc;
 }
 
+/* Segment creation and directory syncs pass through uncounted: the counters above are about
+ * the records' writes and syncs. */
+static int tio_create(struct io *io, int dirfd, const char *name, uint64_t capacity, int *fd)
+{
+	struct tio *t = (struct tio *)io;
+
+	return t->real->ops->create(t->real, dirfd, name, capacity, fd);
+}
+
+static int tio_sync_dir(struct io *io, int dirfd)
+{
+	struct tio *t = (struct tio *)io;
+
+	return t->real->ops->sync_dir(t->real, dirfd);
+}
+
+static int tio_remove(struct io *io, int dirfd, const char *name)
+{
+	struct tio *t = (struct tio *)io;
+
+	return t->real->ops->remove(t->real, dirfd, name);
+}
+
 /* Frees the real backend only: the test reads the counters after wal_close and frees t. */
 static void tio_destroy(struct io *io)
 {
@@ -155,6 +178,9 @@ static const struct io_ops tio_ops = {
     .name = "test",
     .write = tio_write,
     .sync = tio_sync,
+    .create = tio_create,
+    .sync_dir = tio_sync_dir,
+    .remove = tio_remove,
     .destroy = tio_destroy,
 };
 

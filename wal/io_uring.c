@@ -155,6 +155,22 @@ static int uring_write(struct io *io, int fd, const void *buf, size_t len, uint6
 	return sync ? uring_sync(io, fd) : 0; /* len == 0 */
 }
 
+/* Segment creation, directory syncs and removals are rare: plain syscalls (psync.c) serve. */
+static int uring_create(struct io *io, int dirfd, const char *name, uint64_t capacity, int *fd)
+{
+	return io_plain_create(dirfd, name, capacity, fd);
+}
+
+static int uring_sync_dir(struct io *io, int dirfd)
+{
+	return io_plain_sync_dir(dirfd);
+}
+
+static int uring_remove(struct io *io, int dirfd, const char *name)
+{
+	return io_plain_remove(dirfd, name);
+}
+
 static void uring_destroy(struct io *io)
 {
 	struct uring_io *u = (struct uring_io *)io;
@@ -167,6 +183,9 @@ static const struct io_ops uring_ops = {
     .name = "io_uring",
     .write = uring_write,
     .sync = uring_sync,
+    .create = uring_create,
+    .sync_dir = uring_sync_dir,
+    .remove = uring_remove,
     .destroy = uring_destroy,
 };
 

@@ -8,8 +8,14 @@
  *   P2. Short writes are continued and EINTR/EAGAIN retried, at most CS_IO_RETRIES times in
  *       all per call; every other error is returned as -errno and never retried. A failed
  *       fdatasync() in particular is final: the kernel may already have dropped the pages.
+ *   P3. create() leaves no file behind when it fails after the name was made, so the only
+ *       half-made segment recovery can meet is one cut short by a crash.
+ *
+ * It also holds the plain-syscall create, directory sync and remove that the io_uring backend
+ * shares: all are rare (one per segment) and gain nothing from the ring.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -51,6 +57,60 @@ static int psync_write(struct io *io, int fd, const void *buf, size_t len, uint6
 	return sync ? psync_sync(io, fd) : 0;
 }
 
+int io_plain_create(int dirfd, const char *name, uint64_t capacity, int *out)
+{
+	int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fallocate(fd, 0, 0, (off_t)capacity) != 0) {
+		/* Some file systems cannot preallocate; a sparse file of the right size still
+		 * gives recovery its zero tail. */
+		if (errno != EOPNOTSUPP || ftruncate(fd, (off_t)capacity) != 0)
+			rc = -errno;
+	}
+	if (rc != 0) {
+		/* P3. An undurable removal is harmless: recovery removes a last segment whose
+		 * header is missing. */
+		close(fd);
+		unlinkat(dirfd, name, 0);
+		return rc;
+	}
+	*out = fd;
+	return 0;
+}
+
+int io_plain_sync_dir(int dirfd)
+{
+	for (int tries = 0;; tries++) {
+		if (fsync(dirfd) == 0)
+			return 0;
+		if ((errno != EINTR && errno != EAGAIN) || tries >= CS_IO_RETRIES)
+			return -errno; /* final, as a failed fdatasync is (P2) */
+	}
+}
+
+int io_plain_remove(int dirfd, const char *name)
+{
+	return unlinkat(dirfd, name, 0) == 0 ? 0 : -errno;
+}
+
+static int psync_create(struct io *io, int dirfd, const char *name, uint64_t capacity, int *fd)
+{
+	return io_plain_create(dirfd, name, capacity, fd);
+}
+
+static int psync_sync_dir(struct io *io, int dirfd)
+{
+	return io_plain_sync_dir(dirfd);
+}
+
+static int psync_remove(struct io *io, int dirfd, const char *name)
+{
+	return io_plain_remove(dirfd, name);
+}
+
 static void psync_destroy(struct io *io)
 {
 	free(io);
@@ -60,6 +120,9 @@ static const struct io_ops psync_ops = {
     .name = "psync",
     .write = psync_write,
     .sync = psync_sync,
+    .create = psync_create,
+    .sync_dir = psync_sync_dir,
+    .remove = psync_remove,
     .destroy = psync_destroy,
 };
 
