@@ -120,7 +120,7 @@ typedef enum cs_durability {
 	CS_DURABLE_SYNC = 0,     /* a write returns once it is on stable storage (default) */
 	CS_DURABLE_INTERVAL = 1, /* returns at once; the log is synced every interval_ms */
 	CS_DURABLE_NONE = 2,     /* returns at once; synced at cs_store_sync(), close, segment
-				  * ends and every sync_window bytes (bulk loads) */
+				  * ends and every batch_bytes of log (bulk loads) */
 } cs_durability;
 
 typedef enum cs_io_backend {
