@@ -43,20 +43,6 @@
 #include "store.h"
 #include "wal.h"
 
-struct cs_store {
-	struct dir_handle dir;
-	cs_options opts;
-	struct wal *wal;
-
-	pthread_rwlock_t lock; /* guards idx, names and the counters below */
-	struct idx *idx;
-	uint64_t live_bytes;
-	struct names *names; /* owned; changed only by holders of name_mu (S5) */
-	pthread_mutex_t name_mu;
-
-	struct rec_result rec; /* what open found; rec.segs handed to the WAL */
-	double open_seconds;
-};
 
 static void logf_(const cs_options *o, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -230,6 +216,9 @@ static int apply_record(void *ctx, const struct rec_view *r)
 		return apply_name_set(s, r);
 	case REC_NAME_DEL:
 		return apply_name_del(s, r);
+	case REC_PIN_ADD:
+	case REC_PIN_DEL:
+		return pin_apply(s, r);
 	default:
 		if (r->h.flags & REC_F_SKIPPABLE)
 			return 0;
@@ -256,6 +245,25 @@ static void free_segs(struct rec_result *r)
 	r->nsegs = 0;
 }
 
+/* Frees what open made, after the WAL is gone. */
+static void free_tables(cs_store *s)
+{
+	if (s->idx != NULL)
+		idx_destroy(s->idx);
+	if (s->pins != NULL)
+		idx_destroy(s->pins);
+	keyset_free(&s->cover);
+	keyset_free(&s->marks);
+	names_destroy(s->names);
+	dir_close(&s->dir);
+	pthread_cond_destroy(&s->gc_cv);
+	pthread_mutex_destroy(&s->mark_mu);
+	pthread_mutex_destroy(&s->life_mu);
+	pthread_mutex_destroy(&s->name_mu);
+	pthread_rwlock_destroy(&s->lock);
+	free(s);
+}
+
 CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out)
 {
 	double t0 = now_seconds();
@@ -279,10 +287,14 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	}
 	pthread_rwlock_init(&s->lock, NULL);
 	pthread_mutex_init(&s->name_mu, NULL);
+	pthread_mutex_init(&s->life_mu, NULL);
+	pthread_mutex_init(&s->mark_mu, NULL);
+	pthread_cond_init(&s->gc_cv, NULL);
 	rc = dir_open(dir, (s->opts.flags & CS_OPEN_CREATE) != 0, &s->dir);
 	if (rc != 0)
 		goto fail;
-	if ((rc = idx_create(&s->idx)) != 0 || (rc = names_create(&s->names)) != 0)
+	if ((rc = idx_create(&s->idx)) != 0 || (rc = idx_create(&s->pins)) != 0 ||
+	    (rc = names_create(&s->names)) != 0)
 		goto fail;
 
 	struct rec_options ro = {
@@ -332,13 +344,7 @@ fail:
 	if (io != NULL)
 		io->ops->destroy(io);
 	free_segs(&s->rec);
-	if (s->idx != NULL)
-		idx_destroy(s->idx);
-	names_destroy(s->names);
-	dir_close(&s->dir);
-	pthread_mutex_destroy(&s->name_mu);
-	pthread_rwlock_destroy(&s->lock);
-	free(s);
+	free_tables(s);
 	return rc;
 }
 
@@ -347,13 +353,9 @@ CS_API int cs_store_close(cs_store *s)
 	cs_clear_error();
 	if (s == NULL)
 		return 0;
+	gc_stop(s); /* a cs_gc on another thread returns CS_ECLOSED first */
 	int rc = wal_close(s->wal);
-	idx_destroy(s->idx);
-	names_destroy(s->names);
-	dir_close(&s->dir);
-	pthread_mutex_destroy(&s->name_mu);
-	pthread_rwlock_destroy(&s->lock);
-	free(s);
+	free_tables(s);
 	return rc;
 }
 
@@ -366,7 +368,7 @@ static int key_of(const cs_cid *cid, uint8_t key[CS_KEY_MAX])
 	return cid_key(cid, key);
 }
 
-static int lookup(cs_store *s, const uint8_t key[CS_KEY_MAX], struct idx_val *v)
+int store_lookup(cs_store *s, const uint8_t key[CS_KEY_MAX], struct idx_val *v)
 {
 	pthread_rwlock_rdlock(&s->lock);
 	int rc = idx_get(s->idx, key, v);
@@ -408,7 +410,9 @@ int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_
 	    (rc = cid_make(1, codec, hash, digest, dlen, out)) != 0 ||
 	    (rc = cid_key(out, key)) != 0)
 		return rc;
-	if (lookup(s, key, &v) == 0) {
+	if ((rc = gc_shade(s, key)) != 0) /* E2 of gc.c: shade, then look */
+		return rc;
+	if (store_lookup(s, key, &v) == 0) {
 		/* Present: nothing to write. But its record may still be on its way to disk (a
 		 * racing put waits on the same batch) or lost with a failed sync: the caller is
 		 * told success only once everything appended so far is durable. */
@@ -442,7 +446,7 @@ int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_
 }
 
 /* Reads the block at v into buf (v->len bytes) and checks the record names key. */
-static int read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
+int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
                       void *buf)
 {
 	uint8_t meta[CS_BLOCK_META], digest[CS_DIGEST_MAX];
@@ -473,14 +477,14 @@ CS_API int cs_block_get(cs_store *s, const cs_cid *cid, void *buf, size_t cap, s
 	int rc;
 
 	cs_clear_error();
-	if ((rc = key_of(cid, key)) != 0 || (rc = lookup(s, key, &v)) != 0)
+	if ((rc = key_of(cid, key)) != 0 || (rc = store_lookup(s, key, &v)) != 0)
 		return rc;
 	*len = v.len;
 	if (buf == NULL)
 		return 0;
 	if (cap < v.len)
 		return cs_fail(CS_EBUFSIZE, "block is %u bytes, buffer %zu", v.len, cap);
-	return read_block(s, key, &v, buf);
+	return store_read_block(s, key, &v, buf);
 }
 
 CS_API int cs_block_get_alloc(cs_store *s, const cs_cid *cid, void **data, size_t *len)
@@ -491,12 +495,12 @@ CS_API int cs_block_get_alloc(cs_store *s, const cs_cid *cid, void **data, size_
 
 	cs_clear_error();
 	*data = NULL;
-	if ((rc = key_of(cid, key)) != 0 || (rc = lookup(s, key, &v)) != 0)
+	if ((rc = key_of(cid, key)) != 0 || (rc = store_lookup(s, key, &v)) != 0)
 		return rc;
 	void *buf = malloc(v.len ? v.len : 1);
 	if (buf == NULL)
 		return -ENOMEM;
-	if ((rc = read_block(s, key, &v, buf)) != 0) {
+	if ((rc = store_read_block(s, key, &v, buf)) != 0) {
 		free(buf);
 		return rc;
 	}
@@ -521,29 +525,37 @@ CS_API int cs_block_has(cs_store *s, const cs_cid *cid)
 		return 0;
 	if (rc != 0)
 		return rc;
-	return lookup(s, key, &v) == 0;
+	return store_lookup(s, key, &v) == 0;
 }
 
 CS_API int cs_block_delete(cs_store *s, const cs_cid *cid)
 {
 	uint8_t key[CS_KEY_MAX], meta[CS_BLOCK_META];
 	struct idx_val v;
+	uint64_t seq;
 	int rc;
 
 	cs_clear_error();
-	if ((rc = key_of(cid, key)) != 0 || (rc = lookup(s, key, &v)) != 0)
+	if ((rc = key_of(cid, key)) != 0)
 		return rc;
+	/* life_mu: no pin can take the block between the check and the delete (P1 of pin.c). */
+	pthread_mutex_lock(&s->life_mu);
+	if ((rc = store_lookup(s, key, &v)) != 0 || (rc = pin_check_held(s, key, cid)) != 0)
+		goto out;
 	uint16_t hash = (uint16_t)(key[0] << 8 | key[1]);
 	rec_block_meta(meta, hash, CS_DIGEST_MAX, 0);
 	struct iovec parts[2] = {{meta, sizeof(meta)}, {key + 2, CS_DIGEST_MAX}};
 	struct wal_rec rec = {.type = REC_DELETE, .parts = parts, .nparts = 2};
-	uint64_t seq;
 	if ((rc = wal_append(s->wal, &rec, 1, NULL, &seq)) != 0)
-		return rc;
+		goto out;
 	pthread_rwlock_wrlock(&s->lock);
-	if (idx_del(s->idx, key, &v) == 0) /* a racing delete may have won: same outcome */
+	if (idx_del(s->idx, key, &v) == 0) /* a racing GC sweep cannot: it holds life_mu */
 		s->live_bytes -= v.len;
 	pthread_rwlock_unlock(&s->lock);
+out:
+	pthread_mutex_unlock(&s->life_mu);
+	if (rc != 0)
+		return rc;
 	return wal_wait(s->wal, seq);
 }
 
@@ -565,7 +577,13 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out)
 	out->live_bytes = s->live_bytes;
 	out->index_bytes = idx_bytes(s->idx);
 	out->names = names_count(s->names);
+	out->pins = idx_count(s->pins);
+	out->pins_recursive = s->pins_recursive;
 	pthread_rwlock_unlock(&s->lock);
+	pthread_mutex_lock(&s->life_mu);
+	out->last_gc = s->last_gc;
+	out->last_gc_time_ns = s->last_gc_time_ns;
+	pthread_mutex_unlock(&s->life_mu);
 	out->log_bytes = ws.log_bytes;
 	out->disk_bytes = ws.disk_bytes;
 	out->segments = ws.segments;
@@ -579,6 +597,9 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out)
 	out->salvaged_bytes = s->rec.salvaged_bytes;
 	out->stray_files = s->rec.stray_files;
 	out->open_seconds = s->open_seconds;
+	out->garbage_bytes = ws.log_bytes - ws.segments * CS_SEG_HEADER > out->live_bytes
+	                         ? ws.log_bytes - ws.segments * CS_SEG_HEADER - out->live_bytes
+	                         : 0;
 	return 0;
 }
 
@@ -661,7 +682,7 @@ static int verify_one(void *ctx, const uint8_t *key, const struct idx_val *v)
 	uint64_t hash = (uint64_t)key[0] << 8 | key[1];
 	cs_cid cid;
 
-	int rc = read_block(vc->s, key, v, vc->buf);
+	int rc = store_read_block(vc->s, key, v, vc->buf);
 	if (rc == 0 && (cid_hash(hash, vc->buf, v->len, digest) != 0 ||
 	                memcmp(digest, key + 2, CS_DIGEST_MAX) != 0))
 		rc = CS_ECORRUPT;
@@ -709,7 +730,7 @@ static int check_name(const char *name, size_t *len)
 	return 0;
 }
 
-static int64_t realtime_ns(void)
+int64_t store_realtime_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -733,30 +754,35 @@ CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64
 		return cs_fail(CS_EINVAL, "no root CID given");
 	if (root->len > CS_CID_MAX || cs_cid_from_bytes(root->bytes, root->len, &v.root) != 0)
 		return cs_fail(CS_EINVAL, "the root is not a valid binary CID");
-	/* cs_block_has() semantics: a hash the store never holds is simply absent. */
-	rc = cid_key(&v.root, key);
-	if (rc == 0)
-		rc = lookup(s, key, &iv);
-	if (rc == CS_ENOTFOUND) {
-		char text[CS_CID_TEXT_MAX];
-		if (cs_cid_format(&v.root, text, sizeof(text)) < 0)
-			snprintf(text, sizeof(text), "(unprintable)");
-		return cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
-	}
-	if (rc != 0)
-		return rc;
 	if ((rc = names_node_new((const uint8_t *)name, len, &node)) != 0) /* S6 */
 		return rc;
 	v.size = size;
 
-	pthread_mutex_lock(&s->name_mu);
+	/* Returns with name_mu held and the root's DAG shaded for a running GC (E2, E4). */
+	if ((rc = gc_shade_dag_locked(s, &v.root, &s->name_mu)) != 0) {
+		names_node_free(node);
+		return rc;
+	}
+	/* cs_block_has() semantics: a hash the store never holds is simply absent. Checked
+	 * after the shade, so a sweep cannot take the root between check and append. */
+	rc = cid_key(&v.root, key);
+	if (rc == 0)
+		rc = store_lookup(s, key, &iv);
+	if (rc == CS_ENOTFOUND) {
+		char text[CS_CID_TEXT_MAX];
+		if (cs_cid_format(&v.root, text, sizeof(text)) < 0)
+			snprintf(text, sizeof(text), "(unprintable)");
+		rc = cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
+	}
 	/* Only name_mu holders change the table, so reading it here needs no rwlock. The time
 	 * is taken under name_mu so that times grow in log order (unless the clock steps). */
-	if (names_count(s->names) >= CS_NAMES_MAX &&
+	if (rc != 0) {
+		/* the root is absent */
+	} else if (names_count(s->names) >= CS_NAMES_MAX &&
 	    names_get(s->names, (const uint8_t *)name, len, NULL) != 0) {
 		rc = cs_fail(CS_ELIMIT, "the store holds %u names, the most it can", CS_NAMES_MAX);
 	} else {
-		v.time_ns = realtime_ns();
+		v.time_ns = store_realtime_ns();
 		rec_name_set_meta(meta, (uint16_t)len, v.root.len, size, v.time_ns);
 		struct iovec parts[3] = {
 		    {meta, sizeof(meta)},

@@ -1,10 +1,65 @@
 /*
- * store.h - store functions for the rest of engine/ (internal).
+ * store.h - the store handle and the functions engine/ modules share (internal).
+ *
+ * store.c owns open/close, blocks and names; pin.c the pins; gc.c garbage collection. They
+ * share the handle below. Lock order, outermost first (a thread holding one may take only
+ * those after it):
+ *
+ *   life_mu  ->  name_mu  ->  mark_mu  ->  lock (rwlock)
+ *
+ * life_mu serializes the mutations that decide whether a block may go: pin add and remove,
+ * block delete, and each step of GC's sweep. name_mu serializes name mutations (S5 of
+ * store.c). mark_mu guards GC's mark set (gc.c, E1..E4). lock guards the in-memory tables.
  */
 #ifndef CS_STORE_H
 #define CS_STORE_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
 #include "cidstore.h"
+#include "dir.h"
+#include "keyset.h"
+#include "replay.h"
+#include "wal.h"
+
+struct idx;
+struct names;
+
+struct cs_store {
+	struct dir_handle dir;
+	cs_options opts;
+	struct wal *wal;
+
+	pthread_rwlock_t lock; /* guards idx, names, pins, cover and the counters below */
+	struct idx *idx;
+	uint64_t live_bytes;
+	struct names *names; /* owned; changed only by holders of name_mu (S5) */
+	pthread_mutex_t name_mu;
+
+	/* Pins (pin.c): key -> {seg, off of the pin record; kind | version << 8; codec}. */
+	pthread_mutex_t life_mu;
+	struct idx *pins;     /* owned; changed only by holders of life_mu */
+	struct keyset cover;  /* key -> number of pins whose DAG holds it; valid if cover_ok */
+	int cover_ok;         /* built on first need, then kept up to date by pin add/remove */
+	uint64_t pins_recursive;
+
+	/* Garbage collection (gc.c). */
+	pthread_mutex_t mark_mu;
+	atomic_int gc_active;  /* a mark or sweep runs; writers shade (E2); set under mark_mu */
+	atomic_uint gc_epoch;  /* collections activated so far */
+	struct keyset marks;   /* under mark_mu: blocks GC must keep */
+	struct wal_pos gc_from; /* E1: blocks at or past this position were put during GC */
+	int gc_running;        /* under life_mu: a cs_gc runs (one at a time) */
+	atomic_int closing;    /* cs_store_close began: a running cs_gc stops; set under life_mu */
+	pthread_cond_t gc_cv;  /* signalled when gc_running drops */
+	cs_gc_stat last_gc;
+	int64_t last_gc_time_ns;
+
+	struct rec_result rec; /* what open found; rec.segs handed to the WAL */
+	double open_seconds;
+};
 
 /* cs_block_put() with a choice: wait = 0 returns once the block is in the log's batch buffer
  * (readable at once, durable after the next cs_store_sync()) whatever the durability mode.
@@ -12,8 +67,41 @@
 int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash,
 	      int wait, cs_cid *out);
 
-struct io;
+/* The index entry of key, under the read lock. Returns 0 or CS_ENOTFOUND. */
+struct idx_val;
+int store_lookup(cs_store *s, const uint8_t key[CS_KEY_MAX], struct idx_val *v);
 
+/* Reads the block at v (v->len bytes) into buf and checks that its record names key.
+ * Errors: CS_ECORRUPT (message names the place), -errno. */
+int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
+		     void *buf);
+
+/* Replay of the pin records (pin.c), called by store.c's apply callback. */
+int pin_apply(cs_store *s, const struct rec_view *r);
+
+/* Is key held by a pin? Returns 0 when not, or CS_EPINNED with a message naming a pin that
+ * holds it (the CID text of cid for the message). Called with life_mu held. Errors also
+ * -ENOMEM, and the DAG walk's when the cover map is built. */
+int pin_check_held(cs_store *s, const uint8_t key[CS_KEY_MAX], const cs_cid *cid);
+
+/* GC's barrier (gc.c, E2): while a collection runs, marks key so that the sweep keeps it.
+ * Call before checking that the block is present. Cheap (one atomic load) when no GC runs.
+ * Errors: -ENOMEM (the caller must fail its operation). */
+int gc_shade(cs_store *s, const uint8_t key[CS_KEY_MAX]);
+
+/* Shades every present block of the DAG under root for a running collection, and returns
+ * with mu locked, such that either no collection is active or the active one has the DAG
+ * shaded (E2, E4 of gc.c). mu is a lock that collection activation takes (name_mu), held by
+ * the caller until its root is in its table. Takes life_mu for the walk. On error mu is not
+ * held. Errors: -ENOMEM, read errors of the walk. */
+int gc_shade_dag_locked(cs_store *s, const cs_cid *root, pthread_mutex_t *mu);
+
+/* Called by cs_store_close() before it tears down: stops a running cs_gc and waits. */
+void gc_stop(cs_store *s);
+
+int64_t store_realtime_ns(void);
+
+struct io;
 /* For tests: when set, cs_store_open() takes its I/O backend from this factory instead of
  * choosing one (the fault-injecting backend of the reliability tests). Set it before any
  * open; not for production use. */

@@ -205,6 +205,17 @@ CS_API int cs_block_delete(cs_store *s, const cs_cid *cid);
  * Errors: CS_EPOISONED, -errno (after which the handle is poisoned). */
 CS_API int cs_store_sync(cs_store *s);
 
+/* What one cs_gc() did. */
+typedef struct cs_gc_stat {
+	uint64_t roots;          /* names and pins it marked from */
+	uint64_t marked;         /* blocks found live (reachable from a root, or shaded) */
+	uint64_t swept_blocks;   /* blocks deleted */
+	uint64_t swept_bytes;    /* their data bytes */
+	double mark_seconds;
+	double sweep_seconds;
+	double seconds;          /* the whole call */
+} cs_gc_stat;
+
 typedef struct cs_stat {
 	uint64_t blocks;          /* live blocks in the index */
 	uint64_t names;           /* names set (cs_name_set) */
@@ -224,6 +235,14 @@ typedef struct cs_stat {
 	uint64_t salvaged_bytes;   /* bytes of log skipped under CS_OPEN_SALVAGE */
 	uint64_t stray_files;      /* unrecognised files left alone in the directory */
 	double open_seconds;       /* time the last open took */
+	/* Lifecycle. */
+	uint64_t pins;             /* pins held, direct and recursive */
+	uint64_t pins_recursive;
+	uint64_t garbage_bytes;    /* an estimate of what a GC would free: log bytes not
+				    * holding a live block (deleted blocks, replaced names,
+				    * record headers), so an upper bound */
+	cs_gc_stat last_gc;        /* the last cs_gc on this handle (zero if none) */
+	int64_t last_gc_time_ns;   /* when it ended, Unix nanoseconds; 0 if none */
 } cs_stat;
 
 /* Fills *out. Never fails on a valid handle. */
@@ -240,6 +259,68 @@ CS_API int cs_block_list(cs_store *s, int (*fn)(void *ctx, const cs_cid *cid), v
  * *failed. Returns 0 when all blocks check out, CS_ECORRUPT otherwise. */
 CS_API int cs_store_verify(cs_store *s, void (*bad)(void *ctx, const cs_cid *cid, int code),
 			   void *ctx, uint64_t *checked, uint64_t *failed);
+
+/* ---- Pins ----------------------------------------------------------------------------- */
+
+/* A pin keeps blocks alive through garbage collection (cs_gc) and refuses their deletion
+ * (cs_block_delete gives CS_EPINNED). A recursive pin holds its root and every block
+ * reachable from it through dag-pb links (blocks of other codecs are leaves: their links,
+ * if any, are not followed); a direct pin holds its root block only. Pins are keyed by
+ * multihash, as blocks are: a CIDv0 and a CIDv1 of the same dag-pb block are one pin, kept
+ * with the CID given first. Pins are logged (replayed at open) and durable as puts are.
+ * Names (cs_name_set) are GC roots too, like recursive pins, but do not refuse deletes. A
+ * store holds at most CS_PINS_MAX pins. All pin functions are thread-safe. */
+
+#define CS_PIN_DIRECT    1
+#define CS_PIN_RECURSIVE 2
+#define CS_PIN_INDIRECT  3 /* only reported by cs_pin_test: held through a recursive pin */
+#define CS_PINS_MAX      (1u << 24)
+
+/* Pins root (borrowed) with kind CS_PIN_RECURSIVE or CS_PIN_DIRECT. A recursive pin first
+ * walks the whole DAG and pins nothing if a block is missing. Pinning a pinned root again
+ * with the same kind does nothing; a direct pin becomes recursive; a recursive pin is never
+ * made direct (CS_EINVAL: remove it first). Returns once the pin is durable as the store's
+ * durability mode defines. Errors:
+ *  CS_ENOTFOUND  a block of the DAG is absent; the message names the first missing CID
+ *  CS_EINVAL     root is not a valid CID, kind unknown, recursive to direct
+ *  CS_ECORRUPT   a dag-pb node of the DAG does not decode; the message names it
+ *  CS_ELIMIT     CS_PINS_MAX pins are held
+ *  CS_EPOISONED, CS_EFULL, -ENOMEM, -errno. */
+CS_API int cs_pin_add(cs_store *s, const cs_cid *root, int kind);
+
+/* Removes the pin on root (borrowed). The blocks stay until a GC finds them unreferenced.
+ * Errors: CS_ENOTFOUND (root is not pinned; a block held only indirectly is not a pin),
+ * CS_EINVAL, CS_EPOISONED, CS_EFULL, -ENOMEM, -errno. */
+CS_API int cs_pin_rm(cs_store *s, const cs_cid *root);
+
+/* Calls fn(ctx, cid, kind) for every pin in multihash order, with cid borrowed for the call
+ * and no lock held. Pins added or removed during the walk may or may not be seen. A
+ * nonzero return from fn stops the walk and is returned. Errors: CS_EINVAL, -ENOMEM. */
+CS_API int cs_pin_list(cs_store *s, int (*fn)(void *ctx, const cs_cid *cid, int kind),
+		       void *ctx);
+
+/* Says whether cid (borrowed) is held by a pin: sets *kind to CS_PIN_DIRECT or
+ * CS_PIN_RECURSIVE (cid itself is pinned), or CS_PIN_INDIRECT (a recursive pin's DAG holds
+ * it; *via, if not NULL, is set to that pin's root). The first call after open that needs
+ * the indirect answer walks every recursive pin's DAG. Errors: CS_ENOTFOUND (not held),
+ * CS_EINVAL, -ENOMEM, and read errors of the walk. */
+CS_API int cs_pin_test(cs_store *s, const cs_cid *cid, int *kind, cs_cid *via);
+
+/* ---- Garbage collection ---------------------------------------------------------------- */
+
+
+/* Deletes every block that no name or pin reaches. Writers are not stopped: puts, gets,
+ * names and pins go on while it runs, and no block put, named or pinned after the
+ * collection began is deleted by it (docs/GC.md gives the rule). The deletes are logged and
+ * synced before it returns. One collection runs at a time. out may be NULL. Errors:
+ *  CS_EBUSY      another cs_gc is running on this store
+ *  CS_ECLOSED    cs_store_close() began on another thread; the collection stopped (what it
+ *                deleted so far stays deleted; nothing live was touched)
+ *  CS_ECORRUPT   a dag-pb node reachable from a root does not decode, or a block cannot be
+ *                read back: the collection stops before deleting anything, since what lies
+ *                below that node cannot be known
+ *  CS_EPOISONED, -ENOMEM, -errno. */
+CS_API int cs_gc(cs_store *s, cs_gc_stat *out);
 
 /* ---- Files (UnixFS) ------------------------------------------------------------------ */
 

@@ -444,7 +444,7 @@ static int handle_damage(struct replay *rp, uint64_t P, enum damage d, const str
 static int known_type(uint8_t type)
 {
 	return type == REC_BLOCK || type == REC_DELETE || type == REC_NAME_SET ||
-	       type == REC_NAME_DEL;
+	       type == REC_NAME_DEL || type == REC_PIN_ADD || type == REC_PIN_DEL;
 }
 
 /* Hands the complete transaction in buffered [from, to) to the apply callback. Every record
@@ -479,11 +479,14 @@ static int check_record(const struct replay *rp, uint64_t off, const struct rec_
 	struct rec_block b;
 	struct rec_name_set ns;
 	struct rec_name_del nd;
+	struct rec_pin pin;
 	static const char *const what[] = {
 	    [REC_BLOCK] = "block",
 	    [REC_DELETE] = "delete",
 	    [REC_NAME_SET] = "name-set",
 	    [REC_NAME_DEL] = "name-delete",
+	    [REC_PIN_ADD] = "pin-add",
+	    [REC_PIN_DEL] = "pin-delete",
 	};
 
 	switch (h->type) {
@@ -502,6 +505,11 @@ static int check_record(const struct replay *rp, uint64_t off, const struct rec_
 		return 0;
 	case REC_NAME_DEL:
 		if (rec_name_del_decode(payload, h->len, &nd) != 0)
+			goto bad;
+		return 0;
+	case REC_PIN_ADD:
+	case REC_PIN_DEL:
+		if (rec_pin_decode(h->type, payload, h->len, &pin) != 0)
 			goto bad;
 		return 0;
 	default:

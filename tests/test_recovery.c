@@ -1027,7 +1027,7 @@ static void unknown_record_types(void **state)
 	tseg_block(&t, 1, 0, 0);
 	tseg_block(&t, 2, 1, 0);
 	tseg_put(&t, 9, REC_F_SKIPPABLE, 3, 2, opaque, sizeof(opaque));
-	tseg_put(&t, REC_PIN_ADD, REC_F_SKIPPABLE, 4, 2, opaque, sizeof(opaque));
+	tseg_put(&t, 10, REC_F_SKIPPABLE, 4, 2, opaque, sizeof(opaque));
 	tseg_block(&t, 5, 4, 0);
 	tseg_close(&t);
 	assert_int_equal(run(f, 0, &g, &res), 0);

@@ -190,6 +190,28 @@ int rec_name_del_decode(const uint8_t *payload, uint32_t len, struct rec_name_de
 	return 0;
 }
 
+void rec_pin_meta(uint8_t meta[REC_PIN_META], uint8_t kind, uint8_t cid_len)
+{
+	meta[0] = kind;
+	meta[1] = cid_len;
+	put_le16(meta + 2, 0);
+}
+
+int rec_pin_decode(uint8_t type, const uint8_t *payload, uint32_t len, struct rec_pin *out)
+{
+	if (len < REC_PIN_META || get_le16(payload + 2) != 0)
+		return CS_ECORRUPT;
+	out->kind = payload[0];
+	out->cid_len = payload[1];
+	if (type == REC_PIN_ADD ? out->kind != REC_PIN_DIRECT && out->kind != REC_PIN_RECURSIVE
+	                        : out->kind != 0)
+		return CS_ECORRUPT;
+	if (out->cid_len == 0 || out->cid_len > CS_CID_MAX || len != REC_PIN_META + out->cid_len)
+		return CS_ECORRUPT;
+	out->cid = payload + REC_PIN_META;
+	return 0;
+}
+
 void seg_encode(uint8_t dst[CS_SEG_HEADER], const struct seg_hdr *h)
 {
 	memcpy(dst, SEG_MAGIC, 8);

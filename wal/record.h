@@ -25,16 +25,15 @@
 #define REC_MAGIC   0x52444943u
 #define REC_VERSION 1
 
-/* Record types. Numbers are never reused. 5..7 are reserved for the lifecycle work: pins
- * and checkpoints. */
+/* Record types. Numbers are never reused. */
 enum rec_type {
 	REC_BLOCK = 1,    /* a block: see the block payload below */
 	REC_DELETE = 2,   /* a tombstone: the block payload's first 8 bytes (codec 0), digest */
 	REC_NAME_SET = 3, /* a name set to a root: see the name-set payload below */
 	REC_NAME_DEL = 4, /* a name removed: see the name-delete payload below */
-	REC_PIN_ADD = 5,
-	REC_PIN_DEL = 6,
-	REC_CHECKPOINT = 7,
+	REC_PIN_ADD = 5,  /* a pin set on a root: see the pin payload below */
+	REC_PIN_DEL = 6,  /* a pin removed: the pin payload with kind 0 */
+	REC_CHECKPOINT = 7, /* reserved */
 };
 
 #define REC_F_CONT      0x01 /* more records of the same transaction follow this one */
@@ -137,6 +136,25 @@ void rec_name_del_meta(uint8_t meta[REC_NAME_DEL_META], uint16_t name_len);
 
 /* Parses a name-delete payload, as rec_name_set_decode. Errors: CS_ECORRUPT (no message). */
 int rec_name_del_decode(const uint8_t *payload, uint32_t len, struct rec_name_del *out);
+
+/* Pin payload (REC_PIN_ADD, REC_PIN_DEL): u8 kind (REC_PIN_DIRECT or REC_PIN_RECURSIVE;
+ * 0 in a REC_PIN_DEL), u8 CID length (1..CS_CID_MAX), u16 zero, the binary CID as the caller
+ * gave it (v0 or v1). Exactly 4 + CID length bytes. */
+#define REC_PIN_META      4u
+#define REC_PIN_DIRECT    1u
+#define REC_PIN_RECURSIVE 2u
+
+struct rec_pin {
+	uint8_t kind;
+	uint8_t cid_len;
+	const uint8_t *cid; /* borrowed from the payload */
+};
+
+void rec_pin_meta(uint8_t meta[REC_PIN_META], uint8_t kind, uint8_t cid_len);
+
+/* Parses a pin payload of a record of type `type`: the kind must be one of the two for
+ * REC_PIN_ADD and 0 for REC_PIN_DEL. Errors: CS_ECORRUPT (no message set). */
+int rec_pin_decode(uint8_t type, const uint8_t *payload, uint32_t len, struct rec_pin *out);
 
 /* Segment header: 64 bytes at offset 0 of every segment file.
  *   0 8 bytes magic "CIDSTSEG"   8 u32 format version   12 u32 header bytes (64)

@@ -916,3 +916,12 @@ void wal_stat(struct wal *w, struct wal_stat *out)
 	out->backend = w->io->ops->name;
 	pthread_mutex_unlock(&w->mu);
 }
+
+struct wal_pos wal_tail(struct wal *w)
+{
+	pthread_mutex_lock(&w->mu);
+	const struct batch *b = &w->buf[w->cur];
+	struct wal_pos p = {b->seg, b->start + b->fill};
+	pthread_mutex_unlock(&w->mu);
+	return p;
+}

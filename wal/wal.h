@@ -103,6 +103,18 @@ int wal_sync(struct wal *w);
 int wal_read(struct wal *w, struct wal_pos pos, uint32_t len, struct rec_hdr *h,
 	     const struct iovec *dst, int ndst);
 
+/* The position the next appended record will take, or one after it: every record appended
+ * before the call lies before it, every record appended after at or past it (W5). */
+struct wal_pos wal_tail(struct wal *w);
+
+/* Log order of two positions: < 0, 0, > 0. */
+static inline int wal_pos_cmp(struct wal_pos a, struct wal_pos b)
+{
+	if (a.seg != b.seg)
+		return a.seg < b.seg ? -1 : 1;
+	return a.off < b.off ? -1 : a.off > b.off;
+}
+
 struct wal_stat {
 	uint64_t next_seq;
 	uint64_t durable_seq; /* every record with seq < this is durable */

@@ -1,0 +1,357 @@
+/*
+ * gc.c - garbage collection: mark from the names and pins, sweep what nothing reaches, while
+ * writers keep writing.
+ *
+ * A collection runs in three steps on the caller's thread:
+ *
+ *   activate ──> mark (roots walked in pieces) ──> sweep (index walked in pieces) ──> sync
+ *
+ * Nothing is stopped for longer than one step of a piece: activation holds life_mu and
+ * name_mu for a few assignments; the marker takes mark_mu per block; each sweep piece holds
+ * life_mu and mark_mu while it appends at most SWEEP_STEP tombstones (one transaction, no
+ * I/O waited for) and drops their index entries. Puts of new blocks take no lock of GC's.
+ *
+ * The epoch rule (docs/GC.md): a collection keeps every block that a root reached when it
+ * began, and every block put, named or pinned after it began.
+ *   E1. Activation sets gc_from to the log's tail (wal_tail). A block whose index entry lies
+ *       at or past gc_from was written after the collection began: never swept.
+ *   E2. While gc_active, every operation that makes an existing block live without writing
+ *       it shades the block in the mark set before it checks that the block is present: a
+ *       put of a present block (store_put), a pin add (its whole DAG, under life_mu), a
+ *       name set (its whole DAG, gc_shade_dag, under life_mu).
+ *   E3. A sweep piece decides (unmarked, before gc_from, index entry unchanged) and deletes
+ *       (tombstone appended, then the index entry dropped) under mark_mu, so a shade
+ *       lands either before the decision (the block stays) or after the drop (the shader
+ *       finds the block absent and writes it anew, after the tombstone in the log).
+ *   E4. Roots: activation holds life_mu and name_mu, which every pin and name mutation holds
+ *       from its check through its table update (P1 of pin.c, S5 of store.c). A root set
+ *       before activation is in its table when the marker walks it; a root set after sees
+ *       gc_active and shades (E2). A root removed during the collection may or may not be
+ *       marked from: its blocks may survive this collection, never a live one.
+ * Marks come in two strengths (the count in the mark set): 1, shaded alone (a put of a
+ * present block), and 2, marked with everything below it (the marker and DAG shades). A
+ * DAG walk steps into a block unless it is marked 2, so a dag-pb block put during GC and
+ * named later still has its links followed.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "btree.h"
+#include "cid.h"
+#include "dag.h"
+#include "err.h"
+#include "names.h"
+#include "record.h"
+#include "store.h"
+
+#define MARK_SHADED 1u /* E2: kept, links not followed */
+#define MARK_DEEP   2u /* kept, and every block below it is marked too */
+
+#define SWEEP_STEP 256 /* index entries looked at, and at most tombstones, per sweep piece */
+#define ROOT_STEP  256 /* names or pins copied out per piece of the root walk */
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int active(cs_store *s)
+{
+	return atomic_load_explicit(&s->gc_active, memory_order_acquire);
+}
+
+int gc_shade(cs_store *s, const uint8_t key[CS_KEY_MAX])
+{
+	int rc = 0;
+
+	if (!active(s))
+		return 0;
+	pthread_mutex_lock(&s->mark_mu);
+	if (s->gc_active && keyset_get(&s->marks, key) == 0 &&
+	    keyset_add(&s->marks, key, MARK_SHADED) < 0)
+		rc = cs_fail(-ENOMEM, "out of memory for the collector's mark set");
+	pthread_mutex_unlock(&s->mark_mu);
+	return rc;
+}
+
+/* The DAG walk's admission for the marker and for DAG shades: step into a block unless it is
+ * marked deep already, and mark it deep. */
+static int mark_deep(void *ctx, const uint8_t key[CS_KEY_MAX], const cs_cid *cid)
+{
+	cs_store *s = ctx;
+	int rc = 1;
+
+	pthread_mutex_lock(&s->mark_mu);
+	uint32_t m = keyset_get(&s->marks, key);
+	if (!s->gc_active || m >= MARK_DEEP)
+		rc = 0; /* nothing left to protect, or done already */
+	else if (keyset_add(&s->marks, key, MARK_DEEP - m) < 0)
+		rc = cs_fail(-ENOMEM, "out of memory for the collector's mark set");
+	pthread_mutex_unlock(&s->mark_mu);
+	return rc;
+}
+
+int gc_shade_dag_locked(cs_store *s, const cs_cid *root, pthread_mutex_t *mu)
+{
+	/* Bounded in practice: each retry means another collection became active meanwhile. */
+	for (;;) {
+		unsigned epoch = atomic_load(&s->gc_epoch);
+		int shaded = active(s);
+		if (shaded) {
+			pthread_mutex_lock(&s->life_mu); /* E2: no sweep piece while we walk */
+			int rc =
+			    dag_walk(s, root, DAG_MISSING_OK | DAG_LENIENT, mark_deep, s, NULL);
+			pthread_mutex_unlock(&s->life_mu);
+			if (rc != 0)
+				return rc;
+		}
+		pthread_mutex_lock(mu);
+		/* Activation holds mu, so neither can change until the caller lets go. */
+		if (!active(s) || (shaded && atomic_load(&s->gc_epoch) == epoch))
+			return 0;
+		pthread_mutex_unlock(mu);
+	}
+}
+
+/* ---- Mark ------------------------------------------------------------------------------ */
+
+static int stopping(cs_store *s)
+{
+	return atomic_load_explicit(&s->closing, memory_order_acquire);
+}
+
+static int closed_error(void)
+{
+	return cs_fail(CS_ECLOSED, "the store is closing: garbage collection stopped");
+}
+
+/* Marks from every name (E4), in pieces copied out under the read lock. */
+static int mark_names(cs_store *s, uint64_t *roots)
+{
+	struct name_entry *p = malloc(ROOT_STEP * sizeof(*p));
+	uint8_t last[CS_NAME_MAX];
+	size_t last_len = 0;
+	int n, rc = 0, first = 1;
+
+	if (p == NULL)
+		return -ENOMEM;
+	do {
+		pthread_rwlock_rdlock(&s->lock);
+		n = names_next(s->names, first ? NULL : last, last_len, p, ROOT_STEP);
+		pthread_rwlock_unlock(&s->lock);
+		for (int i = 0; i < n && rc == 0; i++) {
+			rc = stopping(s) ? closed_error()
+			                 : dag_walk(s, &p[i].v.root, DAG_MISSING_OK | DAG_LENIENT,
+			                            mark_deep, s, NULL);
+			(*roots)++;
+		}
+		if (n > 0) {
+			last_len = p[n - 1].len;
+			memcpy(last, p[n - 1].name, last_len);
+			first = 0;
+		}
+	} while (rc == 0 && n == ROOT_STEP);
+	free(p);
+	return rc;
+}
+
+/* Marks from every pin: a recursive one with its DAG, a direct one alone. */
+static int mark_pins(cs_store *s, uint64_t *roots)
+{
+	uint8_t keys[ROOT_STEP][CS_KEY_MAX], last[CS_KEY_MAX];
+	struct idx_val vals[ROOT_STEP];
+	const uint8_t *after = NULL;
+	int n, rc = 0;
+
+	do {
+		n = 0;
+		pthread_rwlock_rdlock(&s->lock);
+		while (n < ROOT_STEP && idx_next(s->pins, after, keys[n], &vals[n]) == 0) {
+			after = keys[n];
+			n++;
+		}
+		pthread_rwlock_unlock(&s->lock);
+		for (int i = 0; i < n && rc == 0; i++) {
+			cs_cid root;
+			(*roots)++;
+			if (stopping(s)) {
+				rc = closed_error();
+			} else if ((vals[i].len & 0xff) == CS_PIN_RECURSIVE) {
+				if ((rc = cid_from_key(keys[i], vals[i].codec, &root)) == 0)
+					rc = dag_walk(s, &root, DAG_MISSING_OK | DAG_LENIENT,
+					              mark_deep, s, NULL);
+			} else {
+				rc = mark_deep(s, keys[i], NULL) < 0 ? -ENOMEM : 0;
+			}
+		}
+		if (n > 0) {
+			memcpy(last, keys[n - 1], CS_KEY_MAX);
+			after = last;
+		}
+	} while (rc == 0 && n == ROOT_STEP);
+	return rc;
+}
+
+/* ---- Sweep ----------------------------------------------------------------------------- */
+
+struct piece {
+	uint8_t keys[SWEEP_STEP][CS_KEY_MAX];
+	struct idx_val vals[SWEEP_STEP];
+	int n;
+};
+
+/* Deletes the unmarked entries of piece p that are older than gc_from (E1, E3). */
+static int sweep_piece(cs_store *s, struct piece *p, cs_gc_stat *st)
+{
+	uint8_t meta[SWEEP_STEP][CS_BLOCK_META];
+	struct iovec parts[SWEEP_STEP][2];
+	struct wal_rec recs[SWEEP_STEP];
+	int idx[SWEEP_STEP], n = 0, rc = 0;
+	uint64_t seq;
+
+	pthread_mutex_lock(&s->life_mu);
+	pthread_mutex_lock(&s->mark_mu);
+	for (int i = 0; i < p->n; i++) {
+		struct idx_val now;
+		struct wal_pos at = {p->vals[i].seg, p->vals[i].off};
+		if (wal_pos_cmp(at, s->gc_from) >= 0 || keyset_get(&s->marks, p->keys[i]) > 0)
+			continue; /* E1, marked */
+		if (store_lookup(s, p->keys[i], &now) != 0 || now.seg != at.seg ||
+		    now.off != at.off)
+			continue; /* deleted or rewritten since the piece was copied */
+		const uint8_t *k = p->keys[i];
+		rec_block_meta(meta[n], (uint16_t)(k[0] << 8 | k[1]), CS_DIGEST_MAX, 0);
+		parts[n][0] = (struct iovec){meta[n], CS_BLOCK_META};
+		parts[n][1] = (struct iovec){(void *)(k + 2), CS_DIGEST_MAX};
+		recs[n] = (struct wal_rec){.type = REC_DELETE, .parts = parts[n], .nparts = 2};
+		idx[n++] = i;
+	}
+	if (n > 0 && (rc = wal_append(s->wal, recs, n, NULL, &seq)) == 0) {
+		pthread_rwlock_wrlock(&s->lock);
+		for (int j = 0; j < n; j++) { /* S2: appended first */
+			struct idx_val old;
+			CS_ASSERT(idx_del(s->idx, p->keys[idx[j]], &old) == 0);
+			s->live_bytes -= old.len;
+			st->swept_bytes += old.len;
+		}
+		pthread_rwlock_unlock(&s->lock);
+		st->swept_blocks += (uint64_t)n;
+	}
+	pthread_mutex_unlock(&s->mark_mu);
+	pthread_mutex_unlock(&s->life_mu);
+	return rc;
+}
+
+static int sweep(cs_store *s, cs_gc_stat *st)
+{
+	struct piece *p = malloc(sizeof(*p));
+	uint8_t last[CS_KEY_MAX];
+	const uint8_t *after = NULL;
+	int rc = 0;
+
+	if (p == NULL)
+		return -ENOMEM;
+	for (;;) {
+		p->n = 0;
+		pthread_rwlock_rdlock(&s->lock);
+		while (p->n < SWEEP_STEP &&
+		       idx_next(s->idx, after, p->keys[p->n], &p->vals[p->n]) == 0) {
+			after = p->keys[p->n];
+			p->n++;
+		}
+		pthread_rwlock_unlock(&s->lock);
+		if (p->n == 0)
+			break;
+		memcpy(last, p->keys[p->n - 1], CS_KEY_MAX);
+		after = last;
+		if (stopping(s)) {
+			rc = closed_error();
+			break;
+		}
+		if ((rc = sweep_piece(s, p, st)) != 0)
+			break;
+	}
+	free(p);
+	return rc;
+}
+
+/* ---- The collection -------------------------------------------------------------------- */
+
+static void deactivate(cs_store *s)
+{
+	pthread_mutex_lock(&s->mark_mu);
+	atomic_store_explicit(&s->gc_active, 0, memory_order_release);
+	keyset_free(&s->marks);
+	pthread_mutex_unlock(&s->mark_mu);
+}
+
+CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
+{
+	cs_gc_stat st = {0};
+	double t0 = now_s(), t1;
+	int rc;
+
+	cs_clear_error();
+	pthread_mutex_lock(&s->life_mu);
+	if (s->gc_running || s->closing) {
+		pthread_mutex_unlock(&s->life_mu);
+		return s->closing ? closed_error()
+		                  : cs_fail(CS_EBUSY, "a garbage collection is already running");
+	}
+	s->gc_running = 1;
+	/* E4: no pin (life_mu) or name (name_mu) mutation is between its check and its table
+	 * update while the collection turns active. */
+	pthread_mutex_lock(&s->name_mu);
+	pthread_mutex_lock(&s->mark_mu);
+	s->gc_from = wal_tail(s->wal); /* E1 */
+	atomic_fetch_add(&s->gc_epoch, 1);
+	atomic_store_explicit(&s->gc_active, 1, memory_order_release);
+	pthread_mutex_unlock(&s->mark_mu);
+	pthread_mutex_unlock(&s->name_mu);
+	pthread_mutex_unlock(&s->life_mu);
+
+	rc = mark_names(s, &st.roots);
+	if (rc == 0)
+		rc = mark_pins(s, &st.roots);
+	t1 = now_s();
+	st.mark_seconds = t1 - t0;
+	if (rc == 0) {
+		pthread_mutex_lock(&s->mark_mu);
+		st.marked = s->marks.n;
+		pthread_mutex_unlock(&s->mark_mu);
+		rc = sweep(s, &st);
+	}
+	deactivate(s);
+	/* The deletes are durable before the report, in every durability mode; a sweep stopped
+	 * by close still makes what it deleted durable. */
+	int src = st.swept_blocks > 0 ? wal_sync(s->wal) : 0;
+	if (rc == 0)
+		rc = src;
+	st.sweep_seconds = now_s() - t1;
+	st.seconds = now_s() - t0;
+
+	pthread_mutex_lock(&s->life_mu);
+	s->gc_running = 0;
+	if (rc == 0) {
+		s->last_gc = st;
+		s->last_gc_time_ns = store_realtime_ns();
+	}
+	pthread_cond_broadcast(&s->gc_cv);
+	pthread_mutex_unlock(&s->life_mu);
+	if (out != NULL)
+		*out = st;
+	return rc;
+}
+
+void gc_stop(cs_store *s)
+{
+	pthread_mutex_lock(&s->life_mu);
+	atomic_store_explicit(&s->closing, 1, memory_order_release);
+	while (s->gc_running)
+		pthread_cond_wait(&s->gc_cv, &s->life_mu);
+	pthread_mutex_unlock(&s->life_mu);
+}

@@ -1,0 +1,509 @@
+/*
+ * pin.c - pins: add, remove, list, test, replay, and the cover map that answers "is this
+ * block held by a pin?" for cs_block_delete.
+ *
+ * The pin table is a B+tree (index/btree.c) keyed by multihash like the block index; each
+ * value holds the pin record's log position (seg, off), the kind and CID version (len:
+ * kind | version << 8) and the root's codec (codec), so the CID given is listed back.
+ *
+ * The cover map counts, for every block, the pins whose DAG holds it (a direct pin holds
+ * its root only). It is built on first need, by walking every pin, and is then kept up to
+ * date by pin add and remove: a store that never deletes a block never pays for it, and
+ * open never walks a DAG.
+ *
+ * Invariants:
+ *   P1. Pin mutations hold life_mu from their table check through the log append to the
+ *       table update, so table order equals log order (as S5 of store.c for names), and no
+ *       block delete or GC sweep step runs between a pin's DAG check and its append: a
+ *       recursive pin, once added, has its whole DAG present.
+ *   P2. When cover_ok, cover[k] = the number of pins p such that k is in p's DAG (p's root
+ *       for a direct pin), counting each pin once per block however many paths lead there.
+ *       Any failure to keep P2 (out of memory, a read error while walking) drops the map
+ *       (cover_ok = 0), and the next need rebuilds it: never a wrong answer.
+ *   P3. pins_recursive counts the recursive entries of the table.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "btree.h"
+#include "cid.h"
+#include "dag.h"
+#include "err.h"
+#include "record.h"
+#include "store.h"
+
+static uint32_t pin_len(int kind, int version)
+{
+	return (uint32_t)kind | (uint32_t)version << 8;
+}
+
+static int pin_kind(const struct idx_val *v)
+{
+	return (int)(v->len & 0xff);
+}
+
+/* The CID a pin was added with. */
+static int pin_cid(const uint8_t key[CS_KEY_MAX], const struct idx_val *v, cs_cid *out)
+{
+	if ((v->len >> 8) == 0)
+		return cid_make(0, CS_CODEC_DAG_PB, CS_HASH_SHA2_256, key + 2, CS_DIGEST_MAX, out);
+	return cid_from_key(key, v->codec, out);
+}
+
+static const char *cid_text(const cs_cid *cid, char buf[CS_CID_TEXT_MAX])
+{
+	if (cs_cid_format(cid, buf, CS_CID_TEXT_MAX) < 0)
+		strcpy(buf, "(unprintable CID)");
+	return buf;
+}
+
+/* The checks every pin function makes of a caller's CID; sets the key and the parts. */
+static int check_root(const cs_cid *root, uint8_t key[CS_KEY_MAX], cs_cid_info *info)
+{
+	cs_cid copy;
+	char text[CS_CID_TEXT_MAX];
+
+	if (root == NULL)
+		return cs_fail(CS_EINVAL, "no CID given");
+	if (root->len > CS_CID_MAX || cs_cid_from_bytes(root->bytes, root->len, &copy) != 0 ||
+	    cs_cid_inspect(&copy, info) != 0)
+		return cs_fail(CS_EINVAL, "not a valid binary CID");
+	int rc = cid_key(root, key);
+	if (rc == CS_ENOTFOUND)
+		return cs_fail(CS_ENOTFOUND,
+		               "block %s is not in the store (its hash is one the "
+		               "store never holds)",
+		               cid_text(root, text));
+	return rc;
+}
+
+/* ---- The walk's visited sets ------------------------------------------------------------ */
+
+/* A walk that admits each block once (its own set) and shades it for a running GC. */
+struct collect {
+	cs_store *s;
+	struct keyset seen;
+};
+
+static int collect_visit(void *ctx, const uint8_t key[CS_KEY_MAX], const cs_cid *cid)
+{
+	struct collect *c = ctx;
+	int rc = keyset_add(&c->seen, key, 1);
+	if (rc < 0)
+		return cs_fail(rc, "out of memory for a pin's visited set");
+	if (rc == 0)
+		return 0; /* seen before */
+	if ((rc = gc_shade(c->s, key)) < 0)
+		return rc;
+	return 1;
+}
+
+/* Walks the DAG of pin (key, kind) into c->seen. A direct pin holds its root only. */
+static int pin_walk(cs_store *s, const cs_cid *root, int kind, unsigned flags, struct collect *c)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct idx_val v;
+	char text[CS_CID_TEXT_MAX];
+	int rc;
+
+	if (kind == CS_PIN_RECURSIVE)
+		return dag_walk(s, root, flags, collect_visit, c, NULL);
+	rc = cid_key(root, key); /* CS_ENOTFOUND: a hash the store never holds */
+	if (rc == 0) {
+		if ((rc = collect_visit(c, key, root)) < 0)
+			return rc;
+		rc = store_lookup(s, key, &v);
+	}
+	if (rc == CS_ENOTFOUND && !(flags & DAG_MISSING_OK))
+		return cs_fail(CS_ENOTFOUND, "block %s is not in the store", cid_text(root, text));
+	return rc == CS_ENOTFOUND ? 0 : rc;
+}
+
+/* ---- The cover map (P2) ---------------------------------------------------------------- */
+
+static void cover_drop(cs_store *s)
+{
+	pthread_rwlock_wrlock(&s->lock);
+	keyset_free(&s->cover);
+	s->cover_ok = 0;
+	pthread_rwlock_unlock(&s->lock);
+}
+
+/* Adds (delta 1) or removes (delta -1) one pin's blocks to the cover map; drops the map on
+ * failure (P2) and returns -ENOMEM. Called with life_mu held. */
+static int cover_apply(cs_store *s, struct keyset *blocks, int delta)
+{
+	int ok = 1;
+
+	pthread_rwlock_wrlock(&s->lock);
+	for (size_t i = 0; ok && i < blocks->cap; i++) {
+		if (blocks->count[i] == 0)
+			continue;
+		const uint8_t *k = blocks->keys + i * CS_KEY_MAX;
+		if (delta > 0)
+			ok = keyset_add(&s->cover, k, 1) >= 0;
+		else
+			ok = keyset_dec(&s->cover, k) >= 0;
+	}
+	if (!ok) {
+		keyset_free(&s->cover);
+		s->cover_ok = 0;
+	}
+	pthread_rwlock_unlock(&s->lock);
+	return ok ? 0 : cs_fail(-ENOMEM, "out of memory for the pins' cover map");
+}
+
+/* Builds the cover map from every pin. Called with life_mu held. */
+static int cover_build(cs_store *s)
+{
+	uint8_t key[CS_KEY_MAX], last[CS_KEY_MAX];
+	const uint8_t *after = NULL;
+	struct idx_val v;
+	int rc = 0;
+
+	if (s->cover_ok)
+		return 0;
+	for (;;) {
+		pthread_rwlock_rdlock(&s->lock);
+		int more = idx_next(s->pins, after, key, &v) == 0;
+		pthread_rwlock_unlock(&s->lock);
+		if (!more)
+			break;
+		memcpy(last, key, CS_KEY_MAX);
+		after = last;
+		struct collect c = {s, KEYSET_INIT};
+		cs_cid root;
+		if ((rc = pin_cid(key, &v, &root)) == 0)
+			rc = pin_walk(s, &root, pin_kind(&v), DAG_MISSING_OK | DAG_LENIENT, &c);
+		if (rc == 0)
+			rc = cover_apply(s, &c.seen, 1);
+		keyset_free(&c.seen);
+		if (rc != 0)
+			break;
+	}
+	if (rc != 0) {
+		cover_drop(s);
+		return rc;
+	}
+	s->cover_ok = 1;
+	return 0;
+}
+
+/* Finds a recursive pin whose DAG holds key, for a message. Called with life_mu held. */
+static int find_holder(cs_store *s, const uint8_t target[CS_KEY_MAX], cs_cid *via)
+{
+	uint8_t key[CS_KEY_MAX], last[CS_KEY_MAX];
+	const uint8_t *after = NULL;
+	struct idx_val v;
+
+	for (;;) {
+		pthread_rwlock_rdlock(&s->lock);
+		int more = idx_next(s->pins, after, key, &v) == 0;
+		pthread_rwlock_unlock(&s->lock);
+		if (!more)
+			return CS_ENOTFOUND;
+		memcpy(last, key, CS_KEY_MAX);
+		after = last;
+		if (pin_kind(&v) != CS_PIN_RECURSIVE)
+			continue;
+		struct collect c = {s, KEYSET_INIT};
+		int rc = pin_cid(key, &v, via);
+		if (rc == 0)
+			rc = pin_walk(s, via, CS_PIN_RECURSIVE, DAG_MISSING_OK | DAG_LENIENT, &c);
+		int held = rc == 0 && keyset_get(&c.seen, target) > 0;
+		keyset_free(&c.seen);
+		if (rc != 0)
+			return rc;
+		if (held)
+			return 0;
+	}
+}
+
+/* How key is held: CS_PIN_DIRECT / CS_PIN_RECURSIVE / CS_PIN_INDIRECT (with *via), or
+ * CS_ENOTFOUND. Called with life_mu held. */
+static int held_by(cs_store *s, const uint8_t key[CS_KEY_MAX], cs_cid *via)
+{
+	struct idx_val v;
+
+	pthread_rwlock_rdlock(&s->lock);
+	int rc = idx_get(s->pins, key, &v);
+	pthread_rwlock_unlock(&s->lock);
+	if (rc == 0) {
+		if (via != NULL && (rc = pin_cid(key, &v, via)) != 0)
+			return rc;
+		return pin_kind(&v);
+	}
+	if ((rc = cover_build(s)) != 0)
+		return rc;
+	pthread_rwlock_rdlock(&s->lock);
+	uint32_t n = keyset_get(&s->cover, key);
+	pthread_rwlock_unlock(&s->lock);
+	if (n == 0)
+		return CS_ENOTFOUND;
+	cs_cid holder;
+	if ((rc = find_holder(s, key, &holder)) != 0)
+		return rc == CS_ENOTFOUND ? cs_fail(CS_ECORRUPT, "the pins' cover map holds a "
+		                                                 "block no pin reaches")
+		                          : rc;
+	if (via != NULL)
+		*via = holder;
+	return CS_PIN_INDIRECT;
+}
+
+int pin_check_held(cs_store *s, const uint8_t key[CS_KEY_MAX], const cs_cid *cid)
+{
+	char text[CS_CID_TEXT_MAX], vtext[CS_CID_TEXT_MAX];
+	cs_cid via;
+
+	int kind = held_by(s, key, &via);
+	if (kind == CS_ENOTFOUND)
+		return 0;
+	if (kind < 0)
+		return kind;
+	if (kind == CS_PIN_INDIRECT)
+		return cs_fail(CS_EPINNED, "block %s is held by the recursive pin on %s",
+		               cid_text(cid, text), cid_text(&via, vtext));
+	return cs_fail(CS_EPINNED, "block %s is pinned (%s)", cid_text(cid, text),
+	               kind == CS_PIN_DIRECT ? "direct" : "recursive");
+}
+
+/* ---- Public functions ------------------------------------------------------------------ */
+
+/* Appends a pin record; for REC_PIN_DEL kind is 0. */
+static int append_pin(cs_store *s, uint8_t type, uint8_t kind, const cs_cid *root,
+                      struct wal_pos *pos, uint64_t *seq)
+{
+	uint8_t meta[REC_PIN_META];
+	rec_pin_meta(meta, kind, root->len);
+	struct iovec parts[2] = {{meta, sizeof(meta)}, {(void *)root->bytes, root->len}};
+	struct wal_rec rec = {.type = type, .parts = parts, .nparts = 2};
+	return wal_append(s->wal, &rec, 1, pos, seq);
+}
+
+/* Everything appended so far durable, as the durability mode says (a no-op pin add). */
+static int wait_appended(cs_store *s)
+{
+	struct wal_stat ws;
+	wal_stat(s->wal, &ws);
+	return ws.next_seq > 1 ? wal_wait(s->wal, ws.next_seq - 1) : 0;
+}
+
+CS_API int cs_pin_add(cs_store *s, const cs_cid *root, int kind)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct collect c = {s, KEYSET_INIT};
+	struct idx_val old;
+	struct wal_pos pos;
+	cs_cid_info info;
+	uint64_t seq = 0;
+	int rc, had;
+
+	cs_clear_error();
+	if (kind != CS_PIN_DIRECT && kind != CS_PIN_RECURSIVE)
+		return cs_fail(CS_EINVAL, "pin kind %d is neither direct (%d) nor recursive (%d)",
+		               kind, CS_PIN_DIRECT, CS_PIN_RECURSIVE);
+	if ((rc = check_root(root, key, &info)) != 0)
+		return rc;
+
+	pthread_mutex_lock(&s->life_mu); /* P1 */
+	pthread_rwlock_rdlock(&s->lock);
+	had = idx_get(s->pins, key, &old) == 0;
+	uint64_t npins = idx_count(s->pins);
+	pthread_rwlock_unlock(&s->lock);
+	if (had && (pin_kind(&old) == kind || pin_kind(&old) == CS_PIN_RECURSIVE)) {
+		pthread_mutex_unlock(&s->life_mu);
+		if (pin_kind(&old) != kind) {
+			char text[CS_CID_TEXT_MAX];
+			return cs_fail(
+			    CS_EINVAL,
+			    "%s is pinned recursively; remove that pin before pinning it "
+			    "directly",
+			    cid_text(root, text));
+		}
+		return wait_appended(s); /* pinned already; its record may still be on its way */
+	}
+	if (!had && npins >= CS_PINS_MAX) {
+		rc = cs_fail(CS_ELIMIT, "the store holds %u pins, the most it can", CS_PINS_MAX);
+		goto out;
+	}
+	if ((rc = pin_walk(s, root, kind, 0, &c)) != 0)
+		goto out;
+	if ((rc = append_pin(s, REC_PIN_ADD, (uint8_t)kind, root, &pos, &seq)) != 0)
+		goto out;
+	struct idx_val v = {pos.seg, pos.off, pin_len(kind, info.version), (uint32_t)info.codec};
+	pthread_rwlock_wrlock(&s->lock);
+	int put = idx_put(s->pins, key, &v, NULL);
+	if (put >= 0) {
+		s->pins_recursive += kind == CS_PIN_RECURSIVE;
+		s->pins_recursive -= had && pin_kind(&old) == CS_PIN_RECURSIVE;
+	}
+	pthread_rwlock_unlock(&s->lock);
+	if (put < 0) {
+		/* The log holds a pin the table could not take: take it back in the log too, so
+		 * the next open agrees with what the caller was told. */
+		rc = cs_fail(-ENOMEM, "out of memory for the pin table");
+		if (!had)
+			(void)append_pin(s, REC_PIN_DEL, 0, root, NULL, &seq);
+		goto out;
+	}
+	if (s->cover_ok) {
+		/* An upgrade from direct: the root was counted once already. */
+		if (had)
+			(void)keyset_dec(&c.seen, key);
+		(void)cover_apply(s, &c.seen, 1); /* on failure the map is dropped (P2) */
+	}
+out:
+	pthread_mutex_unlock(&s->life_mu);
+	keyset_free(&c.seen);
+	if (rc != 0)
+		return rc;
+	return wal_wait(s->wal, seq);
+}
+
+CS_API int cs_pin_rm(cs_store *s, const cs_cid *root)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct idx_val v;
+	cs_cid_info info;
+	uint64_t seq = 0;
+	char text[CS_CID_TEXT_MAX];
+	int rc;
+
+	cs_clear_error();
+	if ((rc = check_root(root, key, &info)) != 0)
+		return rc == CS_ENOTFOUND
+		           ? cs_fail(CS_ENOTFOUND, "%s is not pinned", cid_text(root, text))
+		           : rc;
+	pthread_mutex_lock(&s->life_mu); /* P1 */
+	pthread_rwlock_rdlock(&s->lock);
+	rc = idx_get(s->pins, key, &v);
+	pthread_rwlock_unlock(&s->lock);
+	if (rc != 0) {
+		rc = cs_fail(CS_ENOTFOUND, "%s is not pinned", cid_text(root, text));
+		goto out;
+	}
+	cs_cid pinned;
+	if ((rc = pin_cid(key, &v, &pinned)) != 0 ||
+	    (rc = append_pin(s, REC_PIN_DEL, 0, &pinned, NULL, &seq)) != 0)
+		goto out;
+	pthread_rwlock_wrlock(&s->lock);
+	CS_ASSERT(idx_del(s->pins, key, NULL) == 0); /* present under life_mu */
+	s->pins_recursive -= pin_kind(&v) == CS_PIN_RECURSIVE;
+	pthread_rwlock_unlock(&s->lock);
+	if (s->cover_ok) {
+		struct collect c = {s, KEYSET_INIT};
+		if (pin_walk(s, &pinned, pin_kind(&v), DAG_MISSING_OK | DAG_LENIENT, &c) == 0)
+			(void)cover_apply(s, &c.seen, -1); /* dropped on failure (P2) */
+		else
+			cover_drop(s); /* P2: rebuilt on next need */
+		keyset_free(&c.seen);
+	}
+out:
+	pthread_mutex_unlock(&s->life_mu);
+	if (rc != 0)
+		return rc;
+	return wal_wait(s->wal, seq);
+}
+
+/* Pins are listed in pieces copied out under the read lock, as blocks are. */
+#define PIN_STEP 256
+
+CS_API int cs_pin_list(cs_store *s, int (*fn)(void *ctx, const cs_cid *cid, int kind), void *ctx)
+{
+	uint8_t(*keys)[CS_KEY_MAX];
+	struct idx_val vals[PIN_STEP];
+	uint8_t last[CS_KEY_MAX];
+	const uint8_t *after = NULL;
+	int n, rc = 0;
+
+	cs_clear_error();
+	if (fn == NULL)
+		return cs_fail(CS_EINVAL, "no callback given");
+	keys = malloc(PIN_STEP * CS_KEY_MAX);
+	if (keys == NULL)
+		return -ENOMEM;
+	do {
+		n = 0;
+		pthread_rwlock_rdlock(&s->lock);
+		while (n < PIN_STEP && idx_next(s->pins, after, keys[n], &vals[n]) == 0) {
+			after = keys[n];
+			n++;
+		}
+		pthread_rwlock_unlock(&s->lock);
+		for (int i = 0; i < n && rc == 0; i++) {
+			cs_cid cid;
+			if ((rc = pin_cid(keys[i], &vals[i], &cid)) == 0)
+				rc = fn(ctx, &cid, pin_kind(&vals[i]));
+		}
+		if (n > 0) {
+			memcpy(last, keys[n - 1], CS_KEY_MAX);
+			after = last;
+		}
+	} while (rc == 0 && n == PIN_STEP);
+	free(keys);
+	return rc;
+}
+
+CS_API int cs_pin_test(cs_store *s, const cs_cid *cid, int *kind, cs_cid *via)
+{
+	uint8_t key[CS_KEY_MAX];
+	cs_cid_info info;
+	char text[CS_CID_TEXT_MAX];
+	int rc;
+
+	cs_clear_error();
+	if ((rc = check_root(cid, key, &info)) != 0)
+		return rc == CS_ENOTFOUND
+		           ? cs_fail(CS_ENOTFOUND, "%s is not pinned", cid_text(cid, text))
+		           : rc;
+	pthread_mutex_lock(&s->life_mu);
+	rc = held_by(s, key, via);
+	pthread_mutex_unlock(&s->life_mu);
+	if (rc == CS_ENOTFOUND)
+		return cs_fail(CS_ENOTFOUND, "%s is not held by any pin", cid_text(cid, text));
+	if (rc < 0)
+		return rc;
+	if (kind != NULL)
+		*kind = rc;
+	if (via != NULL && rc != CS_PIN_INDIRECT)
+		*via = *cid;
+	return 0;
+}
+
+/* ---- Replay ---------------------------------------------------------------------------- */
+
+int pin_apply(cs_store *s, const struct rec_view *r)
+{
+	struct rec_pin p;
+	uint8_t key[CS_KEY_MAX];
+	struct idx_val old;
+	cs_cid cid;
+	cs_cid_info info;
+
+	if (rec_pin_decode(r->h.type, r->payload, r->h.len, &p) != 0 ||
+	    cs_cid_from_bytes(p.cid, p.cid_len, &cid) != 0 || cs_cid_inspect(&cid, &info) != 0 ||
+	    cid_key(&cid, key) != 0)
+		return cs_fail(CS_ECORRUPT,
+		               "segment %08x offset %u: malformed pin record (seq %llu)",
+		               r->pos.seg, r->pos.off, (unsigned long long)r->h.seq);
+	if (r->h.type == REC_PIN_DEL) {
+		/* An absent pin is no error: under salvage its add may be among the records lost.
+		 */
+		if (idx_del(s->pins, key, &old) == 0)
+			s->pins_recursive -= pin_kind(&old) == CS_PIN_RECURSIVE;
+		return 0;
+	}
+	struct idx_val v = {r->pos.seg, r->pos.off, pin_len(p.kind, info.version),
+	                    (uint32_t)info.codec};
+	int rc = idx_put(s->pins, key, &v, &old);
+	if (rc < 0)
+		return rc;
+	if (rc == 1)
+		s->pins_recursive -= pin_kind(&old) == CS_PIN_RECURSIVE;
+	s->pins_recursive += p.kind == CS_PIN_RECURSIVE;
+	if (rc == 0 && idx_count(s->pins) > CS_PINS_MAX)
+		return cs_fail(CS_ELIMIT, "segment %08x offset %u: the log sets more than %u pins",
+		               r->pos.seg, r->pos.off, CS_PINS_MAX);
+	return 0;
+}
