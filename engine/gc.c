@@ -95,23 +95,42 @@ static int mark_deep(void *ctx, const uint8_t key[CS_KEY_MAX], const cs_cid *cid
 	return rc;
 }
 
+/* A walk's admission with its own visited set, shading each new block (E2). */
+static int shade_visit(void *ctx, const uint8_t key[CS_KEY_MAX], const cs_cid *cid)
+{
+	struct gc_walk *w = ctx;
+	int rc = keyset_add(&w->seen, key, 1);
+	if (rc < 0)
+		return cs_fail(rc, "out of memory for a DAG walk's visited set");
+	if (rc == 0)
+		return 0; /* seen before */
+	if ((rc = gc_shade(w->s, key)) < 0)
+		return rc;
+	return 1;
+}
+
+int gc_walk_shading(cs_store *s, const cs_cid *root, unsigned flags, struct gc_walk *w)
+{
+	w->s = s;
+	return dag_walk(s, root, flags, shade_visit, w, NULL);
+}
+
 int gc_shade_dag_locked(cs_store *s, const cs_cid *root, pthread_mutex_t *mu)
 {
 	/* Bounded in practice: each retry means another collection became active meanwhile. */
 	for (;;) {
 		unsigned epoch = atomic_load(&s->gc_epoch);
-		int shaded = active(s);
-		if (shaded) {
-			pthread_mutex_lock(&s->life_mu); /* E2: no sweep piece while we walk */
-			int rc =
-			    dag_walk(s, root, DAG_MISSING_OK | DAG_LENIENT, mark_deep, s, NULL);
-			pthread_mutex_unlock(&s->life_mu);
-			if (rc != 0)
-				return rc;
-		}
+		int was_active = active(s);
+		struct gc_walk w = {s, KEYSET_INIT};
+		/* Strict about missing blocks: a name never lands on a DAG a collection has
+		 * begun to take (or that was broken before). */
+		int rc = gc_walk_shading(s, root, DAG_LENIENT, &w);
+		keyset_free(&w.seen);
+		if (rc != 0)
+			return rc;
 		pthread_mutex_lock(mu);
 		/* Activation holds mu, so neither can change until the caller lets go. */
-		if (!active(s) || (shaded && atomic_load(&s->gc_epoch) == epoch))
+		if (!active(s) || (was_active && atomic_load(&s->gc_epoch) == epoch))
 			return 0;
 		pthread_mutex_unlock(mu);
 	}

@@ -80,27 +80,8 @@ static int check_root(const cs_cid *root, uint8_t key[CS_KEY_MAX], cs_cid_info *
 
 /* ---- The walk's visited sets ------------------------------------------------------------ */
 
-/* A walk that admits each block once (its own set) and shades it for a running GC. */
-struct collect {
-	cs_store *s;
-	struct keyset seen;
-};
-
-static int collect_visit(void *ctx, const uint8_t key[CS_KEY_MAX], const cs_cid *cid)
-{
-	struct collect *c = ctx;
-	int rc = keyset_add(&c->seen, key, 1);
-	if (rc < 0)
-		return cs_fail(rc, "out of memory for a pin's visited set");
-	if (rc == 0)
-		return 0; /* seen before */
-	if ((rc = gc_shade(c->s, key)) < 0)
-		return rc;
-	return 1;
-}
-
 /* Walks the DAG of pin (key, kind) into c->seen. A direct pin holds its root only. */
-static int pin_walk(cs_store *s, const cs_cid *root, int kind, unsigned flags, struct collect *c)
+static int pin_walk(cs_store *s, const cs_cid *root, int kind, unsigned flags, struct gc_walk *c)
 {
 	uint8_t key[CS_KEY_MAX];
 	struct idx_val v;
@@ -108,12 +89,13 @@ static int pin_walk(cs_store *s, const cs_cid *root, int kind, unsigned flags, s
 	int rc;
 
 	if (kind == CS_PIN_RECURSIVE)
-		return dag_walk(s, root, flags, collect_visit, c, NULL);
+		return gc_walk_shading(s, root, flags, c);
 	rc = cid_key(root, key); /* CS_ENOTFOUND: a hash the store never holds */
 	if (rc == 0) {
-		if ((rc = collect_visit(c, key, root)) < 0)
-			return rc;
-		rc = store_lookup(s, key, &v);
+		if (keyset_add(&c->seen, key, 1) < 0)
+			return cs_fail(-ENOMEM, "out of memory for a pin's visited set");
+		if ((rc = gc_shade(s, key)) == 0)
+			rc = store_lookup(s, key, &v);
 	}
 	if (rc == CS_ENOTFOUND && !(flags & DAG_MISSING_OK))
 		return cs_fail(CS_ENOTFOUND, "block %s is not in the store", cid_text(root, text));
@@ -172,7 +154,7 @@ static int cover_build(cs_store *s)
 			break;
 		memcpy(last, key, CS_KEY_MAX);
 		after = last;
-		struct collect c = {s, KEYSET_INIT};
+		struct gc_walk c = {s, KEYSET_INIT};
 		cs_cid root;
 		if ((rc = pin_cid(key, &v, &root)) == 0)
 			rc = pin_walk(s, &root, pin_kind(&v), DAG_MISSING_OK | DAG_LENIENT, &c);
@@ -207,7 +189,7 @@ static int find_holder(cs_store *s, const uint8_t target[CS_KEY_MAX], cs_cid *vi
 		after = last;
 		if (pin_kind(&v) != CS_PIN_RECURSIVE)
 			continue;
-		struct collect c = {s, KEYSET_INIT};
+		struct gc_walk c = {s, KEYSET_INIT};
 		int rc = pin_cid(key, &v, via);
 		if (rc == 0)
 			rc = pin_walk(s, via, CS_PIN_RECURSIVE, DAG_MISSING_OK | DAG_LENIENT, &c);
@@ -292,7 +274,7 @@ static int wait_appended(cs_store *s)
 CS_API int cs_pin_add(cs_store *s, const cs_cid *root, int kind)
 {
 	uint8_t key[CS_KEY_MAX];
-	struct collect c = {s, KEYSET_INIT};
+	struct gc_walk c = {s, KEYSET_INIT};
 	struct idx_val old;
 	struct wal_pos pos;
 	cs_cid_info info;
@@ -392,7 +374,7 @@ CS_API int cs_pin_rm(cs_store *s, const cs_cid *root)
 	s->pins_recursive -= pin_kind(&v) == CS_PIN_RECURSIVE;
 	pthread_rwlock_unlock(&s->lock);
 	if (s->cover_ok) {
-		struct collect c = {s, KEYSET_INIT};
+		struct gc_walk c = {s, KEYSET_INIT};
 		if (pin_walk(s, &pinned, pin_kind(&v), DAG_MISSING_OK | DAG_LENIENT, &c) == 0)
 			(void)cover_apply(s, &c.seen, -1); /* dropped on failure (P2) */
 		else

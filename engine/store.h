@@ -89,11 +89,19 @@ int pin_check_held(cs_store *s, const uint8_t key[CS_KEY_MAX], const cs_cid *cid
  * Errors: -ENOMEM (the caller must fail its operation). */
 int gc_shade(cs_store *s, const uint8_t key[CS_KEY_MAX]);
 
-/* Shades every present block of the DAG under root for a running collection, and returns
- * with mu locked, such that either no collection is active or the active one has the DAG
- * shaded (E2, E4 of gc.c). mu is a lock that collection activation takes (name_mu), held by
- * the caller until its root is in its table. Takes life_mu for the walk. On error mu is not
- * held. Errors: -ENOMEM, read errors of the walk. */
+/* A DAG walk that admits each block once (its own set) and shades it for a running
+ * collection (E2 of gc.c): what a pin add or a name set walks. */
+struct gc_walk {
+	cs_store *s;
+	struct keyset seen; /* the blocks admitted; freed by the caller */
+};
+int gc_walk_shading(cs_store *s, const cs_cid *root, unsigned flags, struct gc_walk *w);
+
+/* Checks that the whole DAG under root is present, shading it for a running collection, and
+ * returns with mu locked, such that either no collection is active or the active one has
+ * the DAG shaded (E2, E4 of gc.c). mu is a lock that collection activation takes (name_mu),
+ * held by the caller until its root is in its table. On error mu is not held. Errors:
+ * CS_ENOTFOUND (names the first missing block), -ENOMEM, read errors of the walk. */
 int gc_shade_dag_locked(cs_store *s, const cs_cid *root, pthread_mutex_t *mu);
 
 /* Called by cs_store_close() before it tears down: stops a running cs_gc and waits. */

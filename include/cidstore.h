@@ -556,12 +556,17 @@ typedef struct cs_name_info {
 CS_API int cs_name_check(const char *name);
 
 /* Sets name (borrowed) to root (borrowed: a v0 or v1 CID, kept as given) and size,
- * replacing an earlier setting; the time set is the clock's now. The root block must be
- * present (as cs_block_has() says; the name does not keep it from a later delete). Returns
- * once the setting is durable as the store's durability mode defines. Errors: CS_EINVAL
- * (name empty, longer than CS_NAME_MAX, not valid UTF-8, or holding a newline or other
- * control character; the message says which rule and at which byte; or root is not a valid
- * CID), CS_ENOTFOUND (root block absent), CS_ELIMIT (a new name while 2^24 are held),
+ * replacing an earlier setting; the time set is the clock's now. Every block of the DAG
+ * under root must be present (reached through dag-pb links; CS_ENOTFOUND names the first
+ * missing one), so a name never lands on a broken file, nor on one a running cs_gc has begun
+ * to take (blocks put before a collection began and reachable from no root are garbage to
+ * it; add and name with the collector idle, or retry the add). A name is a GC root: its
+ * whole DAG survives collections, but it does not keep its blocks from cs_block_delete.
+ * Returns once the setting is durable as the store's durability mode defines. Errors:
+ * CS_EINVAL (name empty, longer than CS_NAME_MAX, not valid UTF-8, or holding a newline or
+ * other control character; the message says which rule and at which byte; or root is not a valid
+ * CID), CS_ENOTFOUND (a block of the DAG absent), CS_ECORRUPT (a dag-pb block of it fails
+ * its checksum), CS_ELIMIT (a new name while 2^24 are held),
  * CS_EPOISONED, CS_EFULL, CS_ECLOSED, -ENOMEM, -errno. */
 CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size);
 
