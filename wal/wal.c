@@ -594,10 +594,12 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 			               cs_strerror(rc));
 		}
 		b->seg = last->id;
-		/* A full or foreign-window segment is closed to appends: the start offset at
-		 * its capacity makes the first append start the next segment. */
-		b->start = seg_appendable(w, &cfg->segs[w->nsegs - 1]) ? last->end
-		                                                       : (uint32_t)last->capacity;
+		/* A full or foreign-window segment, or one whose torn tail recovery left in
+		 * place, is closed to appends: the start offset at its capacity makes the
+		 * first append start the next segment. */
+		b->start = !cfg->segs[w->nsegs - 1].closed && seg_appendable(w, &cfg->segs[w->nsegs - 1])
+		               ? last->end
+		               : (uint32_t)last->capacity;
 		w->wfd = last->fd;
 	}
 

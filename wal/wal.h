@@ -38,6 +38,7 @@ struct wal_seg {
 	uint64_t first_seq;
 	uint64_t capacity; /* file size */
 	uint32_t end;      /* offset just past its last valid record */
+	int closed;        /* recovery left bytes past end in place: append in a new segment */
 };
 
 struct wal_config {
