@@ -143,7 +143,7 @@ static void check_store(const char *dir, uint64_t *ambiguous)
 	int rc = cs_store_open(dir, &o, &s);
 	if (rc != 0)
 		fail_msg("reopen after kill: %s: %s", cs_strerror(rc), cs_errmsg());
-	const char *bad = tu_model_check(&model, s, MAX_BLOCK, want, got, ambiguous);
+	const char *bad = tu_model_check(&model, s, MAX_BLOCK, NULL, want, got, ambiguous);
 	if (bad != NULL)
 		fail_msg("%s", bad);
 	assert_int_equal(cs_store_close(s), 0);

@@ -239,14 +239,15 @@ static inline void tu_model_note(struct tu_model *m, uint64_t seed, int ack, int
 /*
  * Checks the open store s against the model: every block whose last acknowledged
  * operation was a put is present and byte-exact (its bytes are tu_fill(seed) of
- * tu_len(seed, max_len)), every acknowledged delete absent, a block in flight either way
+ * len_of(seed) bytes, or of tu_len(seed, max_len) with len_of NULL), every acknowledged delete absent, a block in flight either way
  * but exact; settles in-flight entries to what the store holds, and checks that the store
  * holds no other block and verifies clean. buf and want hold max_len bytes. Returns a
  * message for the first mismatch (static storage), or NULL; adds to *ambiguous the entries
  * that were in flight.
  */
 static inline const char *tu_model_check(struct tu_model *m, cs_store *s, size_t max_len,
-                                         uint8_t *want, uint8_t *got, uint64_t *ambiguous)
+                                         size_t (*len_of)(uint64_t seed), uint8_t *want,
+                                         uint8_t *got, uint64_t *ambiguous)
 {
 	static char msg[300];
 	uint64_t present = 0;
@@ -254,7 +255,7 @@ static inline const char *tu_model_check(struct tu_model *m, cs_store *s, size_t
 		struct tu_entry *e = &m->t[i];
 		if (!e->used)
 			continue;
-		size_t len = tu_len(e->seed, max_len), n;
+		size_t len = len_of != NULL ? len_of(e->seed) : tu_len(e->seed, max_len), n;
 		tu_fill(want, len, e->seed);
 		cs_cid cid;
 		if (cs_cid_compute(want, len, CS_CODEC_RAW, CS_HASH_SHA2_256, &cid) != 0)
