@@ -43,7 +43,7 @@ extern "C" {
 #define CS_EBUSY (-30604)      /* the store directory is locked by another opener */
 #define CS_EPOISONED (-30605)  /* an earlier write or fsync failed; close and reopen */
 #define CS_EPINNED (-30606)    /* the block is held by a pin */
-#define CS_EFULL (-30607)      /* the store's quota or the disk is full */
+#define CS_EFULL (-30607)      /* the disk or quota is full (ENOSPC, EDQUOT); nothing lost */
 #define CS_EVERSION (-30608)   /* on-disk format newer than this library understands */
 #define CS_EUNSUPPORTED (-30609) /* valid but unsupported: hash function, CID version, ... */
 #define CS_EBUFSIZE (-30610)   /* caller's buffer too small; the needed size was returned */
@@ -177,7 +177,10 @@ CS_API int cs_store_close(cs_store *s);
 /* Stores len bytes of data (borrowed) as a block with the given codec and hash code, and
  * sets *out to its CIDv1. If the block is already present nothing is written. Returns once
  * the block is durable as the store's durability mode defines. Errors: CS_ELIMIT (len >
- * CS_BLOCK_MAX), CS_EUNSUPPORTED (hash), CS_EPOISONED, CS_EFULL, CS_ECLOSED, -errno. */
+ * CS_BLOCK_MAX), CS_EUNSUPPORTED (hash), CS_EPOISONED, CS_ECLOSED, -errno, and CS_EFULL:
+ * the block needed a new log segment and creating it failed with ENOSPC or EDQUOT (the
+ * message names which); nothing was written, the handle is not poisoned, and a later call
+ * tries the creation again, so it succeeds once space is freed. */
 CS_API int cs_block_put(cs_store *s, const void *data, size_t len, uint64_t codec,
 			uint64_t hash, cs_cid *out);
 
@@ -198,7 +201,8 @@ CS_API void cs_free(void *p);
 CS_API int cs_block_has(cs_store *s, const cs_cid *cid);
 
 /* Deletes the block: logs a tombstone and drops it from the index. Durable as put is.
- * Errors: CS_ENOTFOUND, CS_EINVAL, CS_EPOISONED, CS_ECLOSED, -errno. */
+ * Errors: CS_ENOTFOUND, CS_EINVAL, CS_EPOISONED, CS_EFULL (as for cs_block_put: the
+ * tombstone needed a segment that could not be created), CS_ECLOSED, -errno. */
 CS_API int cs_block_delete(cs_store *s, const cs_cid *cid);
 
 /* Makes every write that returned before this call durable, whatever the durability mode.

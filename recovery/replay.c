@@ -12,6 +12,14 @@
  *   P1. Only the last segment file is ever changed (torn tail zeroed, a short file extended
  *       back to its capacity) or removed (a crash while it was being created). Earlier
  *       segments are only read: by G2 they were synced whole, so they hold no torn writes.
+ *   P6. Repeated opens agree. A torn tail is zeroed only where nothing that decided this
+ *       open lies in it: in a segment where salvage resumed after corruption, the records
+ *       whose synced seq proved the corruption may lie in the tail, and zeroing them would
+ *       make the next open judge the same damage a torn tail and drop what this one applied.
+ *       There the tail is left in place and the segment is closed to appends (the writer
+ *       starts the next one), so every later open reads the same bytes: as the last
+ *       segment it decides the same, and once a successor exists it is a middle segment
+ *       whose successor continues from the tail's seq, which is accepted.
  *   P2. The apply callback sees only records of complete transactions, in log order, each
  *       once, each after its checksum verified and its seq equalled the expected one. Under
  *       salvage, when the record scanning resumes at carries REC_F_MID, the rest of its
@@ -92,6 +100,7 @@ struct replay {
 	uint64_t txn_seq;   /* its seq */
 	int dropping;       /* salvage resumed here: the current transaction is not applied */
 	int resumed;        /* salvage resumed here and no transaction has completed since */
+	int salvaged_here;  /* times salvage resumed in this segment after corruption (P6) */
 	uint64_t salv_from; /* where the last salvaged region began, and its first seq */
 	uint64_t salv_seq;
 };
@@ -362,6 +371,7 @@ static int handle_damage(struct replay *rp, uint64_t P, enum damage d, const str
 		 * then its transaction is not applied (scan_segment counts it as salvaged). */
 		rp->dropping = (r_flags & REC_F_MID) != 0;
 		rp->resumed = 1;
+		rp->salvaged_here++;
 		say(rp, CS_LOG_WARN,
 		    "segment %08x: salvage skipped offsets %llu..%llu (%s), losing seqs "
 		    "%llu..%llu (%llu records)%s",
@@ -379,15 +389,27 @@ static int handle_damage(struct replay *rp, uint64_t P, enum damage d, const str
 	/* (b), (c), or a transaction left open at a clean end: a torn tail. Nothing in it was
 	 * acknowledged (G3, G4), so it is dropped from its start. */
 	uint64_t zero_from = start;
-	if (rp->last && rp->resumed && rp->txn != 0) {
-		/* The transaction salvage resumed at is itself torn: everything from the
-		 * salvaged region on is gone, so the log ends where that region began (which
-		 * keeps the next open's answer the same). */
+	if (rp->last && rp->resumed && rp->txn != 0 && rp->salvaged_here == 1) {
+		/* The transaction salvage resumed at is itself torn, and nothing was applied
+		 * since the resume: everything from the salvaged region on is gone, so the log
+		 * ends where that region began. Zeroing it all leaves the next open a clean
+		 * end there, the same answer (P6). */
 		zero_from = rp->salv_from;
 		start_seq = rp->salv_seq;
 	}
 	rp->seq = start_seq;
 	*end = zero_from;
+	if (rp->last && rp->salvaged_here && zero_from == start) {
+		/* P6: the records that proved the salvaged damage corrupt may be in the tail;
+		 * keep every byte, and let the writer begin the next segment. */
+		rp->res->torn_bytes += z - start;
+		rp->res->last_closed = 1;
+		say(rp, CS_LOG_WARN,
+		    "segment %08x: torn tail of %llu bytes at offset %llu left in place, since "
+		    "salvage resumed earlier in this segment; it takes no more appends",
+		    sf->id, (unsigned long long)(z - start), (unsigned long long)start);
+		return SEG_DONE;
+	}
 	if (rp->last) {
 		rc = zero_range(rp, zero_from, z);
 		if (rc != 0)
@@ -541,6 +563,7 @@ static int scan_segment(struct replay *rp, uint32_t *end)
 	rp->txn = 0;
 	rp->dropping = 0;
 	rp->resumed = 0;
+	rp->salvaged_here = 0;
 	posix_fadvise(rp->sf->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	/* Bounded: off grows by at least CS_REC_HEADER per pass, or strictly on a resume after
 	 * salvage (the record resumed at is valid), and every exit is at or before lim. */
@@ -876,6 +899,7 @@ static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfil
 		    .first_seq = first,
 		    .capacity = sf->h.capacity,
 		    .end = end,
+		    .closed = i + 1 == n && rp->res->last_closed,
 		};
 	}
 	rp->res->next_seq = n > 0 ? rp->seq : 1;

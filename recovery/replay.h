@@ -39,10 +39,13 @@ struct rec_result {
 	uint64_t next_seq;     /* 1 + the last applied seq (1 for an empty log) */
 	uint64_t records;      /* records applied */
 	uint64_t torn_bytes;   /* bytes of torn tail: zeroed in the last segment, left in
-				* place in an earlier one the next segment continues */
+				* place in an earlier one the next segment continues, and in
+				* a last one where salvage resumed (last_closed) */
 	uint64_t salvaged_records; /* seqs missing in skipped regions (salvage only) */
 	uint64_t salvaged_bytes;   /* bytes skipped (salvage only) */
 	uint64_t stray_files;      /* names in the directory that are not ours, left alone */
+	int last_closed;           /* the last segment's torn tail was left in place (salvage
+				    * resumed in it): appends must start the next segment */
 };
 
 /* Errors: CS_ECORRUPT, CS_EVERSION, CS_ELIMIT (more than CS_SEGMENTS_MAX segment files),

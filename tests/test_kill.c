@@ -21,23 +21,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <errno.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <time.h>
 
 #include "test_util.h"
 
 enum { THREADS = 4, MAX_BLOCK = 96 << 10 };
-enum { OP_PUT = 1, OP_DEL = 2, MSG_INTENT = 0x10, MSG_ACK = 0x20, MSG_OPEN = 0x40 };
-
-struct msg {
-	uint32_t kind; /* MSG_INTENT or MSG_ACK, or'ed with OP_* */
-	uint32_t pad;
-	uint64_t seed;
-};
+enum { OP_PUT = 1, OP_DEL = 2, MSG_INTENT = 0x10, MSG_ACK = 0x20 };
 
 /* ---- the child ---------------------------------------------------------------------- */
 
@@ -51,13 +40,6 @@ struct child_thread {
 	struct child *c;
 	int id;
 };
-
-static void send_msg(int fd, uint32_t kind, uint64_t seed)
-{
-	struct msg m = {kind, 0, seed};
-	if (write(fd, &m, sizeof(m)) != sizeof(m))
-		_exit(3);
-}
 
 static void *child_worker(void *p)
 {
@@ -79,30 +61,38 @@ static void *child_worker(void *p)
 			cs_cid cid;
 			if (cs_cid_compute(buf, len, CS_CODEC_RAW, CS_HASH_SHA2_256, &cid) != 0)
 				_exit(4);
-			send_msg(c->fd, MSG_INTENT | OP_DEL, seed);
+			tu_send(c->fd, MSG_INTENT | OP_DEL, 0, seed);
 			if (cs_block_delete(c->s, &cid) != 0)
 				_exit(5);
-			send_msg(c->fd, MSG_ACK | OP_DEL, seed);
+			tu_send(c->fd, MSG_ACK | OP_DEL, 0, seed);
 			continue;
 		}
 		uint64_t seed = c->round << 40 | (uint64_t)t->id << 32 | i;
 		size_t len = tu_len(seed, MAX_BLOCK);
 		tu_fill(buf, len, seed);
 		cs_cid cid;
-		send_msg(c->fd, MSG_INTENT | OP_PUT, seed);
+		tu_send(c->fd, MSG_INTENT | OP_PUT, 0, seed);
 		if (cs_block_put(c->s, buf, len, CS_CODEC_RAW, CS_HASH_SHA2_256, &cid) != 0)
 			_exit(6);
-		send_msg(c->fd, MSG_ACK | OP_PUT, seed);
+		tu_send(c->fd, MSG_ACK | OP_PUT, 0, seed);
 		if (nmine < 4096)
 			mine[nmine++] = seed;
 	}
 	return NULL;
 }
 
-static void run_child(const char *dir, int fd, uint64_t round)
+struct round {
+	const char *dir;
+	uint64_t round;
+	uint64_t acks;
+};
+
+static void run_child(void *ctx, int fd)
 {
+	struct round *rd = ctx;
+	const char *dir = rd->dir;
 	cs_options o = tu_opts();
-	struct child c = {NULL, fd, round};
+	struct child c = {NULL, fd, rd->round};
 	pthread_t th[THREADS];
 	struct child_thread ts[THREADS];
 
@@ -110,7 +100,7 @@ static void run_child(const char *dir, int fd, uint64_t round)
 		fprintf(stderr, "child open: %s\n", cs_errmsg());
 		_exit(2);
 	}
-	send_msg(fd, MSG_OPEN, 0);
+	tu_send(fd, TU_MSG_OPEN, 0, 0);
 	for (int i = 0; i < THREADS; i++) {
 		ts[i] = (struct child_thread){&c, i};
 		pthread_create(&th[i], NULL, child_worker, &ts[i]);
@@ -120,104 +110,27 @@ static void run_child(const char *dir, int fd, uint64_t round)
 	_exit(0);
 }
 
-/* ---- the parent's model ------------------------------------------------------------- */
+/* ---- the parent ------------------------------------------------------------------ */
 
-enum state { ABSENT = 0, PRESENT = 1 };
+static struct tu_model model;
 
-struct entry {
-	uint64_t seed;     /* 0: empty slot (seeds are never 0: round starts at 1) */
-	uint8_t state;     /* after the last acknowledged operation */
-	uint8_t in_flight; /* an intent after the last ack */
-	uint8_t used;
-};
-
-static struct entry *table;
-static size_t table_cap = 1 << 20;
-
-static struct entry *find(uint64_t seed)
+static void on_msg(void *ctx, const struct tu_msg *m)
 {
-	size_t i = (size_t)(seed * 0x9e3779b97f4a7c15ull) & (table_cap - 1);
-	while (table[i].used && table[i].seed != seed)
-		i = (i + 1) & (table_cap - 1);
-	if (!table[i].used) {
-		table[i].used = 1;
-		table[i].seed = seed;
-	}
-	return &table[i];
+	struct round *rd = ctx;
+	tu_model_note(&model, m->seed, (m->kind & MSG_ACK) != 0, (m->kind & OP_PUT) != 0);
+	rd->acks += (m->kind & MSG_ACK) != 0;
 }
 
-static void apply_msg(const struct msg *m)
-{
-	struct entry *e = find(m->seed);
-	if (m->kind & MSG_INTENT) {
-		e->in_flight = 1;
-	} else {
-		e->in_flight = 0;
-		e->state = (m->kind & OP_PUT) ? PRESENT : ABSENT;
-	}
-}
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Reads messages until the deadline, kills the child, drains what is left. The deadline
- * counts from the child's open when after_open is set, else from the fork: on a loaded
- * machine an open (replay, fsyncs) can take longer than the whole run time, and rounds that
- * kill only opens would check nothing but replay. */
+/* Runs the child until the deadline (counted from its open when after_open is set, else
+ * from the fork: rounds that kill only opens would check nothing but replay), kills it,
+ * and returns the acknowledgements it sent. */
 static uint64_t run_round(const char *dir, uint64_t round, double run_for, int after_open)
 {
-	int p[2];
-	assert_int_equal(pipe(p), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(p[0]);
-		run_child(dir, p[1], round);
-	}
-	close(p[1]);
-	struct msg m;
-	size_t have = 0;
-	uint64_t acks = 0;
-	/* Waiting for the open is bounded too: a child that cannot open within a minute is
-	 * killed, and the check that follows reports the store's state. */
-	double deadline = now() + (after_open ? 60.0 : run_for);
-	int killed = 0;
-	for (;;) {
-		if (!killed && now() >= deadline) {
-			kill(pid, SIGKILL);
-			killed = 1;
-		}
-		struct pollfd pf = {p[0], POLLIN, 0};
-		int ms = killed ? 1000 : (int)((deadline - now()) * 1000) + 1;
-		if (poll(&pf, 1, ms) <= 0)
-			continue;
-		ssize_t n = read(p[0], (uint8_t *)&m + have, sizeof(m) - have);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		have += (size_t)n;
-		if (have == sizeof(m)) {
-			if (m.kind == MSG_OPEN) {
-				if (after_open && !killed)
-					deadline = now() + run_for;
-			} else {
-				apply_msg(&m);
-				acks += (m.kind & MSG_ACK) != 0;
-			}
-			have = 0;
-		}
-	}
-	close(p[0]);
+	struct round rd = {dir, round, 0};
 	int status;
-	waitpid(pid, &status, 0);
-	if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL))
+	if (tu_kill_round(run_child, on_msg, &rd, run_for, after_open, &status) != 0)
 		fail_msg("child ended otherwise than by SIGKILL (status 0x%x)", status);
-	return acks;
+	return rd.acks;
 }
 
 /* Reopens the store and checks it against the model; settles in-flight entries to what
@@ -230,44 +143,9 @@ static void check_store(const char *dir, uint64_t *ambiguous)
 	int rc = cs_store_open(dir, &o, &s);
 	if (rc != 0)
 		fail_msg("reopen after kill: %s: %s", cs_strerror(rc), cs_errmsg());
-	uint64_t present = 0;
-	for (size_t i = 0; i < table_cap; i++) {
-		struct entry *e = &table[i];
-		if (!e->used)
-			continue;
-		size_t len = tu_len(e->seed, MAX_BLOCK), n;
-		tu_fill(want, len, e->seed);
-		cs_cid cid;
-		assert_int_equal(cs_cid_compute(want, len, CS_CODEC_RAW, CS_HASH_SHA2_256, &cid),
-		                 0);
-		rc = cs_block_get(s, &cid, got, sizeof(got), &n);
-		if (rc != 0 && rc != CS_ENOTFOUND)
-			fail_msg("get seed %llx: %s: %s", (unsigned long long)e->seed,
-			         cs_strerror(rc), cs_errmsg());
-		int is = rc == 0;
-		if (is && (n != len || memcmp(want, got, len) != 0))
-			fail_msg("seed %llx: wrong bytes", (unsigned long long)e->seed);
-		if (!e->in_flight && is != (e->state == PRESENT))
-			fail_msg("seed %llx: acknowledged %s but %s after kill",
-			         (unsigned long long)e->seed, e->state ? "put" : "delete",
-			         is ? "present" : "absent");
-		if (e->in_flight) {
-			(*ambiguous)++;
-			e->in_flight = 0;
-			e->state = is ? PRESENT : ABSENT;
-		}
-		present += (uint64_t)is;
-	}
-	cs_stat st;
-	cs_store_stat(s, &st);
-	if (st.blocks != present)
-		fail_msg("store holds %llu blocks, the model %llu: something half-appeared",
-		         (unsigned long long)st.blocks, (unsigned long long)present);
-	uint64_t checked, failed;
-	rc = cs_store_verify(s, NULL, NULL, &checked, &failed);
-	if (rc != 0)
-		fail_msg("verify: %llu of %llu failed", (unsigned long long)failed,
-		         (unsigned long long)checked);
+	const char *bad = tu_model_check(&model, s, MAX_BLOCK, NULL, want, got, ambiguous);
+	if (bad != NULL)
+		fail_msg("%s", bad);
 	assert_int_equal(cs_store_close(s), 0);
 }
 
@@ -279,7 +157,7 @@ static void test_kill_rounds(void **state)
 	uint64_t acks = 0, ambiguous = 0, x = 12345;
 
 	tu_tmpdir(dir, sizeof(dir), "kill");
-	table = calloc(table_cap, sizeof(*table));
+	tu_model_init(&model, 1 << 20);
 	for (int r = 1; r <= rounds; r++) {
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		/* 1..120 ms after the child's open, and in one round of eight counted from the
@@ -292,7 +170,7 @@ static void test_kill_rounds(void **state)
 	       "at a kill\n",
 	       rounds, (unsigned long long)acks, (unsigned long long)ambiguous);
 	assert_true(acks > 0);
-	free(table);
+	free(model.t);
 	tu_rmrf(dir);
 }
 

@@ -996,7 +996,7 @@ static void recovered(struct ctx *c, struct wal_seg *segs, const struct log_info
 		char name[32];
 		seg_name(name, sizeof(name), li->ids[s]);
 		segs[s] = (struct wal_seg){li->ids[s], openat(c->dirfd, name, O_RDWR | O_CLOEXEC),
-		                           li->first_seq[s], li->capacity[s], li->end[s]};
+		                           li->first_seq[s], li->capacity[s], li->end[s], 0};
 		assert_true(segs[s].fd >= 0);
 	}
 	c->cfg.segs = segs;

@@ -19,18 +19,28 @@
  *       batch_bytes are unsynced, and a batch adds at most batch_bytes.
  *   W4. A failed write, sync or segment creation poisons the WAL: it is never retried (the
  *       kernel may have dropped the dirty pages), no later write is made, and the buffers
- *       holding unwritten records are kept so that wal_read() still finds them.
+ *       holding unwritten records are kept so that wal_read() still finds them. The one
+ *       exception is a segment creation that ran out of space (ENOSPC, EDQUOT) before any
+ *       record went to the new file and left no file behind (W10).
  *   W5. The log is laid out in seq order: offsets within a segment and segment ids grow with
  *       seq, and batches are written in order by the one writer. The old segment is synced
  *       before the next one is created, so after a power cut the log is still a prefix.
  *   W6. A buffer is swapped out of FILLING only when no appender is still copying into it
  *       (pending == 0), so the writer never writes half-encoded records.
  *   W7. Every record's synced_seq is the durable horizon at reservation time: < its seq.
- *   W8. Every file offset handed out lies in a segment of the table, and the buffer that
- *       holds the record is released only after the write completed and the segment's fd is
- *       in the table, so wal_read() always finds the record in a buffer or in the file.
+ *   W8. Every file offset handed out lies in a segment whose file exists, valid, with its fd
+ *       in the table: a segment enters the table only once the writer has created it, and
+ *       positions in it are handed out only after that. The buffer holding a record is
+ *       released only after its write completed, so wal_read() always finds the record in a
+ *       buffer or in the file.
  *   W9. At open the last recovered segment is synced, so the horizon starts at next_seq - 1
  *       truthfully, and unsynced bytes start at 0.
+ *   W10. A new segment is created on an appender's request (seg_req), while the filling
+ *       buffer is empty and no appender may reserve: the old segment is closed to appends
+ *       from the request on, so the new segment's first seq is next_seq at the request. A
+ *       creation that fails for space (ENOSPC, EDQUOT) with no file left behind is not
+ *       poison: every appender that needed that segment gets CS_EFULL, records in the old
+ *       segment continue, and the next appender that needs a segment asks again.
  *
  * A batch buffer's life (every transition is made under the mutex):
  *
@@ -62,14 +72,13 @@ struct batch {
 	uint32_t start;     /* file offset of data[0] in that segment */
 	uint32_t fill;      /* bytes reserved */
 	int pending;        /* appenders still copying into it (W6) */
-	int new_seg;        /* first batch of segment `seg`: the writer creates the file */
 	uint64_t first_seq; /* seq of its first record, 0 while empty */
 	uint64_t last_seq;  /* seq of its last record */
 };
 
 struct seg_ent {
 	uint32_t id;
-	int fd;            /* owned; -1 until the writer has created the file */
+	int fd;            /* owned; always open (W8) */
 	uint64_t capacity; /* file size */
 	uint32_t end;      /* offset past the last record reserved in it */
 };
@@ -105,6 +114,9 @@ struct wal {
 	int closing;
 	int poison;              /* 0, or the -errno that poisoned the WAL (W4) */
 	const char *poison_what; /* "write", "sync", "write and sync", "segment creation" */
+	int seg_req;             /* an appender waits for the next segment's creation (W10) */
+	uint64_t seg_tries;      /* creations finished, ok or not; waiters watch it */
+	int seg_err;             /* the -errno of the last creation, 0 if it succeeded */
 
 	/* The writer thread's own (and wal_open's before the thread starts). */
 	int wfd;                     /* fd of the segment written last, -1 for none */
@@ -171,9 +183,12 @@ static int ts_before(struct timespec a, struct timespec b)
  * Creates segment file id: exclusive create and preallocation, header written and synced,
  * directory synced, every step through the backend so that a fault-injecting one sees them.
  * On failure the half-made file is removed (best effort), so recovery never meets a segment
- * without a valid header but as the last file after a crash. Returns the fd or -errno.
+ * without a valid header but as the last file after a crash. Returns the fd or -errno; on
+ * failure *clean says whether the failure left nothing behind that a retry would meet: the
+ * create itself failed (it removes what it made), or the header write failed and the file
+ * was removed. A failed directory sync is never clean: it is final, as a failed fsync is.
  */
-static int seg_create(struct wal *w, uint32_t id, uint64_t first_seq)
+static int seg_create(struct wal *w, uint32_t id, uint64_t first_seq, int *clean)
 {
 	uint8_t hdr[CS_SEG_HEADER];
 	struct seg_hdr sh = {
@@ -187,21 +202,33 @@ static int seg_create(struct wal *w, uint32_t id, uint64_t first_seq)
 	char name[32];
 	int fd = -1, rc;
 
+	*clean = 1;
 	seg_name(name, sizeof(name), id);
 	rc = w->io->ops->create(w->io, w->dirfd, name, w->seg_bytes, &fd);
 	if (rc != 0)
 		return rc; /* create() removed what it made */
 	seg_encode(hdr, &sh);
 	rc = w->io->ops->write(w->io, fd, hdr, sizeof(hdr), 0, 1);
-	if (rc == 0)
+	if (rc == 0) {
 		rc = w->io->ops->sync_dir(w->io, w->dirfd);
+		*clean = rc == 0;
+	}
 	if (rc != 0) {
 		close(fd);
-		(void)w->io->ops->remove(w->io, w->dirfd, name);
+		if (w->io->ops->remove(w->io, w->dirfd, name) != 0)
+			*clean = 0;
+		/* An undurable removal is harmless: recovery removes a last segment whose
+		 * header is missing, and a retry's exclusive create finds the name free. */
 		(void)w->io->ops->sync_dir(w->io, w->dirfd);
 		return rc;
 	}
 	return fd;
+}
+
+/* The failures of a segment creation after which the log stays usable (W10). */
+static int out_of_space(int rc)
+{
+	return rc == -ENOSPC || rc == -EDQUOT;
 }
 
 /* ---- The writer thread ------------------------------------------------------------------ */
@@ -238,9 +265,8 @@ static void writer_write(struct wal *w, int sync)
 {
 	struct batch *b = &w->buf[w->cur];
 	struct batch *nb = &w->buf[1 - w->cur];
-	uint64_t written_before = w->written_seq;
-	const char *what = "write";
-	int presynced = 0, newfd = -1, rc = 0;
+	const char *what;
+	int rc;
 
 	CS_ASSERT(b->fill > 0 && b->pending == 0); /* W6 */
 	CS_ASSERT(nb->state == BUF_FREE && nb->fill == 0 && nb->pending == 0);
@@ -248,7 +274,6 @@ static void writer_write(struct wal *w, int sync)
 	nb->state = BUF_FILLING;
 	nb->seg = b->seg;
 	nb->start = b->start + b->fill;
-	nb->new_seg = 0;
 	nb->first_seq = 0;
 	nb->last_seq = 0;
 	w->cur = 1 - w->cur;
@@ -256,41 +281,15 @@ static void writer_write(struct wal *w, int sync)
 	pthread_cond_broadcast(&w->space_cv);
 	pthread_mutex_unlock(&w->mu);
 
-	if (b->new_seg) {
-		/* W5: the old segment is made durable before the new one exists. */
-		if (w->unsynced > 0) {
-			rc = w->io->ops->sync(w->io, w->wfd);
-			what = "sync";
-			presynced = rc == 0;
-		}
-		if (rc == 0) {
-			rc = seg_create(w, b->seg, b->first_seq);
-			what = "segment creation";
-			if (rc >= 0) {
-				newfd = rc;
-				rc = 0;
-				w->wfd = newfd;
-				w->unsynced = 0;
-			}
-		}
-	}
-	if (rc == 0) {
-		if (w->unsynced + b->fill > w->batch_bytes)
-			sync = 1;
-		/* The backend reports a write and its sync as one result. */
-		what = sync ? "write and sync" : "write";
-		CS_ASSERT(w->unsynced + b->fill <= w->window); /* W3 */
-		rc = w->io->ops->write(w->io, w->wfd, b->data, b->fill, b->start, sync);
-	}
+	CS_ASSERT(seg_find(w, b->seg) != NULL && seg_find(w, b->seg)->fd == w->wfd); /* W8 */
+	if (w->unsynced + b->fill > w->batch_bytes)
+		sync = 1;
+	/* The backend reports a write and its sync as one result. */
+	what = sync ? "write and sync" : "write";
+	CS_ASSERT(w->unsynced + b->fill <= w->window); /* W3 */
+	rc = w->io->ops->write(w->io, w->wfd, b->data, b->fill, b->start, sync);
 
 	pthread_mutex_lock(&w->mu);
-	if (newfd >= 0) {
-		struct seg_ent *e = seg_find(w, b->seg);
-		CS_ASSERT(e != NULL && e->fd < 0);
-		e->fd = newfd; /* W8: before the buffer is released */
-	}
-	if (presynced)
-		mark_durable(w, written_before);
 	if (rc != 0) {
 		set_poison(w, rc, what); /* W4: b stays WRITING, still readable */
 		return;
@@ -305,9 +304,60 @@ static void writer_write(struct wal *w, int sync)
 	}
 	b->state = BUF_FREE;
 	b->fill = 0;
-	b->new_seg = 0;
 	b->first_seq = 0;
 	b->last_seq = 0;
+}
+
+/*
+ * Creates the segment after the last one for the appender that asked (W10), the filling
+ * buffer being empty, and points that buffer at it. Called and returns with mu held.
+ */
+static void writer_new_segment(struct wal *w)
+{
+	struct batch *b = &w->buf[w->cur];
+	struct seg_ent *last = &w->segs[w->nsegs - 1];
+	uint32_t id = last->id + 1;
+	uint64_t first_seq = w->next_seq, written = w->written_seq;
+	const char *what = "segment creation";
+	int rc = 0, fd = -1, clean = 0, presynced = 0;
+
+	CS_ASSERT(b->state == BUF_FILLING && b->fill == 0 && b->pending == 0); /* W10 */
+	CS_ASSERT(w->nsegs < CS_SEGMENTS_MAX && last->id < UINT32_MAX);
+	/* No record is in flight: the other buffer's write completed on this thread. */
+	CS_ASSERT(w->buf[1 - w->cur].state == BUF_FREE && written == first_seq - 1);
+	pthread_mutex_unlock(&w->mu);
+
+	/* W5: the old segment is made durable before the new one exists. */
+	if (w->unsynced > 0) {
+		rc = w->io->ops->sync(w->io, w->wfd);
+		presynced = rc == 0;
+		if (rc != 0)
+			what = "sync";
+	}
+	if (rc == 0) {
+		fd = seg_create(w, id, first_seq, &clean);
+		rc = fd < 0 ? fd : 0;
+	}
+
+	pthread_mutex_lock(&w->mu);
+	if (presynced)
+		mark_durable(w, written);
+	if (rc == 0) {
+		w->segs[w->nsegs++] = (struct seg_ent){id, fd, w->seg_bytes, CS_SEG_HEADER};
+		w->wfd = fd;
+		w->unsynced = 0;
+		b->seg = id;
+		b->start = CS_SEG_HEADER;
+	} else if (fd < 0 && clean && out_of_space(rc)) {
+		/* W10: nothing was written to the new file and it is gone; the log goes on in
+		 * the old segment, and a later append asks again. */
+	} else {
+		set_poison(w, rc, what);
+	}
+	w->seg_err = rc;
+	w->seg_req = 0;
+	w->seg_tries++;
+	pthread_cond_broadcast(&w->space_cv);
 }
 
 static void *writer_main(void *arg)
@@ -336,6 +386,10 @@ static void *writer_main(void *arg)
 		}
 		if (b->fill > 0 && b->pending == 0) {
 			writer_write(w, due || w->mode == CS_DURABLE_SYNC);
+			continue;
+		}
+		if (w->seg_req && b->fill == 0) {
+			writer_new_segment(w);
 			continue;
 		}
 		if (b->fill == 0 && dirty && due) {
@@ -515,7 +569,8 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 	b->state = BUF_FILLING;
 	if (w->nsegs == 0) {
 		/* An empty store: its first segment exists, valid, before open returns. */
-		rc = seg_create(w, 1, w->next_seq);
+		int clean;
+		rc = seg_create(w, 1, w->next_seq, &clean);
 		if (rc < 0) {
 			wal_free(w);
 			return cs_fail(rc, "log: cannot create segment 00000001: %s",
@@ -539,10 +594,12 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 			               cs_strerror(rc));
 		}
 		b->seg = last->id;
-		/* A full or foreign-window segment is closed to appends: the start offset at
-		 * its capacity makes the first append start the next segment. */
-		b->start = seg_appendable(w, &cfg->segs[w->nsegs - 1]) ? last->end
-		                                                       : (uint32_t)last->capacity;
+		/* A full or foreign-window segment, or one whose torn tail recovery left in
+		 * place, is closed to appends: the start offset at its capacity makes the
+		 * first append start the next segment. */
+		b->start = !cfg->segs[w->nsegs - 1].closed && seg_appendable(w, &cfg->segs[w->nsegs - 1])
+		               ? last->end
+		               : (uint32_t)last->capacity;
 		w->wfd = last->fd;
 	}
 
@@ -593,23 +650,50 @@ static size_t parts_len(const struct iovec *parts, int nparts)
 }
 
 /*
- * Points the empty filling buffer b at a new segment, the successor of the last one; the
- * writer creates the file with b's first write. Called with mu held.
+ * Waits, with mu held, for the creation of the next segment that is under way (W10), or
+ * poison, or close. Returns -errno when no segment was made meanwhile because creations
+ * ran out of space (the last one's error), else 0. By the time a waiter wakes, another
+ * appender may have asked again, so the outcome is read from the table, not from seg_err
+ * alone.
  */
-static int start_segment(struct wal *w, struct batch *b)
+static int wait_segment(struct wal *w)
+{
+	uint64_t gen = w->seg_tries;
+	uint32_t last = w->segs[w->nsegs - 1].id;
+
+	while (w->seg_tries == gen && !w->poison && !w->closing)
+		pthread_cond_wait(&w->space_cv, &w->mu);
+	if (w->seg_tries == gen || w->poison || w->segs[w->nsegs - 1].id != last)
+		return 0;
+	CS_ASSERT(out_of_space(w->seg_err));
+	return w->seg_err;
+}
+
+/*
+ * Asks the writer to create the successor of the last segment, the filling buffer b being
+ * empty, and waits for it (W10). Called with mu held. Returns 0 when the request was made
+ * and answered (the caller looks again at the state), or CS_EFULL.
+ */
+static int request_segment(struct wal *w, struct batch *b)
 {
 	struct seg_ent *last = &w->segs[w->nsegs - 1];
 
-	CS_ASSERT(b->fill == 0 && b->pending == 0 && b->seg == last->id);
+	CS_ASSERT(b->fill == 0 && b->pending == 0 && b->seg == last->id && !w->seg_req);
 	if (w->nsegs == CS_SEGMENTS_MAX || last->id == UINT32_MAX)
 		return cs_fail(CS_EFULL, "the log has reached its limit of %u segments",
 		               (unsigned)CS_SEGMENTS_MAX);
-	w->segs[w->nsegs] = (struct seg_ent){last->id + 1, -1, w->seg_bytes, CS_SEG_HEADER};
-	w->nsegs++;
-	b->seg = last->id + 1;
-	b->start = CS_SEG_HEADER;
-	b->new_seg = 1;
-	return 0;
+	w->seg_req = 1;
+	pthread_cond_signal(&w->writer_cv);
+	return wait_segment(w);
+}
+
+/* CS_EFULL for an append whose segment could not be created for lack of space. */
+static int full_error(const struct wal *w, int rc)
+{
+	return cs_fail(CS_EFULL,
+	               "log: cannot create segment %08x: %s; free space and retry (nothing is "
+	               "lost, the store stays usable)",
+	               w->segs[w->nsegs - 1].id + 1, cs_strerror(rc));
 }
 
 /* Waits, with mu held, until the writer has swapped buffers (or poison, or close). */
@@ -628,7 +712,7 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
 	struct batch *b;
 	uint8_t *dst;
 	uint32_t off;
-	int rc = 0;
+	int rc = 0, seg_failed = 0; /* seg_failed: the -errno a creation we waited on met */
 
 	if (n <= 0)
 		return cs_fail(CS_EINVAL, "log: append of %d records", n);
@@ -659,15 +743,31 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
 			rc = cs_fail(CS_ECLOSED, "log is closing");
 			goto out_unlock;
 		}
+		if (w->seg_req) {
+			/* W10: the old segment is closed to appends while its successor is
+			 * made. If that fails, so does this append, should it need it too. */
+			rc = wait_segment(w);
+			if (out_of_space(rc))
+				seg_failed = rc;
+			rc = 0;
+			continue;
+		}
 		CS_ASSERT(b->state == BUF_FILLING && b->seg == last->id);
 		if (b->start + b->fill + total > last->capacity) {
 			if (b->fill > 0) {
 				wait_swap(w); /* W1: hand the old segment's records over first */
 				continue;
 			}
-			rc = start_segment(w, b);
-			if (rc != 0)
+			if (seg_failed != 0) {
+				rc = full_error(w, seg_failed);
 				goto out_unlock;
+			}
+			rc = request_segment(w, b);
+			if (rc == CS_EFULL)
+				goto out_unlock;
+			if (out_of_space(rc))
+				seg_failed = rc;
+			rc = 0;
 			continue;
 		}
 		if (b->fill + total > w->batch_bytes) {
@@ -904,13 +1004,9 @@ void wal_stat(struct wal *w, struct wal_stat *out)
 	out->next_seq = w->next_seq;
 	out->durable_seq = w->durable + 1;
 	for (uint32_t i = 0; i < w->nsegs; i++) {
-		/* A segment the writer has yet to create holds appended records already, but
-		 * takes no disk space yet. */
 		out->log_bytes += w->segs[i].end;
-		if (w->segs[i].fd >= 0) {
-			out->disk_bytes += w->segs[i].capacity;
-			out->segments++;
-		}
+		out->disk_bytes += w->segs[i].capacity;
+		out->segments++;
 	}
 	out->poisoned = w->poison != 0;
 	out->backend = w->io->ops->name;

@@ -8,9 +8,12 @@
  * other fills: that is the group commit.
  *
  * Positions: a record is named by (segment id, offset of its header). A batch never spans
- * two segments; when the open segment cannot take the next record the writer syncs it
- * (in every durability mode, so the log stays a prefix after a power cut) and starts the
- * next one: created, header written, preallocated, synced, directory synced.
+ * two segments; when the open segment cannot take the next record, the appender asks the
+ * writer for the next one and waits: the writer syncs the old segment (in every durability
+ * mode, so the log stays a prefix after a power cut) and creates the next one (created,
+ * preallocated, header written and synced, directory synced) before any position in it is
+ * handed out. A creation that runs out of space fails the appends that needed the segment
+ * with CS_EFULL and leaves the log usable; the next append that needs it tries again.
  */
 #ifndef CS_WAL_H
 #define CS_WAL_H
@@ -35,6 +38,7 @@ struct wal_seg {
 	uint64_t first_seq;
 	uint64_t capacity; /* file size */
 	uint32_t end;      /* offset just past its last valid record */
+	int closed;        /* recovery left bytes past end in place: append in a new segment */
 };
 
 struct wal_config {
@@ -79,9 +83,12 @@ struct wal_rec {
  * record but the last flagged REC_F_CONT. Fills pos[i] for each record (pos may be NULL) and
  * *seq with the last record's seq. Returns once the records are in the batch buffer: they
  * can be read back with wal_read() at once, and are durable after wal_wait(*seq).
- * Blocks while both buffers are full. Errors: CS_ELIMIT (a payload over CS_REC_PAYLOAD_MAX,
- * or the records exceed a batch), CS_EINVAL (n <= 0, type 0, unknown flags), CS_EFULL (the
- * log would need more than CS_SEGMENTS_MAX segments), CS_EPOISONED, CS_ECLOSED. */
+ * Blocks while both buffers are full, and while the next segment is being created. Errors:
+ * CS_ELIMIT (a payload over CS_REC_PAYLOAD_MAX, or the records exceed a batch), CS_EINVAL
+ * (n <= 0, type 0, unknown flags), CS_EFULL (the records need a new segment and creating it
+ * failed with ENOSPC or EDQUOT, which the message names, or the log would need more than
+ * CS_SEGMENTS_MAX segments; nothing was appended and the log stays usable), CS_EPOISONED,
+ * CS_ECLOSED. */
 int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,
 	       uint64_t *seq);
 
