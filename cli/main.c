@@ -38,6 +38,7 @@ enum exit_code {
 	EXIT_CORRUPT = 4,  /* corruption found (open, get, verify) */
 	EXIT_NOTSTORE = 5, /* not a store, or a newer format */
 	EXIT_IO = 6,       /* I/O or system error, full disk, poisoned store */
+	EXIT_PINNED = 7,   /* the block is held by a pin (block rm) */
 };
 
 static const char *const exit_table =
@@ -48,7 +49,8 @@ static const char *const exit_table =
     "  3  store locked by another process\n"
     "  4  corruption found\n"
     "  5  not a cidstore directory, or written by a newer version\n"
-    "  6  I/O or system error (disk full, permission, failed sync)\n";
+    "  6  I/O or system error (disk full, permission, failed sync)\n"
+    "  7  the block is held by a pin (block rm)\n";
 
 static int exit_for(int code)
 {
@@ -64,6 +66,8 @@ static int exit_for(int code)
 		return EXIT_USAGE;
 	case CS_EBUSY:
 		return EXIT_BUSY;
+	case CS_EPINNED:
+		return EXIT_PINNED;
 	case CS_ECORRUPT:
 		return EXIT_CORRUPT;
 	case CS_ENOTSTORE:
@@ -406,19 +410,30 @@ static json_t *stat_json(cs_store *s)
 {
 	cs_stat st;
 	cs_store_stat(s, &st);
-	return json_pack(
+	json_t *j = json_pack(
 	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:s, s:s, "
 	    "s:{s:I, s:I, s:I, s:I, s:I, s:f}}",
-	    "blocks", (json_int_t)st.blocks, "names", (json_int_t)st.names, "live_bytes", (json_int_t)st.live_bytes, "log_bytes",
-	    (json_int_t)st.log_bytes, "disk_bytes", (json_int_t)st.disk_bytes, "segments",
-	    (json_int_t)st.segments, "index_bytes", (json_int_t)st.index_bytes,
-	    "index_bytes_per_block", st.blocks ? (double)st.index_bytes / (double)st.blocks : 0.0,
-	    "next_seq", (json_int_t)st.next_seq, "durable_seq", (json_int_t)st.durable_seq,
-	    "io_backend", st.io_backend, "durability", durability_name(st.durability), "last_open",
+	    "blocks", (json_int_t)st.blocks, "names", (json_int_t)st.names, "live_bytes",
+	    (json_int_t)st.live_bytes, "log_bytes", (json_int_t)st.log_bytes, "disk_bytes",
+	    (json_int_t)st.disk_bytes, "segments", (json_int_t)st.segments, "index_bytes",
+	    (json_int_t)st.index_bytes, "index_bytes_per_block",
+	    st.blocks ? (double)st.index_bytes / (double)st.blocks : 0.0, "next_seq",
+	    (json_int_t)st.next_seq, "durable_seq", (json_int_t)st.durable_seq, "io_backend",
+	    st.io_backend, "durability", durability_name(st.durability), "last_open",
 	    "replayed_records", (json_int_t)st.replayed_records, "torn_tail_bytes",
 	    (json_int_t)st.torn_tail_bytes, "salvaged_records", (json_int_t)st.salvaged_records,
 	    "salvaged_bytes", (json_int_t)st.salvaged_bytes, "stray_files",
 	    (json_int_t)st.stray_files, "seconds", st.open_seconds);
+	json_object_set_new(j, "pins", json_integer((json_int_t)st.pins));
+	json_object_set_new(j, "pins_recursive", json_integer((json_int_t)st.pins_recursive));
+	json_object_set_new(j, "garbage_bytes_estimate", json_integer((json_int_t)st.garbage_bytes));
+	json_object_set_new(
+	    j, "last_gc",
+	    json_pack("{s:I, s:I, s:I, s:f, s:I}", "freed_blocks", (json_int_t)st.last_gc.swept_blocks,
+	              "freed_bytes", (json_int_t)st.last_gc.swept_bytes, "marked",
+	              (json_int_t)st.last_gc.marked, "seconds", st.last_gc.seconds, "time_ns",
+	              (json_int_t)st.last_gc_time_ns));
+	return j;
 }
 
 static int cmd_stat(struct cli *c, int argc, char **argv)
@@ -714,7 +729,8 @@ static const char *const add_help =
     "  root's CID. cdc is content-defined chunking (average N, default 262144: not a Kubo\n"
     "  chunker). Directories whose names and CIDs reach 262144 bytes, which Kubo would shard,\n"
     "  are refused. On a terminal, adds longer than a second show progress on stderr.\n"
-    "  --pin is not available yet: pins arrive with the store's lifecycle commands.";
+    "  --pin also pins the root recursively, after naming it (a crash between the two\n"
+    "  leaves the name without the pin).";
 
 static int cmd_add(struct cli *c, int argc, char **argv)
 {
@@ -732,7 +748,7 @@ static int cmd_add(struct cli *c, int argc, char **argv)
 	};
 	cs_add_options ao;
 	const char *name = NULL;
-	int recursive = 0, quiet = 0, o;
+	int recursive = 0, quiet = 0, pin = 0, o;
 	uint64_t v;
 
 	if (wants_help(argc, argv)) {
@@ -747,9 +763,8 @@ static int cmd_add(struct cli *c, int argc, char **argv)
 			name = optarg;
 			break;
 		case 'P':
-			return usage_error(
-			    "add --pin is not available yet: pins arrive with the "
-			    "store's lifecycle commands (add, then pin, once they exist)");
+			pin = 1;
+			break;
 		case 'V':
 			if (strcmp(optarg, "0") != 0 && strcmp(optarg, "1") != 0)
 				return usage_error("--cid-version is 0 or 1, not '%s'", optarg);
@@ -863,6 +878,8 @@ static int cmd_add(struct cli *c, int argc, char **argv)
 		rc = cs_name_set(c->store, name, &root, size);
 		if (rc != 0) {
 			status = fail(rc, "added, but cannot set name '%s'", name);
+		} else if (pin && (rc = cs_pin_add(c->store, &root, CS_PIN_RECURSIVE)) != 0) {
+			status = fail(rc, "added and named '%s', but cannot pin it", name);
 		} else {
 			char text[CS_CID_TEXT_MAX];
 			if ((rc = cs_cid_format(&root, text, sizeof(text))) < 0)
@@ -1041,6 +1058,82 @@ static int cmd_name(struct cli *c, int argc, char **argv)
 	return close_store(c, rc != 0 ? fail(rc, "cannot remove name '%s'", argv[2]) : 0);
 }
 
+static const char *const pin_help =
+    "usage: cidstore pin add [--direct] CID | pin rm CID | pin ls\n"
+    "  add: pins CID recursively (it and every block below it), or with --direct the\n"
+    "  block alone; a pinned block cannot be removed and survives gc. rm: removes the pin\n"
+    "  (the blocks stay until gc). ls: prints \"CID<TAB>recursive|direct\" per pin.";
+
+static int print_pin(void *ctx, const cs_cid *cid, int kind)
+{
+	char text[CS_CID_TEXT_MAX];
+	(void)ctx;
+	if (cs_cid_format(cid, text, sizeof(text)) < 0)
+		return CS_EINVAL;
+	printf("%s\t%s\n", text, kind == CS_PIN_DIRECT ? "direct" : "recursive");
+	return 0;
+}
+
+static int cmd_pin(struct cli *c, int argc, char **argv)
+{
+	cs_cid cid;
+	int rc, status;
+
+	if (argc < 2 || wants_help(argc, argv)) {
+		puts(pin_help);
+		return argc < 2 ? EXIT_USAGE : 0;
+	}
+	const char *sub = argv[1];
+	if (strcmp(sub, "ls") == 0) {
+		if (argc != 2)
+			return usage_error("pin ls takes no arguments");
+		if ((status = open_store(c)) != 0)
+			return status;
+		rc = cs_pin_list(c->store, print_pin, NULL);
+		return close_store(c, rc != 0 ? fail(rc, "cannot list pins") : 0);
+	}
+	int direct = argc == 4 && strcmp(argv[2], "--direct") == 0;
+	if (strcmp(sub, "add") == 0 ? argc != 3 + direct : strcmp(sub, "rm") != 0 || argc != 3)
+		return strcmp(sub, "add") == 0 || strcmp(sub, "rm") == 0
+		           ? usage_error("pin %s takes one CID", sub)
+		           : usage_error("unknown pin command '%s'", sub);
+	const char *text = argv[argc - 1];
+	if ((status = parse_cid(text, &cid)) != 0 || (status = open_store(c)) != 0)
+		return status;
+	if (strcmp(sub, "add") == 0)
+		rc = cs_pin_add(c->store, &cid, direct ? CS_PIN_DIRECT : CS_PIN_RECURSIVE);
+	else
+		rc = cs_pin_rm(c->store, &cid);
+	return close_store(
+	    c, rc != 0 ? fail(rc, "cannot %s %s", strcmp(sub, "add") == 0 ? "pin" : "unpin", text)
+	               : 0);
+}
+
+static int cmd_gc(struct cli *c, int argc, char **argv)
+{
+	cs_gc_stat g;
+	int st = check_args(argc, argv, 1,
+	                    "usage: cidstore gc\n  Deletes every block no name or pin reaches, "
+	                    "and prints what it freed as JSON.");
+	if (st >= 0)
+		return st;
+	int status = open_store(c);
+	if (status != 0)
+		return status;
+	int rc = cs_gc(c->store, &g);
+	if (rc != 0)
+		return close_store(c, fail(rc, "garbage collection failed"));
+	json_t *j =
+	    json_pack("{s:I, s:I, s:I, s:I, s:f, s:f, s:f}", "roots", (json_int_t)g.roots, "marked",
+	              (json_int_t)g.marked, "freed_blocks", (json_int_t)g.swept_blocks,
+	              "freed_bytes", (json_int_t)g.swept_bytes, "mark_seconds", g.mark_seconds,
+	              "sweep_seconds", g.sweep_seconds, "seconds", g.seconds);
+	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	putchar('\n');
+	json_decref(j);
+	return close_store(c, 0);
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -1048,12 +1141,15 @@ static void usage(FILE *out)
 	        "\n"
 	        "commands:\n"
 	        "  add [-r] [--name N] [--cid-version 0|1] [--chunker size-N|cdc] [--hash H]\n"
-	        "      [--raw-leaves|--no-raw-leaves] [--quiet] PATH|-\n"
+	        "      [--raw-leaves|--no-raw-leaves] [--quiet] [--pin] PATH|-\n"
 	        "                       add a file or directory as `ipfs add` does; name it\n"
 	        "  cat CID [--offset N] [--length N]\n"
 	        "                       write a file's bytes to stdout\n"
 	        "  ls [--json]          list the names: CID, size, name\n"
 	        "  name rm NAME         remove a name (its blocks stay)\n"
+	        "  pin add [--direct] CID | pin rm CID | pin ls\n"
+	        "                       keep a DAG (or one block) through gc; list pins\n"
+	        "  gc                   delete every block no name or pin reaches\n"
 	        "  block put [--codec raw|dag-pb] [--hash sha2-256|blake2b-256] [FILE|-]\n"
 	        "  block get CID        write a block's bytes to stdout\n"
 	        "  block rm CID         delete a block\n"
@@ -1131,6 +1227,10 @@ int main(int argc, char **argv)
 		return cmd_name(&c, cargc, cargv);
 	if (strcmp(cmd, "block") == 0)
 		return cmd_block(&c, cargc, cargv);
+	if (strcmp(cmd, "pin") == 0)
+		return cmd_pin(&c, cargc, cargv);
+	if (strcmp(cmd, "gc") == 0)
+		return cmd_gc(&c, cargc, cargv);
 	if (strcmp(cmd, "has") == 0)
 		return cmd_has(&c, cargc, cargv);
 	if (strcmp(cmd, "stat") == 0)

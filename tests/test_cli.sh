@@ -184,8 +184,6 @@ cp "$tmp/a" "$tmp/$(printf 'new\nline')"
 expect 2 "add a file whose name has a newline" -- "$bin" add "$tmp/$(printf 'new\nline')"
 mkdir -p "$tmp/badtree" && cp "$tmp/a" "$tmp/badtree/$(printf 'new\nline')"
 expect 2 "add -r a tree with a newline in a name" -- "$bin" add -r "$tmp/badtree"
-expect 2 "add --pin" -- "$bin" add --pin "$tmp/a"
-grep -q "pin" "$tmp/err" && ok || bad "--pin message: $(cat "$tmp/err")"
 expect 2 "add bad chunker" -- "$bin" add --chunker rabin "$tmp/a"
 expect 2 "add chunk over the limit" -- "$bin" add --chunker size-1048577 "$tmp/a"
 expect 2 "add bad cid version" -- "$bin" add --cid-version 2 "$tmp/a"
@@ -273,9 +271,47 @@ script -qec "'$bin' add --name slow-tty - <'$tmp/slow' >/dev/null" /dev/null >"$
 wait
 grep -q "MB/s" "$tmp/tty" && ok || bad "no progress on a terminal: $(cat -v "$tmp/tty")"
 
+# Pins and gc: a pinned file survives gc and refuses block rm (exit 7); an unpinned,
+# unnamed one goes; every bad pin input has its code.
+export CIDSTORE_DIR=$tmp/lifecycle
+head -c 700000 /dev/urandom >"$tmp/keep"
+head -c 700000 /dev/urandom >"$tmp/drop"
+expect 0 "add --pin" -- "$bin" add --pin --quiet --name keep "$tmp/keep"
+keep=$(cat "$tmp/out")
+expect 0 "add drop" -- "$bin" add --quiet --name drop "$tmp/drop"
+drop=$(cat "$tmp/out")
+expect 0 "pin ls" -- "$bin" pin ls
+[ "$(cat "$tmp/out")" = "$keep	recursive" ] && ok || bad "pin ls: $(cat "$tmp/out")"
+leaf=$("$bin" block ls | while read -r c; do
+	[ "$c" != "$keep" ] && [ "$c" != "$drop" ] && "$bin" cat "$keep" >/dev/null &&
+		"$bin" block get "$c" | cmp -s - <(head -c 262144 "$tmp/keep") && echo "$c" && break
+done)
+[ -n "$leaf" ] && ok || bad "no first leaf of keep found"
+expect 7 "rm pinned leaf" -- "$bin" block rm "$leaf"
+grep -q "held by the recursive pin on $keep" "$tmp/err" && ok || bad "rm pinned: $(cat "$tmp/err")"
+expect 0 "name rm drop" -- "$bin" name rm drop
+expect 0 "name rm keep" -- "$bin" name rm keep
+expect 0 "gc" -- "$bin" gc
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["freed_blocks"]==4, d' \
+	"$tmp/out" && ok || bad "gc should free drop's 3 leaves and root: $(cat "$tmp/out")"
+expect 1 "dropped root gone" -- "$bin" cat "$drop"
+expect 0 "pinned file intact" -- "$bin" cat "$keep"
+cmp -s "$tmp/out" "$tmp/keep" && ok || bad "pinned file changed after gc"
+expect 0 "stat after gc" -- "$bin" stat
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["pins"]==1 and d["pins_recursive"]==1, d' \
+	"$tmp/out" && ok || bad "stat lifecycle fields: $(cat "$tmp/out")"
+expect 1 "pin absent" -- "$bin" pin add "$drop"
+expect 1 "unpin unpinned" -- "$bin" pin rm "$drop"
+expect 2 "pin bad CID" -- "$bin" pin add not-a-cid
+expect 2 "pin no CID" -- "$bin" pin add
+expect 2 "pin recursive to direct" -- "$bin" pin add --direct "$keep"
+expect 0 "pin rm" -- "$bin" pin rm "$keep"
+expect 0 "block rm unpinned" -- "$bin" block rm "$leaf"
+export CIDSTORE_DIR=$tmp/store
+
 # --help for every command, and the exit-code table.
 for c in "block put" "block get" "block rm" "block ls" has stat verify demo add cat ls \
-	"name rm"; do
+	"name rm" pin gc; do
 	expect 0 "help $c" -- "$bin" $c --help
 	grep -q usage "$tmp/out" && ok || bad "$c --help prints no usage"
 done
