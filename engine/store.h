@@ -12,6 +12,13 @@
 int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash,
 	      int wait, cs_cid *out);
 
+/* store_put() after the hash: puts data (len bytes, borrowed for the call) whose digest under
+ * hash (CS_DIGEST_MAX bytes, borrowed) the caller computed, e.g. on another thread, and sets
+ * *out to its CIDv1. The digest is trusted: a wrong one stores the bytes under a wrong CID.
+ * Everything else (checks, presence, append, index) is as in store_put(). Thread-safe. */
+int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_t len,
+		     uint64_t codec, uint64_t hash, int wait, cs_cid *out);
+
 struct io;
 
 /* For tests: when set, cs_store_open() takes its I/O backend from this factory instead of
