@@ -585,6 +585,7 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out)
 	out->live_bytes = s->live_bytes;
 	out->index_bytes = idx_bytes(s->idx);
 	out->names = names_count(s->names);
+	out->logical_bytes = names_sizes(s->names);
 	pthread_rwlock_unlock(&s->lock);
 	out->log_bytes = ws.log_bytes;
 	out->disk_bytes = ws.disk_bytes;

@@ -208,7 +208,9 @@ CS_API int cs_store_sync(cs_store *s);
 typedef struct cs_stat {
 	uint64_t blocks;          /* live blocks in the index */
 	uint64_t names;           /* names set (cs_name_set) */
-	uint64_t live_bytes;      /* bytes of live block data */
+	uint64_t live_bytes;      /* bytes of live block data: physical, each block once */
+	uint64_t logical_bytes;   /* the sum of the sizes of all names (as given to cs_name_set,
+				   * modulo 2^64): what the named files hold before dedup */
 	uint64_t log_bytes;       /* bytes of log written, all segments, headers included */
 	uint64_t disk_bytes;      /* bytes the segment files take (preallocation included) */
 	uint64_t segments;        /* segment files */
