@@ -299,12 +299,15 @@ typedef struct cs_add cs_add;
  * hashing thread could not be started). */
 CS_API int cs_add_begin(cs_store *s, const cs_add_options *o, cs_add **out);
 
-/* Appends len bytes of data (borrowed for the call) to the file. Complete chunks and full
- * nodes are put into the store before it returns, durable as the store's durability mode
- * says. After an error the add is dead: later writes return the same error; call
- * cs_add_abort(). Errors: those of cs_block_put (CS_EPOISONED, CS_EFULL, CS_ECLOSED,
- * -errno), CS_ELIMIT (a tree deeper than any 64-bit file size needs), CS_EINVAL (a is NULL,
- * or data NULL with len > 0). */
+/* Appends len bytes of data (borrowed for the call; copied, so it may be reused at once) to
+ * the file. Complete chunks go to the hashing threads and are put into the store in file
+ * order, up to 2 x hash_threads + 2 of them after this call returns (all by the end of
+ * cs_add_finish); full nodes are put once their last leaf is. So the error of a put may be
+ * returned by a later write or by cs_add_finish. After an error the add is dead: later
+ * writes return the same error; call cs_add_abort(). Errors: those of cs_block_put
+ * (CS_EPOISONED, CS_EFULL, CS_ECLOSED, -errno), -ENOMEM (a hashing thread's first hash),
+ * CS_ELIMIT (a tree deeper than any 64-bit file size needs), CS_EINVAL (a is NULL, or data
+ * NULL with len > 0). */
 CS_API int cs_add_write(cs_add *a, const void *data, size_t len);
 
 /* Ends the file: puts its last chunk and the nodes above it, then makes every block of the
