@@ -86,10 +86,13 @@ void register_ingest();
 void register_durable_put();
 void register_warm_get();
 void register_open(bool cold);
+void register_file_add();
+void register_file_cat();
 
 /* Releases what the benchmarks kept between runs (open stores, data pools, files). */
 void release_limit_benchmarks();
 void release_store_benchmarks();
+void release_file_benchmarks();
 
 /* Names of the benchmarks, shared by registration and the summary. */
 #define CSB_SEQ_WRITE "limit/seq_write_8m_fdatasync"
@@ -104,6 +107,8 @@ void release_store_benchmarks();
 #define CSB_GET256K "c/warm_get_256k"
 #define CSB_OPEN "d/open_1g_replay_warm"
 #define CSB_OPEN_COLD "d/open_1g_replay_cold"
+#define CSB_FILE_ADD "files/add_1g_sync"
+#define CSB_FILE_CAT "files/cat_1g_warm"
 
 } // namespace csb
 

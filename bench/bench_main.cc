@@ -242,6 +242,10 @@ void summary()
 	const double fo_rate = fig(CSB_FSYNC_OVERWRITE, "syncs/s");
 	const double fo_p50 = fig(CSB_FSYNC_OVERWRITE, "p50_us");
 	const double sha = fig(CSB_SHA, "MB/s");
+	const double sha2 = fig(CSB_SHA, "MB/s", 2);
+	const double fadd = fig(CSB_FILE_ADD, "MB/s");
+	const double fcat = fig(CSB_FILE_CAT, "MB/s");
+	const double add_lim = wr >= 0 && sha2 >= 0 ? std::min(wr, sha2) : -1;
 	const double ing = fig(CSB_INGEST, "MB/s");
 	const double p1 = fig(CSB_PUT, "ops/s", 1);
 	const double p8 = fig(CSB_PUT, "ops/s", 8);
@@ -270,6 +274,8 @@ void summary()
 	       num(fo_rate, "syncs/s").c_str(), num(fo_p50, "us").c_str());
 	printf("  %-58s %s\n", "SHA-256 of 256 KiB buffers, cid_hash, one core:",
 	       num(sha, "MB/s").c_str());
+	printf("  %-58s %s\n", "SHA-256 of 256 KiB buffers, cid_hash, two threads:",
+	       num(sha2, "MB/s").c_str());
 
 	printf("\n%-38s %-16s %-22s %-14s %-6s %-8s %s\n", "figure", "value", "limit", "",
 	       "ratio", "target", "verdict");
@@ -295,6 +301,12 @@ void summary()
 	row("(d) open 1 GiB (replay), cache warm", num(op, "MB/s"), "seq read warm",
 	    num(rd, "MB/s"), ratio(op, rd), 0.5);
 	printf("%-38s %s\n", "(d) open time, cache warm", num(op_s, "s").c_str());
+	row("(files) add 1 GiB, sync, cached input", num(fadd, "MB/s"), "min(wr, SHA 2 thr)",
+	    num(add_lim, "MB/s"), ratio(fadd, add_lim), 0.6);
+	row("(files) add, against 1-core SHA-256", num(fadd, "MB/s"), "SHA-256 1 core",
+	    num(sha, "MB/s"), ratio(fadd, sha), 0);
+	row("(files) cat 1 GiB, cache warm", num(fcat, "MB/s"), "seq read warm", num(rd, "MB/s"),
+	    ratio(fcat, rd), 0.7);
 	if (cfg().cold) {
 		row("(d) open 1 GiB (replay), cache cold", num(opc, "MB/s"), "seq read cold",
 		    num(rdc, "MB/s"), ratio(opc, rdc), 0);
@@ -449,10 +461,12 @@ int main(int argc, char **argv)
 	register_seq_write();
 	register_ingest();
 	register_sha256();
+	register_file_add(); /* after both of its limits: seq write and SHA-256 on 2 threads */
 	register_fdatasync();
 	register_durable_put();
 	register_seq_read(false);
 	register_open(false);
+	register_file_cat(); /* after the warm read limit */
 	if (cfg().cold) {
 		register_seq_read(true);
 		register_open(true);
@@ -465,6 +479,7 @@ int main(int argc, char **argv)
 	summary();
 
 	release_store_benchmarks();
+	release_file_benchmarks();
 	release_limit_benchmarks();
 	remove_tree(cfg().base); /* M2 */
 	benchmark::Shutdown();

@@ -411,12 +411,13 @@ static json_t *stat_json(cs_store *s)
 	cs_stat st;
 	cs_store_stat(s, &st);
 	json_t *j = json_pack(
-	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:s, s:s, "
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:s, s:s, "
 	    "s:{s:I, s:I, s:I, s:I, s:I, s:f}}",
 	    "blocks", (json_int_t)st.blocks, "names", (json_int_t)st.names, "live_bytes",
-	    (json_int_t)st.live_bytes, "log_bytes", (json_int_t)st.log_bytes, "disk_bytes",
-	    (json_int_t)st.disk_bytes, "segments", (json_int_t)st.segments, "index_bytes",
-	    (json_int_t)st.index_bytes, "index_bytes_per_block",
+	    (json_int_t)st.live_bytes, "logical_bytes", (json_int_t)st.logical_bytes,
+	    "physical_bytes", (json_int_t)st.live_bytes, "log_bytes", (json_int_t)st.log_bytes,
+	    "disk_bytes", (json_int_t)st.disk_bytes, "segments", (json_int_t)st.segments,
+	    "index_bytes", (json_int_t)st.index_bytes, "index_bytes_per_block",
 	    st.blocks ? (double)st.index_bytes / (double)st.blocks : 0.0, "next_seq",
 	    (json_int_t)st.next_seq, "durable_seq", (json_int_t)st.durable_seq, "io_backend",
 	    st.io_backend, "durability", durability_name(st.durability), "last_open",

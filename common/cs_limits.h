@@ -38,6 +38,14 @@
 /* Index. */
 #define CS_BTREE_HEIGHT_MAX 16
 
+/* The add pipeline (engine/addpipe.c): hashing threads per add, and ring slots per thread.
+ * Two per thread let each thread start the next block while the one it just hashed waits for
+ * the blocks before it to be put; the ring adds two (one being filled, one being put). The
+ * ring's bytes are at most (ADD_SLOTS_PER_THREAD * ADD_THREADS_MAX + 2) * (1 MiB + 32):
+ * 35 MiB for the largest chunks and all threads, 1.5 MiB for the defaults on 2 cores. */
+#define ADD_THREADS_MAX      16u
+#define ADD_SLOTS_PER_THREAD 2u
+
 _Static_assert(CS_REC_MAX <= CS_BATCH_MIN, "a batch holds at least one largest record");
 _Static_assert(2 * CS_BATCH_MIN <= CS_SEG_MIN, "the smallest segment holds two batches");
 /* At open, batch_bytes <= segment_bytes / 2 is checked for the options in use. */
@@ -45,6 +53,7 @@ _Static_assert(CS_SEG_HEADER + CS_REC_MAX < CS_SEG_MIN, "a segment holds a large
 _Static_assert(CS_SEG_MAX <= 0xffffffffu, "offsets in the index are 32-bit");
 _Static_assert(CS_REC_HEADER % CS_REC_ALIGN == 0, "payloads start aligned");
 _Static_assert(CS_SEG_HEADER % CS_REC_ALIGN == 0, "first record aligned");
+_Static_assert(ADD_THREADS_MAX == CS_ADD_THREADS_MAX, "public and internal bounds agree");
 _Static_assert(CS_CID_MAX >= 4 + 2 + CS_DIGEST_MAX, "a v1 CID of any supported hash fits");
 
 #endif

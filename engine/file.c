@@ -2,10 +2,11 @@
  * file.c - the public Files API: cs_add_* (streaming UnixFS ingest), cs_cat, cs_file_size,
  * cs_file_check, cs_dir_* (directory nodes) and cs_add_path (files and trees from disk).
  *
- * A thin layer over unixfs.c: the builders' blocks go to store_put() without waiting for
- * each one's sync (they become durable together at the end), the reader's
- * requests to cs_block_get(). A CIDv0 root is found too, since the store indexes a block by
- * its multihash and a v0 CID is that multihash.
+ * A thin layer over unixfs.c: the builders' leaves go to the add pipeline (addpipe.c), which
+ * hashes them on the add's threads and puts them in file order; nodes go to store_put(); no
+ * put waits for its sync (the blocks become durable together at the end). The reader's
+ * requests go to cs_block_get(). A CIDv0 root is found too, since the store indexes a block
+ * by its multihash and a v0 CID is that multihash.
  *
  * cs_add_path walks a tree in two passes over the same code: a scan that checks every name,
  * type, permission, depth and directory size and sums the file sizes without writing, then
@@ -25,7 +26,7 @@
  *  2. cs_add_finish() and cs_add_abort() free the add on every path; cs_dir_finish() and
  *     cs_dir_abort() the directory.
  *  3. cs_add_fd() and cs_add_path() hold one read buffer of ADD_FD_BUF bytes besides the
- *     builder's, whatever the file sizes.
+ *     builder's and the pipeline's fixed ring, whatever the file sizes.
  *  4. The walker's stack holds at most UFS_DIR_DEPTH_MAX directories; every loop iteration
  *     consumes one entry or pops one directory, so a walk ends after one iteration per entry
  *     and directory. Names are never used as paths: entries are opened relative to their
@@ -41,6 +42,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addpipe.h"
 #include "cid.h"
 #include "cidstore.h"
 #include "err.h"
@@ -53,12 +55,51 @@
 struct cs_add {
 	cs_store *s;
 	struct ufs_builder *b;
+	struct addpipe *pipe; /* hashes b's leaves (owned) */
 };
 
 static int store_emit(void *ctx, const uint8_t *data, size_t len, uint64_t codec, uint64_t hash,
                       cs_cid *cid_out)
 {
 	return store_put(ctx, data, len, codec, hash, 0, cid_out); /* durable at finish */
+}
+
+/* The builder's leaves through the pipeline, and back into the builder's tree in order. */
+static int sink_submit(void *ctx, const uint8_t *data, size_t len, uint64_t codec, uint64_t size)
+{
+	return ap_submit(ctx, data, len, codec, size);
+}
+
+static int sink_flush(void *ctx)
+{
+	return ap_flush(ctx);
+}
+
+static const struct ufs_leaf_sink pipe_sink = {sink_submit, sink_flush};
+
+static int pipe_done(void *ctx, const cs_cid *cid, size_t len, uint64_t codec, uint64_t size)
+{
+	return ufs_builder_link(ctx, cid, len, size);
+}
+
+/* Makes a builder for p whose leaves are hashed by a pipeline of `threads` threads. */
+static int builder_new(cs_store *s, const struct ufs_params *p, unsigned threads,
+                       struct ufs_builder **b, struct addpipe **pipe)
+{
+	int rc;
+
+	*pipe = NULL;
+	if ((rc = ufs_builder_new(p, store_emit, s, b)) < 0)
+		return rc;
+	if ((rc = ap_new(s, p->hash, threads, ufs_builder_leaf_max(*b), pipe_done, *b, pipe)) < 0 ||
+	    (rc = ufs_builder_set_sink(*b, &pipe_sink, *pipe)) < 0) {
+		ap_free(*pipe);
+		ufs_builder_free(*b);
+		*pipe = NULL;
+		*b = NULL;
+		return rc;
+	}
+	return 0;
 }
 
 static int store_get(void *ctx, const cs_cid *cid, uint8_t *buf, size_t cap, size_t *len)
@@ -72,7 +113,14 @@ CS_API void cs_add_options_init(cs_add_options *o)
 	                      .raw_leaves = -1,
 	                      .hash = CS_HASH_SHA2_256,
 	                      .chunker = CS_CHUNK_FIXED,
-	                      .chunk_size = CHUNK_SIZE_DEFAULT};
+	                      .chunk_size = CHUNK_SIZE_DEFAULT,
+	                      .hash_threads = 0};
+}
+
+/* The hashing threads o asks for (o may be NULL). */
+static int threads_of(const cs_add_options *o, unsigned *n)
+{
+	return ap_threads_of(o != NULL ? o->hash_threads : 0, n);
 }
 
 /* Resolves the profile defaults of o into builder parameters. */
@@ -101,18 +149,19 @@ static int params_of(const cs_add_options *o, struct ufs_params *p)
 CS_API int cs_add_begin(cs_store *s, const cs_add_options *o, cs_add **out)
 {
 	struct ufs_params p;
+	unsigned threads;
 	int rc;
 
 	cs_clear_error();
 	if (s == NULL || out == NULL)
 		return cs_fail(CS_EINVAL, "store or out is NULL");
-	if ((rc = params_of(o, &p)) < 0)
+	if ((rc = params_of(o, &p)) < 0 || (rc = threads_of(o, &threads)) < 0)
 		return rc;
 	cs_add *a = calloc(1, sizeof(*a));
 	if (a == NULL)
 		return cs_fail(-ENOMEM, "out of memory for an add");
 	a->s = s;
-	if ((rc = ufs_builder_new(&p, store_emit, s, &a->b)) < 0) {
+	if ((rc = builder_new(s, &p, threads, &a->b, &a->pipe)) < 0) {
 		free(a);
 		return rc;
 	}
@@ -157,6 +206,7 @@ CS_API void cs_add_abort(cs_add *a)
 {
 	if (a == NULL)
 		return;
+	ap_free(a->pipe); /* joins its threads first: they read the ring, not the builder */
 	ufs_builder_free(a->b);
 	free(a);
 }
@@ -359,6 +409,7 @@ struct walker {
 	struct wdir *st; /* UFS_DIR_DEPTH_MAX frames */
 	unsigned depth;
 	struct ufs_builder *b; /* add pass: one builder for every file, reset in between */
+	struct addpipe *pipe;  /* hashes b's leaves; one for the whole walk */
 	uint8_t *buf;          /* ADD_FD_BUF bytes (invariant 3) */
 	uint64_t done, total;  /* content bytes read, and expected (from the scan) */
 };
@@ -530,6 +581,7 @@ static int add_file(struct walker *w, int fd, cs_cid *cid, uint64_t *tsize, uint
 {
 	int rc, retries = 0;
 
+	ap_reset(w->pipe);
 	ufs_builder_reset(w->b);
 	for (;;) {
 		ssize_t n = read(fd, w->buf, ADD_FD_BUF);
@@ -713,6 +765,7 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 	struct stat st;
 	cs_cid r;
 	uint64_t n = 0, tsize;
+	unsigned threads;
 	int rc, fd = -1;
 
 	cs_clear_error();
@@ -720,7 +773,7 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 		return cs_fail(CS_EINVAL, "store, path or root is NULL");
 	if (flags & ~(unsigned)CS_ADD_RECURSIVE)
 		return cs_fail(CS_EINVAL, "unknown flags 0x%x", flags);
-	if ((rc = params_of(o, &w.p)) < 0)
+	if ((rc = params_of(o, &w.p)) < 0 || (rc = threads_of(o, &threads)) < 0)
 		return rc;
 	w.min_cid = min_cid_len(&w.p);
 	/* Room for the caller's path (or the base name) and UFS_DIR_DEPTH_MAX names below. */
@@ -759,7 +812,7 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 		rc = cs_fail(-ENOMEM, "out of memory for a read buffer");
 		goto out;
 	}
-	if ((rc = ufs_builder_new(&w.p, store_emit, s, &w.b)) < 0)
+	if ((rc = builder_new(s, &w.p, threads, &w.b, &w.pipe)) < 0)
 		goto out;
 	if (S_ISREG(st.st_mode)) {
 		w.total = (uint64_t)st.st_size;
@@ -782,6 +835,7 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 out:
 	if (fd >= 0)
 		close(fd);
+	ap_free(w.pipe);
 	ufs_builder_free(w.b);
 	free(w.buf);
 	free(w.st);

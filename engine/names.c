@@ -12,7 +12,9 @@
  *   N2. Every node's height is 1 + the larger of its children's heights (0 for none), and
  *       the heights of its two children differ by at most 1. Hence the height stays below
  *       1.4405 * log2(n + 2) and every walk fits its NAMES_HEIGHT_MAX stack.
- *   N3. count is the number of nodes, bytes the sum of their allocation sizes.
+ *   N3. count is the number of nodes, bytes the sum of their allocation sizes, sizes the
+ *       sum of their values' file sizes (modulo 2^64: sizes come from callers, and
+ *       wrapping arithmetic keeps every set and delete exact however large they are).
  *   N4. Every name in the table passed name_check(): no NUL inside, so name + NUL is a C
  *       string and byte order equals strcmp() order.
  *
@@ -40,6 +42,7 @@ struct names {
 	struct name_node *root;
 	uint64_t count; /* N3 */
 	uint64_t bytes; /* N3 */
+	uint64_t sizes; /* N3 */
 };
 
 _Static_assert(CS_NAME_MAX <= UINT16_MAX, "a name's length fits the node's field");
@@ -259,6 +262,7 @@ int names_put(struct names *t, struct name_node *node, const struct name_val *v)
 	while (*link != NULL) {
 		int c = cmp(node->name, node->len, *link);
 		if (c == 0) {
+			t->sizes += v->size - (*link)->v.size; /* N3 */
 			(*link)->v = *v;
 			free(node);
 			return 1;
@@ -277,6 +281,7 @@ int names_put(struct names *t, struct name_node *node, const struct name_val *v)
 	}
 	t->count++;
 	t->bytes += node_size(node->len);
+	t->sizes += v->size;
 	return 0;
 }
 
@@ -340,6 +345,7 @@ int names_del(struct names *t, const uint8_t *name, size_t len)
 	}
 	t->count--;
 	t->bytes -= node_size(victim->len);
+	t->sizes -= victim->v.size;
 	free(victim);
 	return 0;
 }
@@ -402,12 +408,17 @@ uint64_t names_bytes(const struct names *t)
 	return t->bytes;
 }
 
+uint64_t names_sizes(const struct names *t)
+{
+	return t->sizes;
+}
+
 /* Checks the subtree at n, whose names must lie strictly between lo and hi (NULL: no
  * bound), and sets *h to its height. The recursion depth is capped at NAMES_HEIGHT_MAX, so
  * a broken tree fails the check rather than the stack. */
 static int check_node(const struct name_node *n, const struct name_node *lo,
                       const struct name_node *hi, int depth, int *h, uint64_t *count,
-                      uint64_t *bytes)
+                      uint64_t *bytes, uint64_t *sizes)
 {
 	int hl, hr;
 
@@ -421,23 +432,24 @@ static int check_node(const struct name_node *n, const struct name_node *lo,
 	if ((lo != NULL && cmp(n->name, n->len, lo) <= 0) ||
 	    (hi != NULL && cmp(n->name, n->len, hi) >= 0)) /* N1 */
 		return -1;
-	if (check_node(n->child[0], lo, n, depth + 1, &hl, count, bytes) != 0 ||
-	    check_node(n->child[1], n, hi, depth + 1, &hr, count, bytes) != 0)
+	if (check_node(n->child[0], lo, n, depth + 1, &hl, count, bytes, sizes) != 0 ||
+	    check_node(n->child[1], n, hi, depth + 1, &hr, count, bytes, sizes) != 0)
 		return -1;
 	if (hl - hr > 1 || hr - hl > 1 || n->height != 1 + (hl > hr ? hl : hr)) /* N2 */
 		return -1;
 	*h = n->height;
 	(*count)++;
 	*bytes += node_size(n->len);
+	*sizes += n->v.size;
 	return 0;
 }
 
 int names_check_tree(const struct names *t)
 {
-	uint64_t count = 0, bytes = 0;
+	uint64_t count = 0, bytes = 0, sizes = 0;
 	int h;
 
-	if (check_node(t->root, NULL, NULL, 0, &h, &count, &bytes) != 0)
+	if (check_node(t->root, NULL, NULL, 0, &h, &count, &bytes, &sizes) != 0)
 		return -1;
-	return count == t->count && bytes == t->bytes ? 0 : -1; /* N3 */
+	return count == t->count && bytes == t->bytes && sizes == t->sizes ? 0 : -1; /* N3 */
 }

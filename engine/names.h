@@ -92,6 +92,10 @@ uint64_t names_count(const struct names *t);
 /* Bytes of memory the table's nodes take (allocator overhead excluded). */
 uint64_t names_bytes(const struct names *t);
 
+/* The sum of the sizes the names are set to (modulo 2^64), kept as they are set, replaced
+ * and deleted, at replay too: cs_stat's logical_bytes. */
+uint64_t names_sizes(const struct names *t);
+
 /* Slow tier: checks order, AVL balance, heights and the count over the whole tree.
  * Returns 0 or -1. For tests and CS_SLOW_CHECKS builds. */
 int names_check_tree(const struct names *t);

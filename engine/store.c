@@ -382,14 +382,9 @@ CS_API int cs_block_put(cs_store *s, const void *data, size_t len, uint64_t code
 	return store_put(s, data, len, codec, hash, 1, out);
 }
 
-int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash, int wait,
-              cs_cid *out)
+/* The checks every put makes before it hashes or writes; sets *dlen to the digest length. */
+static int put_check(const void *data, size_t len, uint64_t codec, uint64_t hash, size_t *dlen)
 {
-	uint8_t digest[CS_DIGEST_MAX], key[CS_KEY_MAX], meta[CS_BLOCK_META];
-	struct idx_val v;
-	int rc;
-
-	cs_clear_error();
 	if (len > CS_BLOCK_MAX)
 		return cs_fail(CS_ELIMIT, "block of %zu bytes exceeds the %u-byte limit", len,
 		               CS_BLOCK_MAX);
@@ -400,13 +395,38 @@ int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_
 		               "codec 0x%llx is above the store's 32-bit "
 		               "codec limit",
 		               (unsigned long long)codec);
-	size_t dlen = cid_hash_len(hash);
-	if (dlen != CS_DIGEST_MAX)
+	*dlen = cid_hash_len(hash);
+	if (*dlen != CS_DIGEST_MAX)
 		return cs_fail(CS_EUNSUPPORTED,
 		               "hash function 0x%llx is not supported "
 		               "(sha2-256 0x12, blake2b-256 0xb220)",
 		               (unsigned long long)hash);
-	if ((rc = cid_hash(hash, data, len, digest)) != 0 ||
+	return 0;
+}
+
+int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash, int wait,
+              cs_cid *out)
+{
+	uint8_t digest[CS_DIGEST_MAX];
+	size_t dlen;
+	int rc;
+
+	cs_clear_error();
+	if ((rc = put_check(data, len, codec, hash, &dlen)) != 0 ||
+	    (rc = cid_hash(hash, data, len, digest)) != 0)
+		return rc;
+	return store_put_hashed(s, digest, data, len, codec, hash, wait, out);
+}
+
+int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_t len,
+                     uint64_t codec, uint64_t hash, int wait, cs_cid *out)
+{
+	uint8_t key[CS_KEY_MAX], meta[CS_BLOCK_META];
+	struct idx_val v;
+	size_t dlen;
+	int rc;
+
+	if ((rc = put_check(data, len, codec, hash, &dlen)) != 0 ||
 	    (rc = cid_make(1, codec, hash, digest, dlen, out)) != 0 ||
 	    (rc = cid_key(out, key)) != 0)
 		return rc;
@@ -426,7 +446,7 @@ int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_
 	rec_block_meta(meta, (uint16_t)hash, (uint8_t)dlen, (uint32_t)codec);
 	struct iovec parts[3] = {
 	    {meta, sizeof(meta)},
-	    {digest, dlen},
+	    {(void *)digest, dlen},
 	    {(void *)data, len},
 	};
 	struct wal_rec rec = {.type = REC_BLOCK, .parts = parts, .nparts = 3};
@@ -579,6 +599,7 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out)
 	out->names = names_count(s->names);
 	out->pins = idx_count(s->pins);
 	out->pins_recursive = s->pins_recursive;
+	out->logical_bytes = names_sizes(s->names);
 	pthread_rwlock_unlock(&s->lock);
 	pthread_mutex_lock(&s->life_mu);
 	out->last_gc = s->last_gc;

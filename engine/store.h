@@ -71,6 +71,13 @@ int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_
 struct idx_val;
 int store_lookup(cs_store *s, const uint8_t key[CS_KEY_MAX], struct idx_val *v);
 
+/* store_put() after the hash: puts data (len bytes, borrowed for the call) whose digest under
+ * hash (CS_DIGEST_MAX bytes, borrowed) the caller computed, e.g. on another thread, and sets
+ * *out to its CIDv1. The digest is trusted: a wrong one stores the bytes under a wrong CID.
+ * Everything else (checks, presence, append, index) is as in store_put(). Thread-safe. */
+int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_t len,
+		     uint64_t codec, uint64_t hash, int wait, cs_cid *out);
+
 /* Reads the block at v (v->len bytes) into buf and checks that its record names key.
  * Errors: CS_ECORRUPT (message names the place), -errno. */
 int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,

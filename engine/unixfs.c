@@ -40,6 +40,8 @@
  *  1. Every level holds fewer than UFS_LINKS_MAX links between calls (a full level is
  *     emitted before the call returns).
  *  2. The builder keeps at most one chunk of bytes (chunker max) whatever the input size.
+ *     With a leaf sink, the sink holds the leaves in flight (a fixed ring, engine/addpipe.c);
+ *     they are linked in the order they were submitted, so the tree is the same.
  *  3. Every node the reader descends into satisfies: n_blocksizes == n_links, data_len + sum
  *     (blocksizes) == filesize when present, and that sum equals the blocksize its parent
  *     gave it (or the length of the raw block). Hence the bytes it copies are exactly
@@ -85,6 +87,11 @@ struct ufs_builder {
 	size_t fill;
 	uint8_t *enc; /* encoding of a dag-pb leaf or node */
 	size_t enc_cap;
+	const struct ufs_leaf_sink *sink; /* NULL: leaves are emitted at once */
+	void *sink_ctx;
+	uint8_t *lenc; /* with a sink and dag-pb leaves: a leaf's encoding, apart from enc, which
+	                * a node linked during the leaf's submit may use */
+	size_t lenc_cap;
 	struct ufs_level lv[UFS_BUILD_LEVELS_MAX + 1]; /* lv[0]: leaves */
 	uint64_t leaves;
 	uint64_t size;
@@ -146,7 +153,25 @@ void ufs_builder_free(struct ufs_builder *b)
 		return;
 	free(b->buf);
 	free(b->enc);
+	free(b->lenc);
 	free(b);
+}
+
+int ufs_builder_set_sink(struct ufs_builder *b, const struct ufs_leaf_sink *sink, void *ctx)
+{
+	if (!b->p.raw_leaves && b->lenc == NULL) {
+		b->lenc_cap = b->ck.max + 32; /* as enc_cap for dag-pb leaves */
+		if ((b->lenc = malloc(b->lenc_cap)) == NULL)
+			return cs_fail(-ENOMEM, "out of memory for a UnixFS builder's leaf buffer");
+	}
+	b->sink = sink;
+	b->sink_ctx = ctx;
+	return 0;
+}
+
+size_t ufs_builder_leaf_max(const struct ufs_builder *b)
+{
+	return b->p.raw_leaves ? b->ck.max : b->ck.max + 32;
 }
 
 uint64_t ufs_builder_leaves(const struct ufs_builder *b)
@@ -180,13 +205,12 @@ uint64_t ufs_builder_tsize(const struct ufs_builder *b)
 
 /* Emits a block with p's hash and sets *cid to the CID a link (or the root) names it by:
  * CIDv0 for dag-pb blocks in the v0 profile, as both reference builders link them. */
-static int emit_block(const struct ufs_params *p, ufs_emit_fn emit, void *ctx, const uint8_t *data,
-                      size_t len, uint64_t codec, cs_cid *cid)
+/* Turns the CIDv1 of a block into the CID a link (or the root) names it by: CIDv0 for dag-pb
+ * blocks in the v0 profile, as both reference builders link them. */
+static int link_cid(const struct ufs_params *p, uint64_t codec, cs_cid *cid)
 {
-	int rc = emit(ctx, data, len, codec, p->hash, cid);
+	int rc;
 
-	if (rc < 0)
-		return rc;
 	if (codec == CS_CODEC_DAG_PB && p->cid_version == 0) {
 		cs_cid v1 = *cid; /* cid_make must not read the digest from its output */
 		cs_cid_info info;
@@ -198,6 +222,17 @@ static int emit_block(const struct ufs_params *p, ufs_emit_fn emit, void *ctx, c
 			return rc;
 	}
 	return 0;
+}
+
+/* Emits a block with p's hash and sets *cid to the CID a link (or the root) names it by. */
+static int emit_block(const struct ufs_params *p, ufs_emit_fn emit, void *ctx, const uint8_t *data,
+                      size_t len, uint64_t codec, cs_cid *cid)
+{
+	int rc = emit(ctx, data, len, codec, p->hash, cid);
+
+	if (rc < 0)
+		return rc;
+	return link_cid(p, codec, cid);
 }
 
 static int put_block(struct ufs_builder *b, const uint8_t *data, size_t len, uint64_t codec,
@@ -260,11 +295,46 @@ static int push_entry(struct ufs_builder *b, unsigned L, struct ufs_entry e)
 	}
 }
 
+/* Hands a leaf to the sink; ufs_builder_link() puts it into the tree later. */
+static int submit_leaf(struct ufs_builder *b, const uint8_t *chunk, size_t n)
+{
+	int rc;
+
+	if (b->p.raw_leaves) {
+		rc = b->sink->submit(b->sink_ctx, chunk, n, CS_CODEC_RAW, n);
+	} else {
+		struct ufs_file f = {.data = chunk, .data_len = n, .filesize = n};
+		size_t len;
+
+		if ((rc = pb_file_node_encode(b->lenc, b->lenc_cap, NULL, 0, &f, &len)) < 0)
+			return rc;
+		rc = b->sink->submit(b->sink_ctx, b->lenc, len, CS_CODEC_DAG_PB, n);
+	}
+	if (rc < 0)
+		return rc;
+	b->leaves++;
+	b->size += n;
+	return 0;
+}
+
+int ufs_builder_link(struct ufs_builder *b, const cs_cid *cid, size_t len, uint64_t size)
+{
+	cs_cid_info info;
+	struct ufs_entry e = {.cid = *cid, .tsize = len, .size = size};
+	int rc;
+
+	if ((rc = cs_cid_inspect(cid, &info)) < 0 || (rc = link_cid(&b->p, info.codec, &e.cid)) < 0)
+		return rc;
+	return push_entry(b, 0, e);
+}
+
 static int add_leaf(struct ufs_builder *b, const uint8_t *chunk, size_t n)
 {
 	struct ufs_entry e = {.size = n};
 	int rc;
 
+	if (b->sink != NULL)
+		return submit_leaf(b, chunk, n);
 	if (b->p.raw_leaves) {
 		if ((rc = put_block(b, chunk, n, CS_CODEC_RAW, &e.cid)) < 0)
 			return rc;
@@ -359,6 +429,8 @@ static int finish_(struct ufs_builder *b, cs_cid *root)
 	CS_ASSERT(b->fill == 0);
 	if (b->leaves == 0 && (rc = add_leaf(b, b->buf, 0)) < 0)
 		return rc; /* the empty file is one empty leaf */
+	if (b->sink != NULL && (rc = b->sink->flush(b->sink_ctx)) < 0)
+		return rc; /* every leaf linked before the levels collapse */
 	for (unsigned L = 0; L <= UFS_BUILD_LEVELS_MAX; L++) {
 		bool above = false;
 		for (unsigned M = L + 1; M <= UFS_BUILD_LEVELS_MAX; M++)

@@ -80,6 +80,30 @@ int ufs_builder_write(struct ufs_builder *b, const void *data, size_t len);
  * NULL). The builder is spent afterwards (free it). */
 int ufs_builder_finish(struct ufs_builder *b, cs_cid *root, uint64_t *size);
 
+/* Where a builder may send its leaves instead of emitting each at once: to the add pipeline
+ * (engine/addpipe.c), which hashes them on other threads. submit takes one leaf block in file
+ * order (data: len bytes, borrowed for the call; codec; size: its bytes of file); for each,
+ * in the same order, ufs_builder_link() must be called, from inside a later submit or
+ * flush on the builder's thread. flush must link every leaf submitted so far; the builder
+ * calls it before it builds the top of the tree. A negative return is the builder's error. */
+struct ufs_leaf_sink {
+	int (*submit)(void *ctx, const uint8_t *data, size_t len, uint64_t codec, uint64_t size);
+	int (*flush)(void *ctx);
+};
+
+/* Sends b's leaves to sink (borrowed until b is freed) with ctx, from the next leaf on.
+ * Errors: -ENOMEM (the leaf buffer of a dag-pb-leaf profile). */
+int ufs_builder_set_sink(struct ufs_builder *b, const struct ufs_leaf_sink *sink, void *ctx);
+
+/* Links the next submitted leaf: cid is its CIDv1 (the builder links a dag-pb leaf by its
+ * CIDv0 in the v0 profile), len its block's bytes, size its bytes of file. Errors: those of
+ * the tree above it (the emit callback's, CS_ELIMIT). */
+int ufs_builder_link(struct ufs_builder *b, const cs_cid *cid, size_t len, uint64_t size);
+
+/* The largest leaf block the builder submits: its chunker's largest chunk, plus the dag-pb
+ * framing for a dag-pb-leaf profile. */
+size_t ufs_builder_leaf_max(const struct ufs_builder *b);
+
 /* Leaves and nodes emitted so far, and the tree height of the finished root (0 for a root
  * that is a leaf), for tests. */
 uint64_t ufs_builder_leaves(const struct ufs_builder *b);

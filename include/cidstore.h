@@ -223,7 +223,9 @@ typedef struct cs_gc_stat {
 typedef struct cs_stat {
 	uint64_t blocks;          /* live blocks in the index */
 	uint64_t names;           /* names set (cs_name_set) */
-	uint64_t live_bytes;      /* bytes of live block data */
+	uint64_t live_bytes;      /* bytes of live block data: physical, each block once */
+	uint64_t logical_bytes;   /* the sum of the sizes of all names (as given to cs_name_set,
+				   * modulo 2^64): what the named files hold before dedup */
 	uint64_t log_bytes;       /* bytes of log written, all segments, headers included */
 	uint64_t disk_bytes;      /* bytes the segment files take (preallocation included) */
 	uint64_t segments;        /* segment files */
@@ -348,6 +350,7 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out);
 
 #define CS_ADD_CHUNK_MAX (1u << 20) /* largest chunk, as in Kubo */
 #define CS_ADD_LINKS_MAX 174        /* links per node the builder writes */
+#define CS_ADD_THREADS_MAX 16       /* hashing threads of one add */
 
 typedef struct cs_add_options {
 	int cid_version;     /* 1 (default) or 0 */
@@ -355,31 +358,41 @@ typedef struct cs_add_options {
 	uint64_t hash;       /* CS_HASH_SHA2_256 (default) or CS_HASH_BLAKE2B_256 (needs v1) */
 	int chunker;         /* CS_CHUNK_FIXED (default) or CS_CHUNK_CDC */
 	uint32_t chunk_size; /* fixed: 1..CS_ADD_CHUNK_MAX, default 262144; CDC: the average */
+	unsigned hash_threads; /* threads hashing the add's leaves, 1..CS_ADD_THREADS_MAX; 0
+				* (default) = the online CPUs, at most CS_ADD_THREADS_MAX */
 } cs_add_options;
 
 /* Fills o with the defaults: the v1 profile with fixed 262144-byte chunks. */
 CS_API void cs_add_options_init(cs_add_options *o);
 
 /* An add in progress: the bytes of one file arrive in pieces and its blocks are put into the
- * store as they are complete. Memory stays bounded whatever the file size (a chunk buffer of
- * at most CS_ADD_CHUNK_MAX bytes, one dag-pb node buffer, up to 174 pending links per tree
- * level). One thread at a time per cs_add; several adds may run on one store at once. */
+ * store as they are complete. Leaves are hashed in parallel by the add's own hashing threads
+ * (hash_threads, started at begin and joined at finish or abort) and put into the store in
+ * file order by the calling thread, so the blocks, the log order and the root are those of a
+ * one-thread add. Memory stays bounded whatever the file size (a chunk buffer of at most
+ * CS_ADD_CHUNK_MAX bytes, a ring of 2 x hash_threads + 2 leaf slots of at most a chunk each,
+ * one dag-pb node buffer, up to 174 pending links per tree level). One thread at a time per
+ * cs_add; several adds may run on one store at once. */
 typedef struct cs_add cs_add;
 
 /* Starts adding a file to s (borrowed: it must stay open until cs_add_finish or
  * cs_add_abort). o (borrowed for the call) may be NULL for the defaults. On success *out owns
  * the add; end it with cs_add_finish() or cs_add_abort(). Errors: CS_EINVAL (cid_version,
  * raw_leaves or chunker unknown; chunk_size 0 or, for CDC, not a power of two of at least
- * 1024; CIDv0 with a hash other than sha2-256), CS_ELIMIT (chunk_size above the limit),
- * CS_EUNSUPPORTED (hash), -ENOMEM. */
+ * 1024; CIDv0 with a hash other than sha2-256), CS_ELIMIT (chunk_size above the limit,
+ * hash_threads above CS_ADD_THREADS_MAX), CS_EUNSUPPORTED (hash), -ENOMEM, -EAGAIN (a
+ * hashing thread could not be started). */
 CS_API int cs_add_begin(cs_store *s, const cs_add_options *o, cs_add **out);
 
-/* Appends len bytes of data (borrowed for the call) to the file. Complete chunks and full
- * nodes are put into the store before it returns, durable as the store's durability mode
- * says. After an error the add is dead: later writes return the same error; call
- * cs_add_abort(). Errors: those of cs_block_put (CS_EPOISONED, CS_EFULL, CS_ECLOSED,
- * -errno), CS_ELIMIT (a tree deeper than any 64-bit file size needs), CS_EINVAL (a is NULL,
- * or data NULL with len > 0). */
+/* Appends len bytes of data (borrowed for the call; copied, so it may be reused at once) to
+ * the file. Complete chunks go to the hashing threads and are put into the store in file
+ * order, up to 2 x hash_threads + 2 of them after this call returns (all by the end of
+ * cs_add_finish); full nodes are put once their last leaf is. So the error of a put may be
+ * returned by a later write or by cs_add_finish. After an error the add is dead: later
+ * writes return the same error; call cs_add_abort(). Errors: those of cs_block_put
+ * (CS_EPOISONED, CS_EFULL, CS_ECLOSED, -errno), -ENOMEM (a hashing thread's first hash),
+ * CS_ELIMIT (a tree deeper than any 64-bit file size needs), CS_EINVAL (a is NULL, or data
+ * NULL with len > 0). */
 CS_API int cs_add_write(cs_add *a, const void *data, size_t len);
 
 /* Ends the file: puts its last chunk and the nodes above it, then makes every block of the

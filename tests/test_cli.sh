@@ -127,6 +127,17 @@ expect 0 "cat past the end" -- "$bin" cat "$cid" --offset 3000000
 [ ! -s "$tmp/out" ] && ok || bad "cat past the end printed bytes"
 expect 2 "cat bad offset" -- "$bin" cat "$cid" --offset -1
 # stdin needs a name; it gives the root a file gives.
+# Dedup figures: the same bytes under a second name add no block; logical bytes grow by the
+# size, physical bytes stay.
+stat_of() { "$bin" stat | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["blocks"], d["physical_bytes"], d["logical_bytes"], d["live_bytes"])'; }
+read -r b1 p1 l1 v1 <<<"$(stat_of)"
+cp "$tmp/big" "$tmp/big-copy"
+expect 0 "add a copy" -- "$bin" add --name big-copy "$tmp/big-copy"
+read -r b2 p2 l2 v2 <<<"$(stat_of)"
+big_size=$(stat -c %s "$tmp/big")
+[ "$b2" = "$b1" ] && [ "$p2" = "$p1" ] && [ "$v2" = "$p2" ] &&
+	[ "$l2" = "$((l1 + big_size))" ] && ok ||
+	bad "stat after a duplicate add: blocks $b1 -> $b2, physical $p1 -> $p2, logical $l1 -> $l2"
 expect 0 "add stdin" -- "$bin" add --name from-stdin - <"$tmp/big"
 [ "$(cut -f1 "$tmp/out")" = "$("$bin" add -q "$tmp/big")" ] && ok || bad "stdin root differs"
 expect 2 "add stdin without a name" -- "$bin" add - <"$tmp/big"

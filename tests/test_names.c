@@ -1304,6 +1304,66 @@ static void bad_name_records(void **state)
 	tu_rmrf(base);
 }
 
+/* logical_bytes sums the names' sizes; live_bytes counts each block once. The same file added
+ * twice under two names writes no new block, doubles logical_bytes and leaves live_bytes as
+ * it was; a replace and a delete move logical_bytes by the sizes involved; a reopen, which
+ * rebuilds the table by replay, gives the same figures. */
+static void logical_bytes_dedup(void **state)
+{
+	const size_t len = 3u * 1024 * 1024 + 777;
+	uint8_t *data = malloc(len);
+	cs_stat st0, st1, st2;
+	cs_cid r1, r2, other = {0};
+	uint64_t size;
+	cs_add *a;
+
+	assert_non_null(data);
+	tu_fill(data, len, 42);
+	cs_store *s = open_ok();
+	other = put_root(s, 9);
+	assert_int_equal(cs_store_stat(s, &st0), 0);
+	assert_int_equal(st0.logical_bytes, 0);
+
+	assert_int_equal(cs_add_begin(s, NULL, &a), 0);
+	assert_int_equal(cs_add_write(a, data, len), 0);
+	assert_int_equal(cs_add_finish(a, &r1, &size), 0);
+	assert_int_equal(size, len);
+	set_ok(s, "first", &r1, size);
+	assert_int_equal(cs_store_stat(s, &st1), 0);
+	assert_true(st1.blocks > st0.blocks);
+	assert_int_equal(st1.logical_bytes, len);
+	assert_true(st1.live_bytes - st0.live_bytes > len); /* the leaves and a root node */
+
+	assert_int_equal(cs_add_begin(s, NULL, &a), 0);
+	assert_int_equal(cs_add_write(a, data, len), 0);
+	assert_int_equal(cs_add_finish(a, &r2, &size), 0);
+	assert_memory_equal(r1.bytes, r2.bytes, r1.len);
+	set_ok(s, "second", &r2, size);
+	assert_int_equal(cs_store_stat(s, &st2), 0);
+	assert_int_equal(st2.blocks, st1.blocks);         /* no new block */
+	assert_int_equal(st2.live_bytes, st1.live_bytes); /* physical unchanged */
+	assert_int_equal(st2.logical_bytes, 2 * len);
+
+	/* A replace moves it by the difference, a delete by the size, a re-set back. */
+	set_ok(s, "second", &other, 64);
+	assert_int_equal(cs_store_stat(s, &st2), 0);
+	assert_int_equal(st2.logical_bytes, len + 64);
+	assert_int_equal(cs_name_delete(s, "second"), 0);
+	assert_int_equal(cs_store_stat(s, &st2), 0);
+	assert_int_equal(st2.logical_bytes, len);
+	set_ok(s, "second", &r2, len);
+	assert_int_equal(cs_store_close(s), 0);
+
+	s = open_ok();
+	assert_int_equal(cs_store_stat(s, &st2), 0);
+	assert_int_equal(st2.blocks, st1.blocks);
+	assert_int_equal(st2.live_bytes, st1.live_bytes);
+	assert_int_equal(st2.logical_bytes, 2 * len);
+	assert_int_equal(st2.names, 2);
+	assert_int_equal(cs_store_close(s), 0);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1321,6 +1381,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(torn_name_record, setup, teardown),
 	    cmocka_unit_test_setup_teardown(bad_name_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(kill_rounds, setup, teardown),
+	    cmocka_unit_test_setup_teardown(logical_bytes_dedup, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
