@@ -55,7 +55,8 @@
 struct cs_add {
 	cs_store *s;
 	struct ufs_builder *b;
-	struct addpipe *pipe; /* hashes b's leaves (owned) */
+	struct addpipe *pipe;   /* hashes b's leaves (owned) */
+	struct store_hold hold; /* keeps what the add writes from a collection (gc.c, E1) */
 };
 
 static int store_emit(void *ctx, const uint8_t *data, size_t len, uint64_t codec, uint64_t hash,
@@ -165,6 +166,7 @@ CS_API int cs_add_begin(cs_store *s, const cs_add_options *o, cs_add **out)
 		free(a);
 		return rc;
 	}
+	store_hold_begin(s, &a->hold);
 	*out = a;
 	return 0;
 }
@@ -208,6 +210,7 @@ CS_API void cs_add_abort(cs_add *a)
 		return;
 	ap_free(a->pipe); /* joins its threads first: they read the ring, not the builder */
 	ufs_builder_free(a->b);
+	store_hold_end(a->s, &a->hold);
 	free(a);
 }
 
@@ -762,11 +765,12 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
                        const cs_add_callbacks *cb, cs_cid *root, uint64_t *size)
 {
 	struct walker w = {.s = s, .cb = cb};
+	struct store_hold hold; /* gc.c, E1: what the add writes stays until it returns */
 	struct stat st;
 	cs_cid r;
 	uint64_t n = 0, tsize;
 	unsigned threads;
-	int rc, fd = -1;
+	int rc, fd = -1, held = 0;
 
 	cs_clear_error();
 	if (s == NULL || path == NULL || root == NULL)
@@ -814,6 +818,8 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 	}
 	if ((rc = builder_new(s, &w.p, threads, &w.b, &w.pipe)) < 0)
 		goto out;
+	store_hold_begin(s, &hold);
+	held = 1;
 	if (S_ISREG(st.st_mode)) {
 		w.total = (uint64_t)st.st_size;
 		if ((rc = add_file(&w, fd, &r, &tsize, &n)) < 0 ||
@@ -833,6 +839,8 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 	if (size != NULL)
 		*size = n;
 out:
+	if (held)
+		store_hold_end(s, &hold);
 	if (fd >= 0)
 		close(fd);
 	ap_free(w.pipe);

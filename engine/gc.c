@@ -13,8 +13,10 @@
  *
  * The epoch rule (docs/GC.md): a collection keeps every block that a root reached when it
  * began, and every block put, named or pinned after it began.
- *   E1. Activation sets gc_from to the log's tail (wal_tail). A block whose index entry lies
- *       at or past gc_from was written after the collection began: never swept.
+ *   E1. Activation sets gc_from to the log's tail (wal_tail), or to the start of the oldest
+ *       add in flight (store_hold_begin) if earlier. A block whose index entry lies at or past
+ *       gc_from was written after the collection began, or by an add that has yet to root
+ *       its file: never swept.
  *   E2. While gc_active, every operation that makes an existing block live without writing
  *       it shades the block in the mark set before it checks that the block is present: a
  *       put of a present block (store_put), a pin add (its whole DAG, under life_mu), a
@@ -327,6 +329,9 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 	pthread_mutex_lock(&s->name_mu);
 	pthread_mutex_lock(&s->mark_mu);
 	s->gc_from = wal_tail(s->wal); /* E1 */
+	for (const struct store_hold *h = s->holds; h != NULL; h = h->next)
+		if (wal_pos_cmp(h->from, s->gc_from) < 0)
+			s->gc_from = h->from;
 	atomic_fetch_add(&s->gc_epoch, 1);
 	atomic_store_explicit(&s->gc_active, 1, memory_order_release);
 	pthread_mutex_unlock(&s->mark_mu);
@@ -364,6 +369,30 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 	if (out != NULL)
 		*out = st;
 	return rc;
+}
+
+void store_hold_begin(cs_store *s, struct store_hold *h)
+{
+	pthread_mutex_lock(&s->mark_mu);
+	h->from = wal_tail(s->wal);
+	h->prev = NULL;
+	h->next = s->holds;
+	if (s->holds != NULL)
+		s->holds->prev = h;
+	s->holds = h;
+	pthread_mutex_unlock(&s->mark_mu);
+}
+
+void store_hold_end(cs_store *s, struct store_hold *h)
+{
+	pthread_mutex_lock(&s->mark_mu);
+	if (h->prev != NULL)
+		h->prev->next = h->next;
+	else
+		s->holds = h->next;
+	if (h->next != NULL)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&s->mark_mu);
 }
 
 void gc_stop(cs_store *s)

@@ -50,7 +50,8 @@ struct cs_store {
 	atomic_int gc_active;  /* a mark or sweep runs; writers shade (E2); set under mark_mu */
 	atomic_uint gc_epoch;  /* collections activated so far */
 	struct keyset marks;   /* under mark_mu: blocks GC must keep */
-	struct wal_pos gc_from; /* E1: blocks at or past this position were put during GC */
+	struct wal_pos gc_from; /* E1: blocks at or past this position are kept */
+	struct store_hold *holds; /* under mark_mu: adds in flight, oldest last */
 	int gc_running;        /* under life_mu: a cs_gc runs (one at a time) */
 	atomic_int closing;    /* cs_store_close began: a running cs_gc stops; set under life_mu */
 	pthread_cond_t gc_cv;  /* signalled when gc_running drops */
@@ -110,6 +111,16 @@ int gc_walk_shading(cs_store *s, const cs_cid *root, unsigned flags, struct gc_w
  * held by the caller until its root is in its table. On error mu is not held. Errors:
  * CS_ENOTFOUND (names the first missing block), -ENOMEM, read errors of the walk. */
 int gc_shade_dag_locked(cs_store *s, const cs_cid *root, pthread_mutex_t *mu);
+
+/* An add in flight (gc.c, E1): blocks it writes from store_hold_begin() on are never swept
+ * by a collection that begins before store_hold_end(), although nothing roots them yet.
+ * Blocks it finds present (deduplicated) are protected only while a collection shades. */
+struct store_hold {
+	struct store_hold *prev, *next; /* in s->holds, under mark_mu */
+	struct wal_pos from;
+};
+void store_hold_begin(cs_store *s, struct store_hold *h);
+void store_hold_end(cs_store *s, struct store_hold *h);
 
 /* Called by cs_store_close() before it tears down: stops a running cs_gc and waits. */
 void gc_stop(cs_store *s);
