@@ -779,7 +779,15 @@ CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64
 		return rc;
 	v.size = size;
 
-	/* Returns with name_mu held and the root's DAG shaded for a running GC (E2, E4). */
+	/* The root first, for the plainer message; then, with name_mu held on return, the whole
+	 * DAG, shaded for a running GC (E2, E4). */
+	if (cid_key(&v.root, key) != 0 || store_lookup(s, key, &iv) != 0) {
+		char text[CS_CID_TEXT_MAX];
+		if (cs_cid_format(&v.root, text, sizeof(text)) < 0)
+			snprintf(text, sizeof(text), "(unprintable)");
+		names_node_free(node);
+		return cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
+	}
 	if ((rc = gc_shade_dag_locked(s, &v.root, &s->name_mu)) != 0) {
 		names_node_free(node);
 		return rc;
