@@ -8,7 +8,7 @@
  *
  * Nothing is stopped for longer than one step of a piece: activation holds life_mu and
  * name_mu for a few assignments; the marker takes mark_mu per block; each sweep piece holds
- * life_mu and mark_mu while it appends at most SWEEP_STEP tombstones (one transaction, no
+ * life_mu and mark_mu while it appends at most STORE_PIECE (256) tombstones (one transaction, no
  * I/O waited for) and drops their index entries. Puts of new blocks take no lock of GC's.
  *
  * The epoch rule (docs/GC.md): a collection keeps every block that a root reached when it
@@ -21,10 +21,10 @@
  *       it shades the block in the mark set before it checks that the block is present: a
  *       put of a present block (store_put), a pin add (its whole DAG, under life_mu), a
  *       name set (its whole DAG, gc_shade_dag, under life_mu).
- *   E3. A sweep piece decides (unmarked, before gc_from, index entry unchanged) and deletes
- *       (tombstone appended, then the index entry dropped) under mark_mu, so a shade
- *       lands either before the decision (the block stays) or after the drop (the shader
- *       finds the block absent and writes it anew, after the tombstone in the log).
+ *   E3. A sweep piece copies its entries, decides (unmarked, before gc_from) and deletes
+ *       (tombstone appended, then the index entry dropped) under mark_mu, so a shade lands
+ *       either before the decision (the block stays) or after the drop (the shader finds
+ *       the block absent and writes it anew, after the tombstone in the log).
  *   E4. Roots: activation holds life_mu and name_mu, which every pin and name mutation holds
  *       from its check through its table update (P1 of pin.c, S5 of store.c). A root set
  *       before activation is in its table when the marker walks it; a root set after sees
@@ -51,8 +51,7 @@
 #define MARK_SHADED 1u /* E2: kept, links not followed */
 #define MARK_DEEP   2u /* kept, and every block below it is marked too */
 
-#define SWEEP_STEP 256 /* index entries looked at, and at most tombstones, per sweep piece */
-#define ROOT_STEP  256 /* names or pins copied out per piece of the root walk */
+#define ROOT_STEP 256 /* names copied out per piece of the root walk */
 
 static double now_s(void)
 {
@@ -183,67 +182,53 @@ static int mark_names(cs_store *s, uint64_t *roots)
 /* Marks from every pin: a recursive one with its DAG, a direct one alone. */
 static int mark_pins(cs_store *s, uint64_t *roots)
 {
-	uint8_t keys[ROOT_STEP][CS_KEY_MAX], last[CS_KEY_MAX];
-	struct idx_val vals[ROOT_STEP];
-	const uint8_t *after = NULL;
-	int n, rc = 0;
+	struct store_piece *p = malloc(sizeof(*p));
+	int rc = 0;
 
-	do {
-		n = 0;
-		pthread_rwlock_rdlock(&s->lock);
-		while (n < ROOT_STEP && idx_next(s->pins, after, keys[n], &vals[n]) == 0) {
-			after = keys[n];
-			n++;
-		}
-		pthread_rwlock_unlock(&s->lock);
-		for (int i = 0; i < n && rc == 0; i++) {
+	if (p == NULL)
+		return -ENOMEM;
+	store_piece_begin(p);
+	while (rc == 0 && store_piece_next(s, s->pins, p) > 0) {
+		for (int i = 0; i < p->n && rc == 0; i++) {
 			cs_cid root;
 			(*roots)++;
 			if (stopping(s)) {
 				rc = closed_error();
-			} else if ((vals[i].len & 0xff) == CS_PIN_RECURSIVE) {
-				if ((rc = cid_from_key(keys[i], vals[i].codec, &root)) == 0)
+			} else if ((p->vals[i].len & 0xff) == CS_PIN_RECURSIVE) {
+				if ((rc = cid_from_key(p->keys[i], p->vals[i].codec, &root)) == 0)
 					rc = dag_walk(s, &root, DAG_MISSING_OK | DAG_LENIENT,
 					              mark_deep, s, NULL);
 			} else {
-				rc = mark_deep(s, keys[i], NULL) < 0 ? -ENOMEM : 0;
+				rc = mark_deep(s, p->keys[i], NULL) < 0 ? -ENOMEM : 0;
 			}
 		}
-		if (n > 0) {
-			memcpy(last, keys[n - 1], CS_KEY_MAX);
-			after = last;
-		}
-	} while (rc == 0 && n == ROOT_STEP);
+	}
+	free(p);
 	return rc;
 }
 
 /* ---- Sweep ----------------------------------------------------------------------------- */
 
-struct piece {
-	uint8_t keys[SWEEP_STEP][CS_KEY_MAX];
-	struct idx_val vals[SWEEP_STEP];
-	int n;
-};
-
-/* Deletes the unmarked entries of piece p that are older than gc_from (E1, E3). */
-static int sweep_piece(cs_store *s, struct piece *p, cs_gc_stat *st)
+/* Copies the next piece of the index into p and deletes its unmarked entries that lie
+ * before gc_from (E1, E3). The piece is copied, decided on and deleted under life_mu, which
+ * every other delete of an index entry holds, so no entry of it changes meanwhile (a put
+ * changes no present entry; one it inserts lies past gc_from). Returns the entries looked
+ * at, 0 at the end of the index, or an error. */
+static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 {
-	uint8_t meta[SWEEP_STEP][CS_BLOCK_META];
-	struct iovec parts[SWEEP_STEP][2];
-	struct wal_rec recs[SWEEP_STEP];
-	int idx[SWEEP_STEP], n = 0, rc = 0;
+	uint8_t meta[STORE_PIECE][CS_BLOCK_META];
+	struct iovec parts[STORE_PIECE][2];
+	struct wal_rec recs[STORE_PIECE];
+	int idx[STORE_PIECE], n = 0, rc = 0;
 	uint64_t seq;
 
 	pthread_mutex_lock(&s->life_mu);
 	pthread_mutex_lock(&s->mark_mu);
-	for (int i = 0; i < p->n; i++) {
-		struct idx_val now;
+	int got = store_piece_next(s, s->idx, p);
+	for (int i = 0; i < got; i++) {
 		struct wal_pos at = {p->vals[i].seg, p->vals[i].off};
 		if (wal_pos_cmp(at, s->gc_from) >= 0 || keyset_get(&s->marks, p->keys[i]) > 0)
 			continue; /* E1, marked */
-		if (store_lookup(s, p->keys[i], &now) != 0 || now.seg != at.seg ||
-		    now.off != at.off)
-			continue; /* deleted or rewritten since the piece was copied */
 		const uint8_t *k = p->keys[i];
 		rec_block_meta(meta[n], (uint16_t)(k[0] << 8 | k[1]), CS_DIGEST_MAX, 0);
 		parts[n][0] = (struct iovec){meta[n], CS_BLOCK_META};
@@ -264,38 +249,19 @@ static int sweep_piece(cs_store *s, struct piece *p, cs_gc_stat *st)
 	}
 	pthread_mutex_unlock(&s->mark_mu);
 	pthread_mutex_unlock(&s->life_mu);
-	return rc;
+	return rc != 0 ? rc : got;
 }
 
 static int sweep(cs_store *s, cs_gc_stat *st)
 {
-	struct piece *p = malloc(sizeof(*p));
-	uint8_t last[CS_KEY_MAX];
-	const uint8_t *after = NULL;
-	int rc = 0;
+	struct store_piece *p = malloc(sizeof(*p));
+	int rc;
 
 	if (p == NULL)
 		return -ENOMEM;
-	for (;;) {
-		p->n = 0;
-		pthread_rwlock_rdlock(&s->lock);
-		while (p->n < SWEEP_STEP &&
-		       idx_next(s->idx, after, p->keys[p->n], &p->vals[p->n]) == 0) {
-			after = p->keys[p->n];
-			p->n++;
-		}
-		pthread_rwlock_unlock(&s->lock);
-		if (p->n == 0)
-			break;
-		memcpy(last, p->keys[p->n - 1], CS_KEY_MAX);
-		after = last;
-		if (stopping(s)) {
-			rc = closed_error();
-			break;
-		}
-		if ((rc = sweep_piece(s, p, st)) != 0)
-			break;
-	}
+	store_piece_begin(p);
+	while ((rc = stopping(s) ? closed_error() : sweep_piece(s, p, st)) > 0)
+		;
 	free(p);
 	return rc;
 }

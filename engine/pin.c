@@ -139,31 +139,27 @@ static int cover_apply(cs_store *s, struct keyset *blocks, int delta)
 /* Builds the cover map from every pin. Called with life_mu held. */
 static int cover_build(cs_store *s)
 {
-	uint8_t key[CS_KEY_MAX], last[CS_KEY_MAX];
-	const uint8_t *after = NULL;
-	struct idx_val v;
+	struct store_piece *p;
 	int rc = 0;
 
 	if (s->cover_ok)
 		return 0;
-	for (;;) {
-		pthread_rwlock_rdlock(&s->lock);
-		int more = idx_next(s->pins, after, key, &v) == 0;
-		pthread_rwlock_unlock(&s->lock);
-		if (!more)
-			break;
-		memcpy(last, key, CS_KEY_MAX);
-		after = last;
-		struct gc_walk c = {s, KEYSET_INIT};
-		cs_cid root;
-		if ((rc = pin_cid(key, &v, &root)) == 0)
-			rc = pin_walk(s, &root, pin_kind(&v), DAG_MISSING_OK | DAG_LENIENT, &c);
-		if (rc == 0)
-			rc = cover_apply(s, &c.seen, 1);
-		keyset_free(&c.seen);
-		if (rc != 0)
-			break;
+	if ((p = malloc(sizeof(*p))) == NULL)
+		return cs_fail(-ENOMEM, "out of memory for the pins' cover map");
+	store_piece_begin(p);
+	while (rc == 0 && store_piece_next(s, s->pins, p) > 0) {
+		for (int i = 0; i < p->n && rc == 0; i++) {
+			struct gc_walk c = {s, KEYSET_INIT};
+			cs_cid root;
+			if ((rc = pin_cid(p->keys[i], &p->vals[i], &root)) == 0)
+				rc = pin_walk(s, &root, pin_kind(&p->vals[i]),
+				              DAG_MISSING_OK | DAG_LENIENT, &c);
+			if (rc == 0)
+				rc = cover_apply(s, &c.seen, 1);
+			keyset_free(&c.seen);
+		}
 	}
+	free(p);
 	if (rc != 0) {
 		cover_drop(s);
 		return rc;
@@ -175,31 +171,30 @@ static int cover_build(cs_store *s)
 /* Finds a recursive pin whose DAG holds key, for a message. Called with life_mu held. */
 static int find_holder(cs_store *s, const uint8_t target[CS_KEY_MAX], cs_cid *via)
 {
-	uint8_t key[CS_KEY_MAX], last[CS_KEY_MAX];
-	const uint8_t *after = NULL;
-	struct idx_val v;
+	struct store_piece *p;
+	int rc = CS_ENOTFOUND;
 
-	for (;;) {
-		pthread_rwlock_rdlock(&s->lock);
-		int more = idx_next(s->pins, after, key, &v) == 0;
-		pthread_rwlock_unlock(&s->lock);
-		if (!more)
-			return CS_ENOTFOUND;
-		memcpy(last, key, CS_KEY_MAX);
-		after = last;
-		if (pin_kind(&v) != CS_PIN_RECURSIVE)
-			continue;
-		struct gc_walk c = {s, KEYSET_INIT};
-		int rc = pin_cid(key, &v, via);
-		if (rc == 0)
-			rc = pin_walk(s, via, CS_PIN_RECURSIVE, DAG_MISSING_OK | DAG_LENIENT, &c);
-		int held = rc == 0 && keyset_get(&c.seen, target) > 0;
-		keyset_free(&c.seen);
-		if (rc != 0)
-			return rc;
-		if (held)
-			return 0;
+	if ((p = malloc(sizeof(*p))) == NULL)
+		return cs_fail(-ENOMEM, "out of memory for a walk of the pins");
+	store_piece_begin(p);
+	while (rc == CS_ENOTFOUND && store_piece_next(s, s->pins, p) > 0) {
+		for (int i = 0; i < p->n && rc == CS_ENOTFOUND; i++) {
+			if (pin_kind(&p->vals[i]) != CS_PIN_RECURSIVE)
+				continue;
+			struct gc_walk c = {s, KEYSET_INIT};
+			int r = pin_cid(p->keys[i], &p->vals[i], via);
+			if (r == 0)
+				r = pin_walk(s, via, CS_PIN_RECURSIVE, DAG_MISSING_OK | DAG_LENIENT,
+				             &c);
+			if (r != 0)
+				rc = r;
+			else if (keyset_get(&c.seen, target) > 0)
+				rc = 0;
+			keyset_free(&c.seen);
+		}
 	}
+	free(p);
+	return rc;
 }
 
 /* How key is held: CS_PIN_DIRECT / CS_PIN_RECURSIVE / CS_PIN_INDIRECT (with *via), or
@@ -389,41 +384,25 @@ out:
 }
 
 /* Pins are listed in pieces copied out under the read lock, as blocks are. */
-#define PIN_STEP 256
-
 CS_API int cs_pin_list(cs_store *s, int (*fn)(void *ctx, const cs_cid *cid, int kind), void *ctx)
 {
-	uint8_t(*keys)[CS_KEY_MAX];
-	struct idx_val vals[PIN_STEP];
-	uint8_t last[CS_KEY_MAX];
-	const uint8_t *after = NULL;
-	int n, rc = 0;
+	struct store_piece *p;
+	int rc = 0;
 
 	cs_clear_error();
 	if (fn == NULL)
 		return cs_fail(CS_EINVAL, "no callback given");
-	keys = malloc(PIN_STEP * CS_KEY_MAX);
-	if (keys == NULL)
+	if ((p = malloc(sizeof(*p))) == NULL)
 		return -ENOMEM;
-	do {
-		n = 0;
-		pthread_rwlock_rdlock(&s->lock);
-		while (n < PIN_STEP && idx_next(s->pins, after, keys[n], &vals[n]) == 0) {
-			after = keys[n];
-			n++;
-		}
-		pthread_rwlock_unlock(&s->lock);
-		for (int i = 0; i < n && rc == 0; i++) {
+	store_piece_begin(p);
+	while (rc == 0 && store_piece_next(s, s->pins, p) > 0) {
+		for (int i = 0; i < p->n && rc == 0; i++) {
 			cs_cid cid;
-			if ((rc = pin_cid(keys[i], &vals[i], &cid)) == 0)
-				rc = fn(ctx, &cid, pin_kind(&vals[i]));
+			if ((rc = pin_cid(p->keys[i], &p->vals[i], &cid)) == 0)
+				rc = fn(ctx, &cid, pin_kind(&p->vals[i]));
 		}
-		if (n > 0) {
-			memcpy(last, keys[n - 1], CS_KEY_MAX);
-			after = last;
-		}
-	} while (rc == 0 && n == PIN_STEP);
-	free(keys);
+	}
+	free(p);
 	return rc;
 }
 

@@ -624,25 +624,23 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out)
 	return 0;
 }
 
-/* Walks the index in pieces of LIST_STEP entries, holding the read lock only while it
- * copies a piece out, so writers are never blocked for the length of a walk. */
-#define LIST_STEP 256
-
-struct list_piece {
-	uint8_t keys[LIST_STEP][CS_KEY_MAX];
-	struct idx_val vals[LIST_STEP];
-	int n;
-};
-
-static int next_piece(cs_store *s, const uint8_t *after, struct list_piece *p)
+void store_piece_begin(struct store_piece *p)
 {
 	p->n = 0;
+	p->state = 0;
+}
+
+int store_piece_next(cs_store *s, const struct idx *t, struct store_piece *p)
+{
+	p->n = 0;
+	if (p->state == 2)
+		return 0;
 	pthread_rwlock_rdlock(&s->lock);
-	while (p->n < LIST_STEP && idx_next(s->idx, after, p->keys[p->n], &p->vals[p->n]) == 0) {
-		after = p->keys[p->n];
-		p->n++;
-	}
+	p->n = idx_scan(t, p->state == 0 ? NULL : p->last, p->keys, p->vals, STORE_PIECE);
 	pthread_rwlock_unlock(&s->lock);
+	if (p->n > 0)
+		memcpy(p->last, p->keys[p->n - 1], CS_KEY_MAX);
+	p->state = p->n < STORE_PIECE ? 2 : 1;
 	return p->n;
 }
 
@@ -650,19 +648,15 @@ static int next_piece(cs_store *s, const uint8_t *after, struct list_piece *p)
 static int walk_blocks(cs_store *s,
                        int (*fn)(void *ctx, const uint8_t *key, const struct idx_val *v), void *ctx)
 {
-	struct list_piece *p = malloc(sizeof(*p));
-	uint8_t last[CS_KEY_MAX];
-	const uint8_t *after = NULL;
+	struct store_piece *p = malloc(sizeof(*p));
 	int rc = 0;
 
 	if (p == NULL)
 		return -ENOMEM;
-	while (rc == 0 && next_piece(s, after, p) > 0) {
+	store_piece_begin(p);
+	while (rc == 0 && store_piece_next(s, s->idx, p) > 0)
 		for (int i = 0; i < p->n && rc == 0; i++)
 			rc = fn(ctx, p->keys[i], &p->vals[i]);
-		memcpy(last, p->keys[p->n - 1], CS_KEY_MAX);
-		after = last;
-	}
 	free(p);
 	return rc;
 }

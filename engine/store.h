@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "btree.h"
 #include "cidstore.h"
 #include "dir.h"
 #include "keyset.h"
@@ -69,7 +70,6 @@ int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_
 	      int wait, cs_cid *out);
 
 /* The index entry of key, under the read lock. Returns 0 or CS_ENOTFOUND. */
-struct idx_val;
 int store_lookup(cs_store *s, const uint8_t key[CS_KEY_MAX], struct idx_val *v);
 
 /* store_put() after the hash: puts data (len bytes, borrowed for the call) whose digest under
@@ -78,6 +78,22 @@ int store_lookup(cs_store *s, const uint8_t key[CS_KEY_MAX], struct idx_val *v);
  * Everything else (checks, presence, append, index) is as in store_put(). Thread-safe. */
 int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_t len,
 		     uint64_t codec, uint64_t hash, int wait, cs_cid *out);
+
+/* A walk of a table (s->idx or s->pins) in pieces: store_piece_next() copies the next
+ * STORE_PIECE entries out under the read lock, so that the caller works on them, and takes
+ * other locks, holding none of the store's. Entries put or deleted between two pieces may or
+ * may not be seen; none is seen twice. */
+#define STORE_PIECE 256
+struct store_piece {
+	uint8_t keys[STORE_PIECE][CS_KEY_MAX];
+	struct idx_val vals[STORE_PIECE];
+	int n;                    /* entries in this piece */
+	int state;                /* 0 before the first piece, 1 within, 2 at the end */
+	uint8_t last[CS_KEY_MAX]; /* the last key copied so far */
+};
+void store_piece_begin(struct store_piece *p);
+/* Copies the next piece of t into p; returns p->n, 0 at the end of the table. */
+int store_piece_next(cs_store *s, const struct idx *t, struct store_piece *p);
 
 /* Reads the block at v (v->len bytes) into buf and checks that its record names key.
  * Errors: CS_ECORRUPT (message names the place), -errno. */

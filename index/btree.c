@@ -712,11 +712,11 @@ int idx_del(struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *old)
 	return 0;
 }
 
-int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
-	     struct idx_val *val)
+int idx_scan(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY],
+	     struct idx_val *vals, unsigned max)
 {
 	const struct node *x;
-	unsigned pos = 0;
+	unsigned pos = 0, n = 0;
 
 	if (after) {
 		x = descend(t, after, NULL);
@@ -724,18 +724,28 @@ int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
 	} else {
 		x = leftmost_leaf(t);
 	}
-	/* Past the end of this leaf, the next leaf's keys are all at or above the separator
-	 * that bounds this one, hence above after (I2, I5); only a root leaf can be empty. */
-	if (pos == x->n) {
-		x = x->next;
-		pos = 0;
-		if (!x)
-			return CS_ENOTFOUND;
-		CS_ASSERT(x->n > 0); /* I4: a leaf with a predecessor is not the root */
+	/* Past the end of a leaf, the next leaf's keys are all at or above the separator that
+	 * bounds it, hence above after (I2, I5); only a root leaf can be empty. */
+	while (n < max && x) {
+		if (pos == x->n) {
+			x = x->next;
+			pos = 0;
+			CS_ASSERT(!x || x->n > 0); /* I4: a leaf with a predecessor is not the root */
+			continue;
+		}
+		unsigned k = x->n - pos < max - n ? x->n - pos : max - n;
+		memcpy(keys[n], x->u.leaf.keys[pos], (size_t)k * IDX_KEY);
+		memcpy(&vals[n], &x->u.leaf.vals[pos], (size_t)k * sizeof(*vals));
+		n += k;
+		pos += k;
 	}
-	memcpy(key, x->u.leaf.keys[pos], IDX_KEY);
-	*val = x->u.leaf.vals[pos];
-	return 0;
+	return (int)n;
+}
+
+int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
+	     struct idx_val *val)
+{
+	return idx_scan(t, after, (uint8_t (*)[IDX_KEY])key, val, 1) == 1 ? 0 : CS_ENOTFOUND;
 }
 
 int idx_walk(const struct idx *t,

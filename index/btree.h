@@ -47,6 +47,12 @@ int idx_del(struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *old);
 int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
 	     struct idx_val *val);
 
+/* Copies up to max entries, the first ones with keys strictly greater than `after` (from the
+ * smallest key when after is NULL), in key order, into keys and vals. Returns how many: fewer
+ * than max only at the end of the tree. One descent for the whole piece. */
+int idx_scan(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY],
+	     struct idx_val *vals, unsigned max);
+
 /* Calls fn for every entry in key order; a nonzero return stops the walk and is returned. */
 int idx_walk(const struct idx *t,
 	     int (*fn)(void *ctx, const uint8_t *key, const struct idx_val *val), void *ctx);

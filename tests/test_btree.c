@@ -223,6 +223,26 @@ static void compare(const struct idx *t, const struct model *m)
 			assert_memory_equal(key, m->key[want], IDX_KEY);
 		}
 	}
+
+	/* idx_scan() in pieces of every size from 1 to more than a leaf holds, from the start
+	 * and from any pool key, gives the model's next entries in order. */
+	for (int k = 0; k < 200; k++) {
+		uint8_t keys[300][IDX_KEY];
+		struct idx_val vals[300];
+		unsigned max = 1 + (unsigned)(rng() % 300);
+		size_t a = (size_t)(rng() % m->n);
+		int n = idx_scan(t, k == 0 ? NULL : m->key[a], keys, vals, max);
+
+		i = model_from(m, k == 0 ? 0 : a + 1);
+		for (int j = 0; j < n; j++) {
+			assert_true(i < m->n);
+			assert_memory_equal(keys[j], m->key[i], IDX_KEY);
+			assert_true(val_eq(&vals[j], &m->val[i]));
+			i = model_from(m, i + 1);
+		}
+		/* Fewer than max only at the end. */
+		assert_true((unsigned)n == max || i == m->n);
+	}
 }
 
 /* ---- Tests ---- */
