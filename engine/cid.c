@@ -556,13 +556,15 @@ int cid_hash(uint64_t hash, const void *data, size_t len, uint8_t *digest)
 
 /* ---- Index keys ---------------------------------------------------------------------- */
 
-int cid_key(const cs_cid *cid, uint8_t key[CID_KEY_LEN])
+int cid_key_codec(const cs_cid *cid, uint8_t key[CID_KEY_LEN], uint64_t *codec)
 {
 	struct cid_parts p;
 	int rc = cid_decode_struct(cid, &p);
 
 	if (rc < 0)
 		return rc;
+	if (codec != NULL)
+		*codec = p.codec;
 	/* Invariant 4: only full-length digests of the two computed hashes have a key. */
 	if (cid_hash_len(p.hash) == 0 || p.dlen != cid_hash_len(p.hash))
 		return cs_fail(CS_ENOTFOUND,
@@ -573,6 +575,11 @@ int cid_key(const cs_cid *cid, uint8_t key[CID_KEY_LEN])
 	key[1] = (uint8_t)p.hash;
 	memcpy(key + 2, cid->bytes + p.doff, CS_DIGEST_MAX);
 	return 0;
+}
+
+int cid_key(const cs_cid *cid, uint8_t key[CID_KEY_LEN])
+{
+	return cid_key_codec(cid, key, NULL);
 }
 
 int cid_from_key(const uint8_t key[CID_KEY_LEN], uint64_t codec, cs_cid *out)

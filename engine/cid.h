@@ -41,6 +41,10 @@ int cid_make(int version, uint64_t codec, uint64_t hash, const uint8_t *digest, 
 #define CID_KEY_LEN CS_KEY_MAX
 int cid_key(const cs_cid *cid, uint8_t key[CID_KEY_LEN]);
 
+/* cid_key() that also sets *codec (when not NULL) to the CID's codec, from one decode; the
+ * codec is set for CS_ENOTFOUND too. */
+int cid_key_codec(const cs_cid *cid, uint8_t key[CID_KEY_LEN], uint64_t *codec);
+
 /* Inverse of cid_key for a CIDv1 with the given codec. */
 int cid_from_key(const uint8_t key[CID_KEY_LEN], uint64_t codec, cs_cid *out);
 

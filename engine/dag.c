@@ -29,7 +29,7 @@ struct walk {
 	size_t buf_cap;
 };
 
-static int push(struct walk *w, const cs_cid *cid)
+static int push(struct walk *w, const uint8_t *cid, size_t len)
 {
 	if (w->n == w->cap) {
 		size_t cap = w->cap ? w->cap * 2 : 64;
@@ -39,7 +39,8 @@ static int push(struct walk *w, const cs_cid *cid)
 		w->stack = p;
 		w->cap = cap;
 	}
-	w->stack[w->n++] = *cid;
+	w->stack[w->n].len = (uint8_t)len;
+	memcpy(w->stack[w->n++].bytes, cid, len);
 	return 0;
 }
 
@@ -79,10 +80,8 @@ static int expand(cs_store *s, struct walk *w, const uint8_t *key, const struct 
 	}
 	pb_links_begin(&node, &it);
 	while (pb_links_next(&it, &l)) {
-		cs_cid child;
 		/* pb_node_decode() checked every Hash is a valid CID of at most CS_CID_MAX. */
-		CS_ASSERT(cs_cid_from_bytes(l.hash, l.hash_len, &child) == 0);
-		if ((rc = push(w, &child)) != 0)
+		if ((rc = push(w, l.hash, l.hash_len)) != 0)
 			return rc;
 	}
 	return 0;
@@ -93,15 +92,17 @@ int dag_walk(cs_store *s, const cs_cid *root, unsigned flags, dag_visit_fn visit
 {
 	struct walk w = {0};
 	uint64_t found = 0;
-	int rc = push(&w, root);
+	int rc = root->len <= CS_CID_MAX
+	                 ? push(&w, root->bytes, root->len)
+	                 : cs_fail(CS_EINVAL, "cs_cid length %u exceeds CS_CID_MAX", root->len);
 
 	while (rc == 0 && w.n > 0) { /* D1 */
 		cs_cid cid = w.stack[--w.n];
 		uint8_t key[CS_KEY_MAX];
 		struct idx_val v;
-		cs_cid_info info;
+		uint64_t codec;
 
-		rc = cid_key(&cid, key);
+		rc = cid_key_codec(&cid, key, &codec);
 		if (rc == CS_ENOTFOUND) { /* a hash the store never holds */
 			rc = (flags & DAG_MISSING_OK) ? 0 : missing(&cid);
 			continue;
@@ -112,13 +113,16 @@ int dag_walk(cs_store *s, const cs_cid *root, unsigned flags, dag_visit_fn visit
 		if (rc <= 0)
 			continue; /* 0: seen before; < 0 ends the loop */
 		rc = 0;
+		/* A leaf that may be missing and is not counted needs no lookup: the walk
+		 * neither reads it nor reports it (the marker's case, a leaf per link). */
+		if (codec != CS_CODEC_DAG_PB && (flags & DAG_MISSING_OK) && present == NULL)
+			continue;
 		if (store_lookup(s, key, &v) != 0) {
 			rc = (flags & DAG_MISSING_OK) ? 0 : missing(&cid);
 			continue;
 		}
 		found++;
-		CS_ASSERT(cs_cid_inspect(&cid, &info) == 0);
-		if (info.codec == CS_CODEC_DAG_PB)
+		if (codec == CS_CODEC_DAG_PB)
 			rc = expand(s, &w, key, &v, &cid, flags);
 	}
 	free(w.stack);

@@ -118,7 +118,10 @@ static int pb_len_get(const uint8_t *p, size_t len, size_t *off, size_t *n, cons
 /* ---- PBNode -------------------------------------------------------------------------- */
 
 /* Decodes one PBLink body p[0..len). */
-static int link_decode(const uint8_t *p, size_t len, size_t base, struct pb_link *out)
+/* Decodes one PBLink; check_cid also checks that its Hash is a CID this store reads (off
+ * once the node has been validated whole, as in pb_links_next()). */
+static int link_decode(const uint8_t *p, size_t len, size_t base, bool check_cid,
+                       struct pb_link *out)
 {
 	static const char msg[] = "dag-pb link";
 	size_t off = 0;
@@ -171,7 +174,8 @@ static int link_decode(const uint8_t *p, size_t len, size_t base, struct pb_link
 	if (out->hash == NULL)
 		return cs_fail(CS_ECORRUPT, "%s at byte %zu: no Hash", msg, base);
 	cs_cid c;
-	if (out->hash_len > CS_CID_MAX || cs_cid_from_bytes(out->hash, out->hash_len, &c) != 0)
+	if (check_cid &&
+	    (out->hash_len > CS_CID_MAX || cs_cid_from_bytes(out->hash, out->hash_len, &c) != 0))
 		return cs_fail(
 		    CS_ECORRUPT,
 		    "%s at byte %zu: Hash of %zu bytes is not a binary CID this store reads", msg,
@@ -202,7 +206,7 @@ int pb_node_decode(const uint8_t *buf, size_t len, struct pb_node *out)
 
 			if ((rc = pb_len_get(buf, len, &off, &n, msg, "link length")) < 0)
 				return rc;
-			if ((rc = link_decode(buf + off, n, off, &l)) < 0)
+			if ((rc = link_decode(buf + off, n, off, true, &l)) < 0)
 				return rc;
 			if (out->links == NULL)
 				out->links = buf + at;
@@ -244,7 +248,7 @@ int pb_links_next(struct pb_link_iter *it, struct pb_link *out)
 	 * each is bounded by `left`). */
 	CS_ASSERT(pb_varint_get(it->p, left, &off, &key, "", "") == 0 && key == KEY_NODE_LINKS);
 	CS_ASSERT(pb_len_get(it->p, left, &off, &n, "", "") == 0);
-	CS_ASSERT(link_decode(it->p + off, n, 0, out) == 0);
+	CS_ASSERT(link_decode(it->p + off, n, 0, false, out) == 0);
 	it->p += off + n;
 	return 1;
 }
