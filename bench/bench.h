@@ -88,11 +88,13 @@ void register_warm_get();
 void register_open(bool cold);
 void register_file_add();
 void register_file_cat();
+void register_gc();
 
 /* Releases what the benchmarks kept between runs (open stores, data pools, files). */
 void release_limit_benchmarks();
 void release_store_benchmarks();
 void release_file_benchmarks();
+void release_gc_benchmarks();
 
 /* Names of the benchmarks, shared by registration and the summary. */
 #define CSB_SEQ_WRITE "limit/seq_write_8m_fdatasync"
@@ -109,6 +111,9 @@ void release_file_benchmarks();
 #define CSB_OPEN_COLD "d/open_1g_replay_cold"
 #define CSB_FILE_ADD "files/add_1g_sync"
 #define CSB_FILE_CAT "files/cat_1g_warm"
+#define CSB_GC "gc/collect_1m_half"
+#define CSB_GC_INGEST "gc/ingest_during_gc"
+#define CSB_PINS "gc/pin_1m"
 
 } // namespace csb
 

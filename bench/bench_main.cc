@@ -232,6 +232,21 @@ double ratio(double a, double b)
 	return a >= 0 && b > 0 ? a / b : -1;
 }
 
+/* A figure whose target is an upper bound (a time, a size): value v against at_most. */
+void row_at_most(const char *what, double v, const char *unit, double at_most)
+{
+	char t[32], verdict[64];
+	snprintf(t, sizeof(t), "<= %g %s", at_most, unit);
+	if (v < 0)
+		snprintf(verdict, sizeof(verdict), "n/a");
+	else if (v <= at_most)
+		snprintf(verdict, sizeof(verdict), "PASS");
+	else
+		snprintf(verdict, sizeof(verdict), "ABOVE by %.0f%%", (v / at_most - 1) * 100);
+	printf("%-38s %-16s %-22s %-14s %-6s %-8s %s\n", what, num(v, unit).c_str(), "", "", "",
+	       t, verdict);
+}
+
 void summary()
 {
 	const double wr = fig(CSB_SEQ_WRITE, "MB/s");
@@ -307,6 +322,29 @@ void summary()
 	    num(sha, "MB/s"), ratio(fadd, sha), 0);
 	row("(files) cat 1 GiB, cache warm", num(fcat, "MB/s"), "seq read warm", num(rd, "MB/s"),
 	    ratio(fcat, rd), 0.7);
+	row_at_most("(gc) GC 1M blocks, half garbage", fig(CSB_GC, "gc_s"), "s", 1.0);
+	printf("%-38s mark %s, sweep %s\n", "(gc) of which", num(fig(CSB_GC, "mark_s"), "s").c_str(),
+	       num(fig(CSB_GC, "sweep_s"), "s").c_str());
+	row_at_most("(gc) index memory per block", fig(CSB_GC, "index_B_per_block"), "B", 64);
+	row_at_most("(gc) same, after the collection", fig(CSB_GC, "index_B_per_block_after"), "B",
+		    64);
+	const double ia = fig(CSB_GC_INGEST, "ops/s_alone");
+	const double id = fig(CSB_GC_INGEST, "ops/s_during_gc");
+	row("(gc) 4 KiB ingest during GC", num(id, "ops/s"), "ingest alone", num(ia, "ops/s"),
+	    ratio(id, ia), 0.7);
+	row_at_most("(gc) longest put during GC", fig(CSB_GC_INGEST, "max_us_during_gc") / 1e3,
+		    "ms", 10);
+	printf("%-38s %s (p99.9 %s during GC, %s alone)\n", "(gc) longest put without GC",
+	       num(fig(CSB_GC_INGEST, "max_us_alone") / 1e3, "ms").c_str(),
+	       num(fig(CSB_GC_INGEST, "p999_us_during_gc"), "us").c_str(),
+	       num(fig(CSB_GC_INGEST, "p999_us_alone"), "us").c_str());
+	row_at_most("(gc) pin add with 1M pins, mean", fig(CSB_PINS, "add_mean_us"), "us", 50);
+	row_at_most("(gc) pin rm with 1M pins, mean", fig(CSB_PINS, "rm_mean_us"), "us", 50);
+	printf("%-38s add p99 %s max %s, rm p99 %s max %s\n", "(gc) pin latency tail",
+	       num(fig(CSB_PINS, "add_p99_us"), "us").c_str(),
+	       num(fig(CSB_PINS, "add_max_us"), "us").c_str(),
+	       num(fig(CSB_PINS, "rm_p99_us"), "us").c_str(),
+	       num(fig(CSB_PINS, "rm_max_us"), "us").c_str());
 	if (cfg().cold) {
 		row("(d) open 1 GiB (replay), cache cold", num(opc, "MB/s"), "seq read cold",
 		    num(rdc, "MB/s"), ratio(opc, rdc), 0);
@@ -472,6 +510,7 @@ int main(int argc, char **argv)
 		register_open(true);
 	}
 	register_warm_get();
+	register_gc();
 
 	Collector reporter(isatty(STDOUT_FILENO) ? benchmark::ConsoleReporter::OO_ColorTabular
 						 : benchmark::ConsoleReporter::OO_Tabular);
@@ -480,6 +519,7 @@ int main(int argc, char **argv)
 
 	release_store_benchmarks();
 	release_file_benchmarks();
+	release_gc_benchmarks();
 	release_limit_benchmarks();
 	remove_tree(cfg().base); /* M2 */
 	benchmark::Shutdown();

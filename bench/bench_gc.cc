@@ -1,0 +1,346 @@
+/*
+ * bench_gc.cc - the Lifecycle figures (issue #4), through include/cidstore.h only.
+ *
+ *   gc/collect_1m_half  a store of 1M blocks (scaled): half of them the 64-byte raw leaves of
+ *       one named file (about 2900 dag-pb nodes above them), half 64-byte raw blocks that
+ *       nothing roots. Each of three iterations puts the garbage again (untimed) and times one
+ *       cs_gc(): its mark and sweep seconds, from its cs_gc_stat, and the call's wall time.
+ *       Counters are the medians of the three. index_B_per_block is cs_stat's index_bytes
+ *       over blocks with the garbage in (before) and after the collection.
+ *   gc/ingest_during_gc  on that store: unique 4 KiB puts under CS_DURABLE_NONE from one
+ *       thread for T seconds alone, then T seconds while a second thread runs cs_gc() back
+ *       to back (each collection sweeps what the writer put before it began). ops/s of each
+ *       phase and their ratio; the longest put (the writer's worst stall) and p99.9 of each.
+ *   gc/pin_1m  a store of 1M 64-byte blocks (scaled), every one pinned direct (untimed);
+ *       then 10k more blocks are put, and each cs_pin_add() and cs_pin_rm() of them is timed
+ *       (CS_DURABLE_NONE, so the figure is the pin table's cost, not an fdatasync's).
+ *
+ * Invariants:
+ *   G1. Timed regions hold only the store calls measured (cs_gc, cs_block_put in the ingest
+ *       phases, cs_pin_add / cs_pin_rm); the stores are built before the clock starts.
+ *   G2. Every figure is checked for sense: each collection frees exactly the garbage put
+ *       (and keeps every leaf of the file), the ingest store ends with the blocks it should,
+ *       the pin store holds its pins; a mismatch fails the benchmark (S3 of bench_store.cc).
+ *   G3. The stores lie under cfg().base (B1); release_gc_benchmarks() removes them.
+ */
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench.h"
+
+namespace csb {
+namespace {
+
+constexpr size_t kTiny = 64;       /* the collected and pinned blocks */
+constexpr size_t kPut = 4 * KiB;   /* the ingest phases' blocks */
+constexpr uint64_t kMillion = 1000000;
+
+void fail(benchmark::State &state, const char *what, int rc)
+{
+	state.SkipWithError((std::string(what) + ": " + cs_error_text(rc)).c_str());
+}
+
+int open_none(const std::string &dir, cs_store **out)
+{
+	cs_options o;
+	cs_options_init(&o);
+	o.durability = CS_DURABLE_NONE;
+	o.flags |= CS_OPEN_CREATE;
+	return cs_store_open(dir.c_str(), &o, out);
+}
+
+double median3(std::vector<double> v)
+{
+	return v.empty() ? 0 : percentile(v, 50);
+}
+
+/* The collected store: built once, kept open between the two GC benchmarks. */
+struct GcStore {
+	std::string dir;
+	cs_store *s = nullptr;
+	uint64_t live = 0;    /* blocks the name reaches: leaves and nodes */
+	uint64_t garbage = 0; /* blocks put_garbage() puts */
+};
+GcStore g_gc;
+
+uint64_t blocks_of(cs_store *s)
+{
+	cs_stat st;
+	cs_store_stat(s, &st);
+	return st.blocks;
+}
+
+/* Puts the unrooted half: 64-byte blocks whose seeds no leaf of the file shares. */
+int put_garbage(cs_store *s)
+{
+	uint8_t b[kTiny];
+	cs_cid cid;
+	for (uint64_t i = 0; i < g_gc.garbage; i++) {
+		fill_random(b, sizeof(b), 0x6a000000 + i);
+		int rc = cs_block_put(s, b, sizeof(b), CS_CODEC_RAW, CS_HASH_SHA2_256, &cid);
+		if (rc != 0)
+			return rc;
+	}
+	return cs_store_sync(s);
+}
+
+/* The rooted half: one file of n/2 64-byte chunks, added and named "live". */
+int build_gc_store()
+{
+	if (g_gc.s != nullptr)
+		return 0;
+	const uint64_t n = std::max<uint64_t>(scaled(kMillion, 2, 2000), 2000);
+	const uint64_t leaves = n / 2;
+	g_gc.garbage = n - leaves;
+	g_gc.dir = fresh_path("gc");
+	int rc = open_none(g_gc.dir, &g_gc.s);
+	if (rc != 0)
+		return rc;
+	cs_add_options ao;
+	cs_add_options_init(&ao);
+	ao.chunk_size = kTiny;
+	cs_add *a = nullptr;
+	if ((rc = cs_add_begin(g_gc.s, &ao, &a)) != 0)
+		return rc;
+	std::vector<uint8_t> buf(1 * MiB);
+	for (uint64_t done = 0; done < leaves * kTiny && rc == 0; done += buf.size()) {
+		size_t len = (size_t)std::min<uint64_t>(buf.size(), leaves * kTiny - done);
+		fill_random(buf.data(), len, 0x11fe0000 + done);
+		rc = cs_add_write(a, buf.data(), len);
+	}
+	cs_cid root;
+	uint64_t size;
+	if (rc != 0) {
+		cs_add_abort(a);
+		return rc;
+	}
+	if ((rc = cs_add_finish(a, &root, &size)) != 0 ||
+	    (rc = cs_name_set(g_gc.s, "live", &root, size)) != 0)
+		return rc;
+	g_gc.live = blocks_of(g_gc.s);
+	return 0;
+}
+
+double index_per_block(cs_store *s)
+{
+	cs_stat st;
+	cs_store_stat(s, &st);
+	return st.blocks > 0 ? (double)st.index_bytes / (double)st.blocks : 0;
+}
+
+void bm_collect(benchmark::State &state)
+{
+	int rc = build_gc_store();
+	if (rc != 0) {
+		fail(state, "building the store", rc);
+		return;
+	}
+	std::vector<double> gc_s, mark_s, sweep_s;
+	double before = 0, after = 0;
+	for (auto _ : state) {
+		state.PauseTiming();
+		if ((rc = put_garbage(g_gc.s)) != 0) {
+			fail(state, "putting the garbage", rc);
+			break;
+		}
+		before = index_per_block(g_gc.s);
+		state.ResumeTiming();
+		cs_gc_stat st;
+		double t0 = now_s();
+		rc = cs_gc(g_gc.s, &st);
+		double secs = now_s() - t0;
+		if (rc != 0) {
+			fail(state, "cs_gc", rc);
+			break;
+		}
+		if (st.swept_blocks != g_gc.garbage || blocks_of(g_gc.s) != g_gc.live) { /* G2 */
+			state.SkipWithError("cs_gc did not free exactly the garbage");
+			break;
+		}
+		after = index_per_block(g_gc.s);
+		state.SetIterationTime(secs);
+		gc_s.push_back(secs);
+		mark_s.push_back(st.mark_seconds);
+		sweep_s.push_back(st.sweep_seconds);
+	}
+	state.counters["blocks"] = (double)(g_gc.live + g_gc.garbage);
+	state.counters["garbage"] = (double)g_gc.garbage;
+	state.counters["gc_s"] = median3(gc_s);
+	state.counters["mark_s"] = median3(mark_s);
+	state.counters["sweep_s"] = median3(sweep_s);
+	state.counters["index_B_per_block"] = before;
+	state.counters["index_B_per_block_after"] = after;
+}
+
+/* One ingest phase: unique 4 KiB puts for `secs` seconds. Fills lat_us, returns the puts
+ * done or a negative error. */
+std::atomic<uint64_t> g_put_seq{1};
+
+int64_t ingest_for(cs_store *s, double secs, std::vector<double> &lat_us)
+{
+	std::vector<uint8_t> b(kPut);
+	fill_random(b.data(), b.size(), 0x1e57);
+	cs_cid cid;
+	int64_t n = 0;
+	double end = now_s() + secs;
+	lat_us.clear();
+	while (now_s() < end) {
+		uint64_t v = g_put_seq++;
+		memcpy(b.data(), &v, sizeof(v));
+		uint64_t t0 = now_ns();
+		int rc = cs_block_put(s, b.data(), b.size(), CS_CODEC_RAW, CS_HASH_SHA2_256, &cid);
+		lat_us.push_back((double)(now_ns() - t0) / 1e3);
+		if (rc != 0)
+			return rc;
+		n++;
+	}
+	return n;
+}
+
+void bm_ingest_during_gc(benchmark::State &state)
+{
+	int rc = build_gc_store();
+	if (rc != 0) {
+		fail(state, "building the store", rc);
+		return;
+	}
+	const double secs = std::max(0.2, 3.0 * std::min(1.0, cfg().scale));
+	std::vector<double> alone, during;
+	int64_t n_alone = 0, n_during = 0;
+	uint64_t gcs = 0;
+	for (auto _ : state) {
+		if ((rc = put_garbage(g_gc.s)) != 0) {
+			fail(state, "putting the garbage", rc);
+			break;
+		}
+		n_alone = ingest_for(g_gc.s, secs, alone);
+		std::atomic<bool> stop{false};
+		std::atomic<int> gc_rc{0};
+		std::thread collector([&] {
+			while (!stop.load()) {
+				int r = cs_gc(g_gc.s, nullptr);
+				if (r != 0) {
+					gc_rc = r;
+					return;
+				}
+				gcs++;
+			}
+		});
+		n_during = ingest_for(g_gc.s, secs, during);
+		stop = true;
+		collector.join();
+		if (n_alone < 0 || n_during < 0 || gc_rc != 0) {
+			fail(state, "ingest or cs_gc", n_alone < 0 ? (int)n_alone
+					: n_during < 0 ? (int)n_during : gc_rc.load());
+			break;
+		}
+		/* G2: a final collection leaves exactly the named file. */
+		if ((rc = cs_gc(g_gc.s, nullptr)) != 0 || blocks_of(g_gc.s) != g_gc.live) {
+			state.SkipWithError("the collections lost or kept the wrong blocks");
+			break;
+		}
+	}
+	state.counters["ops/s_alone"] = (double)n_alone / secs;
+	state.counters["ops/s_during_gc"] = (double)n_during / secs;
+	state.counters["gc_runs"] = (double)gcs;
+	state.counters["max_us_alone"] = percentile(alone, 100);
+	state.counters["max_us_during_gc"] = percentile(during, 100);
+	state.counters["p999_us_alone"] = percentile(alone, 99.9);
+	state.counters["p999_us_during_gc"] = percentile(during, 99.9);
+}
+
+void bm_pins(benchmark::State &state)
+{
+	const uint64_t n = scaled(kMillion, 1, 1000);
+	const uint64_t probe = std::max<uint64_t>(100, std::min<uint64_t>(10000, n / 100));
+	std::string dir = fresh_path("pins");
+	cs_store *s = nullptr;
+	int rc = open_none(dir, &s);
+	std::vector<double> add_us, rm_us;
+	std::vector<cs_cid> extra(probe);
+	uint8_t b[kTiny];
+
+	for (uint64_t i = 0; i < n && rc == 0; i++) {
+		cs_cid cid;
+		fill_random(b, sizeof(b), 0x9170000000ull + i);
+		if ((rc = cs_block_put(s, b, sizeof(b), CS_CODEC_RAW, CS_HASH_SHA2_256, &cid)) ==
+		    0)
+			rc = cs_pin_add(s, &cid, CS_PIN_DIRECT);
+	}
+	for (uint64_t i = 0; i < probe && rc == 0; i++) {
+		fill_random(b, sizeof(b), 0x9180000000ull + i);
+		rc = cs_block_put(s, b, sizeof(b), CS_CODEC_RAW, CS_HASH_SHA2_256, &extra[i]);
+	}
+	if (rc == 0)
+		rc = cs_store_sync(s);
+	for (auto _ : state) {
+		if (rc != 0)
+			break;
+		for (uint64_t i = 0; i < probe && rc == 0; i++) {
+			uint64_t t0 = now_ns();
+			rc = cs_pin_add(s, &extra[i], CS_PIN_DIRECT);
+			add_us.push_back((double)(now_ns() - t0) / 1e3);
+		}
+		for (uint64_t i = 0; i < probe && rc == 0; i++) {
+			uint64_t t0 = now_ns();
+			rc = cs_pin_rm(s, &extra[i]);
+			rm_us.push_back((double)(now_ns() - t0) / 1e3);
+		}
+	}
+	cs_stat st;
+	if (rc == 0)
+		cs_store_stat(s, &st);
+	if (rc != 0)
+		fail(state, "pins", rc);
+	else if (st.pins != n) /* G2 */
+		state.SkipWithError("the pin store does not hold its pins");
+	if (s != nullptr)
+		cs_store_close(s);
+	remove_tree(dir);
+	if (rc != 0)
+		return;
+	double add_sum = 0, rm_sum = 0;
+	for (double v : add_us)
+		add_sum += v;
+	for (double v : rm_us)
+		rm_sum += v;
+	state.counters["pins"] = (double)n;
+	state.counters["add_mean_us"] = add_us.empty() ? 0 : add_sum / (double)add_us.size();
+	state.counters["rm_mean_us"] = rm_us.empty() ? 0 : rm_sum / (double)rm_us.size();
+	state.counters["add_p99_us"] = percentile(add_us, 99);
+	state.counters["rm_p99_us"] = percentile(rm_us, 99);
+	state.counters["add_max_us"] = percentile(add_us, 100);
+	state.counters["rm_max_us"] = percentile(rm_us, 100);
+}
+
+} // namespace
+
+void register_gc()
+{
+	benchmark::RegisterBenchmark(CSB_GC, bm_collect)
+		->Iterations(3)
+		->UseManualTime()
+		->Unit(benchmark::kMillisecond);
+	benchmark::RegisterBenchmark(CSB_GC_INGEST, bm_ingest_during_gc)
+		->Iterations(1)
+		->Unit(benchmark::kMillisecond);
+	benchmark::RegisterBenchmark(CSB_PINS, bm_pins)->Iterations(1)->Unit(
+		benchmark::kMillisecond);
+}
+
+void release_gc_benchmarks()
+{
+	if (g_gc.s != nullptr)
+		cs_store_close(g_gc.s);
+	g_gc.s = nullptr;
+	if (!g_gc.dir.empty())
+		remove_tree(g_gc.dir);
+}
+
+} // namespace csb
