@@ -158,7 +158,7 @@ static int mark_names(cs_store *s, uint64_t *roots)
 	int n, rc = 0, first = 1;
 
 	if (p == NULL)
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "out of memory for a piece of the names");
 	do {
 		pthread_rwlock_rdlock(&s->lock);
 		n = names_next(s->names, first ? NULL : last, last_len, p, ROOT_STEP);
@@ -186,7 +186,7 @@ static int mark_pins(cs_store *s, uint64_t *roots)
 	int rc = 0;
 
 	if (p == NULL)
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "out of memory for a piece of the pins");
 	store_piece_begin(p);
 	while (rc == 0 && store_piece_next(s, s->pins, p) > 0) {
 		for (int i = 0; i < p->n && rc == 0; i++) {
@@ -258,7 +258,7 @@ static int sweep(cs_store *s, cs_gc_stat *st)
 	int rc;
 
 	if (p == NULL)
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "out of memory for a piece of the index");
 	store_piece_begin(p);
 	while ((rc = stopping(s) ? closed_error() : sweep_piece(s, p, st)) > 0)
 		;

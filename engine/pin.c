@@ -393,7 +393,7 @@ CS_API int cs_pin_list(cs_store *s, int (*fn)(void *ctx, const cs_cid *cid, int 
 	if (fn == NULL)
 		return cs_fail(CS_EINVAL, "no callback given");
 	if ((p = malloc(sizeof(*p))) == NULL)
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "out of memory for a piece of the pins");
 	store_piece_begin(p);
 	while (rc == 0 && store_piece_next(s, s->pins, p) > 0) {
 		for (int i = 0; i < p->n && rc == 0; i++) {

@@ -652,7 +652,7 @@ static int walk_blocks(cs_store *s,
 	int rc = 0;
 
 	if (p == NULL)
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "out of memory for a piece of the index");
 	store_piece_begin(p);
 	while (rc == 0 && store_piece_next(s, s->idx, p) > 0)
 		for (int i = 0; i < p->n && rc == 0; i++)
