@@ -3,8 +3,10 @@
  * through the fault-injecting backend of tests/fault_io.h.
  *
  *  (a) Crash-state enumeration. Scripted workloads (puts of 1 byte to 4 MiB across batch and
- *      segment boundaries, duplicate puts, deletes, file adds, names; one writer, or three
- *      at once; sync mode, and none mode acknowledged by cs_store_sync) are first run whole
+ *      segment boundaries, duplicate puts, deletes, file adds, names; in the "life"
+ *      profiles also pins, unpins and, with one writer, garbage collections, whose deletes
+ *      the model orders as the sweep does, by multihash; one writer, or three at once;
+ *      sync mode, and none mode acknowledged by cs_store_sync) are first run whole
  *      to count their I/O operations N. Then for every k in 0..N the workload runs again
  *      with the power cut after its k-th operation, and each state the disk could be in
  *      (every unsynced write kept, dropped, torn at random 512-byte sectors, or a random mix
@@ -14,10 +16,11 @@
  *      each writer equal its model after some prefix of its operations that contains every
  *      acknowledged one (so an acknowledged put is there byte for byte, an acknowledged
  *      delete is not, and an operation in flight happened whole or not at all, in order);
- *      hold no block or name outside the model; read back every acknowledged file with
+ *      hold no block, name or pin outside the model; read back every acknowledged file with
  *      cs_cat; and pass cs_store_verify. It prints the number of distinct states checked.
  *  (b) Error loops. For each operation (open of a new and of an existing store, put, a put
- *      that starts a segment, delete, sync, close, file add, name set and delete), each kind
+ *      that starts a segment, delete, sync, close, file add, name set and delete, pin add
+ *      and remove, a garbage collection), each kind
  *      of I/O call (write, sync, create, directory sync; each with -EIO and -ENOSPC) and
  *      allocations (-ENOMEM; plain builds, which can replace malloc), the n-th call fails for
  *      n = 1, 2, ... until the operation succeeds. After each failure the caller got a
@@ -40,7 +43,8 @@
  * The states are built on a private tmpfs mounted for the test when it may mount (root),
  * otherwise under $TMPDIR; (d)'s tmpfs half needs the mount and is skipped, saying why,
  * when it cannot have it.
- * CS_CRASH_SEEDS sets the number of seeds per random policy (the total is then not checked).
+ * CS_CRASH_SEEDS sets the number of seeds per random policy, and CS_CRASH_PROFILE=P runs only
+ * the profiles whose names begin with P (the total is then not checked).
  * Everything is seeded; only the batching of concurrent writers and of cs_add's unwaited
  * puts varies from run to run, and a failure names the cut, policy and seed.
  */
@@ -58,6 +62,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "cid.h"
 #include "fault_io.h"
 #include "store.h"
 #include "test_util.h"
@@ -265,12 +270,12 @@ static int teardown(void **state)
 /* ---- Workload scripts and their model ------------------------------------------------- */
 
 /* What an operation does to the model, one effect per log record it appends. */
-enum { E_PUT, E_DEL, E_NSET, E_NDEL };
+enum { E_PUT, E_DEL, E_NSET, E_NDEL, E_PIN, E_UNPIN };
 
 struct eff {
 	uint8_t kind;
-	int item;      /* block index (E_PUT, E_DEL) or name index */
-	int root;      /* E_NSET: the block the name is set to */
+	int item;      /* block index (E_PUT, E_DEL, E_PIN, E_UNPIN) or name index */
+	int root;      /* E_NSET: the block the name is set to; E_PIN: the pin's kind */
 	uint64_t size; /* E_NSET */
 };
 
@@ -280,15 +285,18 @@ struct blk {
 	cs_cid cid;
 	int known;     /* a file's root is learned from the first, uncut run */
 	int deletable; /* a plain put's block (not part of a file) */
+	int nkids;     /* a file's root: its leaves are the nkids blocks before it */
 };
 
-enum { OP_PUT, OP_DEL, OP_ADD, OP_NSET, OP_NDEL, OP_SYNC };
+enum { OP_PUT, OP_DEL, OP_ADD, OP_NSET, OP_NDEL, OP_SYNC, OP_PIN, OP_UNPIN, OP_GC };
 
-static const char *const op_name[] = {"put", "delete", "add", "name set", "name delete", "sync"};
+static const char *const op_name[] = {"put",  "delete", "add",   "name set", "name delete",
+                                      "sync", "pin",    "unpin", "gc"};
 
 struct op {
 	uint8_t kind;
-	int blk;         /* OP_PUT, OP_DEL: the block; OP_ADD: the root's block */
+	int blk;         /* OP_PUT, OP_DEL, OP_PIN, OP_UNPIN: the block; OP_ADD: the root's */
+	int pin_kind;    /* OP_PIN */
 	int name;        /* OP_NSET, OP_NDEL */
 	uint64_t size;   /* OP_NSET */
 	uint8_t *fbytes; /* OP_ADD: the file (owned) */
@@ -321,6 +329,7 @@ struct profile {
 	uint64_t seed;
 	int settle; /* one writer, none mode: let each operation's write happen before the
 	             * next operation, so that batches hold one operation each */
+	int life;   /* pins and unpins too, and garbage collections with one writer */
 };
 
 static uint64_t rnd(uint64_t *x)
@@ -360,20 +369,46 @@ static void push_eff(struct script *sc, uint8_t kind, int item, int root, uint64
 	sc->effs[sc->neffs++] = (struct eff){kind, item, root, size};
 }
 
-/* A random present block index of the generator's model, or -1. */
-static int pick_present(const struct script *sc, const uint8_t *present, uint64_t *x)
+/* The generator's model of one writer's store. */
+struct gen {
+	uint8_t *present; /* per block */
+	uint8_t *pinned;  /* per block: 0, CS_PIN_DIRECT or CS_PIN_RECURSIVE */
+	int nset[NAMES_PER];
+	int nroot[NAMES_PER]; /* the block each set name points at */
+};
+
+enum pick { PICK_PLAIN, PICK_PINNABLE, PICK_PINNED };
+
+/* A random block index of the generator's model that fits `what`, or -1: PICK_PLAIN a
+ * present, unpinned plain block (one a delete, dup put or name may take); PICK_PINNABLE an
+ * unpinned present plain block or file root; PICK_PINNED a pinned block. */
+static int pick(const struct script *sc, const struct gen *g, enum pick what, uint64_t *x)
 {
-	int n = 0;
-	for (int i = 0; i < sc->nblks; i++)
-		n += present[i] && sc->blks[i].deletable;
-	if (n == 0)
-		return -1;
-	int k = (int)(rnd(x) % (uint64_t)n);
-	for (int i = 0; i < sc->nblks; i++)
-		if (present[i] && sc->blks[i].deletable && k-- == 0)
-			return i;
+	int n = 0, k = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < sc->nblks; i++) {
+			const struct blk *b = &sc->blks[i];
+			int fits = what == PICK_PINNED
+			               ? g->pinned[i] != 0
+			               : g->present[i] && !g->pinned[i] &&
+			                     (b->deletable || (what == PICK_PINNABLE && b->nkids));
+			if (!fits)
+				continue;
+			if (pass == 0)
+				n++;
+			else if (k-- == 0)
+				return i;
+		}
+		if (n == 0)
+			return -1;
+		k = (int)(rnd(x) % (uint64_t)n);
+	}
 	return -1;
 }
+
+/* OP_GC's effects: deletes of every present block that no name or pin reaches. Their order
+ * is settled by sort_gc_effects() once the files' roots are known. */
+static void gen_gc(struct script *sc, struct gen *g);
 
 static uint32_t block_len(const struct profile *pf, uint64_t *x)
 {
@@ -387,39 +422,100 @@ static uint32_t block_len(const struct profile *pf, uint64_t *x)
 	return (uint32_t)rnd_in(x, 8000, 40000);
 }
 
+static void gen_gc(struct script *sc, struct gen *g)
+{
+	uint8_t *keep = calloc((size_t)sc->nblks + 1, 1);
+
+	assert_non_null(keep);
+	for (int n = 0; n < NAMES_PER; n++)
+		if (g->nset[n])
+			keep[g->nroot[n]] = 1;
+	for (int i = 0; i < sc->nblks; i++) {
+		if (!g->pinned[i])
+			continue;
+		keep[i] = 1;
+		for (int k = 1; g->pinned[i] == CS_PIN_RECURSIVE && k <= sc->blks[i].nkids; k++)
+			keep[i - k] = 1;
+	}
+	for (int i = 0; i < sc->nblks; i++) {
+		if (g->present[i] && !keep[i]) {
+			g->present[i] = 0;
+			push_eff(sc, E_DEL, i, 0, 0);
+		}
+	}
+	free(keep);
+}
+
+/* Pins, unpins and collections for a `life` profile: returns 1 when it chose one for op. */
+static int gen_life(struct script *sc, struct gen *g, const struct profile *pf, struct op *op,
+                    uint64_t *x)
+{
+	uint64_t r = rnd(x) % 100;
+	int b;
+
+	if (r < 10 && (b = pick(sc, g, PICK_PINNABLE, x)) >= 0) {
+		op->kind = OP_PIN;
+		op->blk = b;
+		/* A file is pinned recursively: a direct pin would let a collection take its
+		 * leaves from under a root that stays. */
+		op->pin_kind = sc->blks[b].nkids || rnd(x) % 2 ? CS_PIN_RECURSIVE : CS_PIN_DIRECT;
+		g->pinned[b] = (uint8_t)op->pin_kind;
+		push_eff(sc, E_PIN, b, op->pin_kind, 0);
+		return 1;
+	}
+	if (r < 16 && (b = pick(sc, g, PICK_PINNED, x)) >= 0) {
+		op->kind = OP_UNPIN;
+		op->blk = b;
+		g->pinned[b] = 0;
+		push_eff(sc, E_UNPIN, b, 0, 0);
+		return 1;
+	}
+	if (r < 22 && pf->threads == 1) { /* a collection takes every writer's garbage */
+		op->kind = OP_GC;
+		gen_gc(sc, g);
+		op->dup = op->e0 == sc->neffs; /* nothing to delete: writes nothing */
+		return 1;
+	}
+	return 0;
+}
+
 /* Writes a deterministic script for writer tid. Blocks differ between writers because their
  * contents come from seeds that include tid. */
 static void gen_script(struct script *sc, int tid, const struct profile *pf)
 {
 	uint64_t x = pf->seed * 1000003u + (uint64_t)tid;
-	uint8_t *present = calloc((size_t)pf->nops * 16 + 16, 1);
-	int nset[NAMES_PER] = {0};
+	size_t maxblks = (size_t)pf->nops * 16 + 16;
+	struct gen g = {calloc(maxblks, 1), calloc(maxblks, 1), {0}, {0}};
 	uint8_t *buf = malloc(CS_BLOCK_MAX);
 
-	assert_true(present != NULL && buf != NULL);
+	assert_true(g.present != NULL && g.pinned != NULL && buf != NULL);
 	memset(sc, 0, sizeof(*sc));
 	sc->tid = tid;
 	sc->ops = calloc((size_t)pf->nops, sizeof(*sc->ops));
-	sc->effs = calloc((size_t)pf->nops * 16, sizeof(*sc->effs));
+	sc->effs = calloc(maxblks, sizeof(*sc->effs));
 	assert_true(sc->ops != NULL && sc->effs != NULL);
 	for (int i = 0; i < NAMES_PER; i++)
 		snprintf(sc->names[i], sizeof(sc->names[i]), "w%d/file %d", tid, i);
 	for (int i = 0; i < pf->nops; i++) {
 		struct op *op = &sc->ops[sc->nops++];
+		op->e0 = sc->neffs;
+		if (pf->life && gen_life(sc, &g, pf, op, &x)) {
+			op->e1 = sc->neffs;
+			continue;
+		}
 		uint64_t r = rnd(&x) % 100;
-		int b = pick_present(sc, present, &x);
+		int b = pick(sc, &g, PICK_PLAIN, &x);
 		if (pf->big && r >= 40)
 			r = 99; /* mostly puts: the log must fill batches and a segment */
 		int any_name = 0;
 		for (int n = 0; n < NAMES_PER; n++)
-			any_name |= nset[n];
-		op->e0 = sc->neffs;
+			any_name |= g.nset[n];
 		if (pf->mode == CS_DURABLE_NONE && i > 0 && r < 5) {
 			op->kind = OP_SYNC;
 		} else if (r < 24 && b >= 0) {
 			op->kind = OP_DEL;
 			op->blk = b;
-			present[b] = 0;
+			g.present[b] = 0;
 			push_eff(sc, E_DEL, b, 0, 0);
 		} else if (r < 32 && b >= 0) {
 			op->kind = OP_PUT; /* of a present block: nothing is written */
@@ -435,43 +531,72 @@ static void gen_script(struct script *sc, int tid, const struct profile *pf)
 			assert_non_null(op->fbytes);
 			tu_fill(op->fbytes, op->flen, rnd(&x));
 			/* The leaves in order, then the root node: the order cs_add puts them. */
-			for (uint32_t o = 0; o < op->flen; o += op->chunk) {
+			int nkids = 0;
+			for (uint32_t o = 0; o < op->flen; o += op->chunk, nkids++) {
 				uint32_t n = op->flen - o < op->chunk ? op->flen - o : op->chunk;
 				int leaf = new_blk(sc, op->fbytes + o, n, 0);
-				present[leaf] = 1;
+				g.present[leaf] = 1;
 				push_eff(sc, E_PUT, leaf, 0, 0);
 			}
 			op->blk = new_blk(sc, NULL, 0, 0);
-			present[op->blk] = 1;
+			sc->blks[op->blk].nkids = nkids;
+			g.present[op->blk] = 1;
 			push_eff(sc, E_PUT, op->blk, 0, 0);
 		} else if (r < 52 && b >= 0) {
 			op->kind = OP_NSET;
 			op->name = (int)(rnd(&x) % NAMES_PER);
 			op->blk = b;
 			op->size = rnd(&x) % 100000;
-			nset[op->name] = 1;
+			g.nset[op->name] = 1;
+			g.nroot[op->name] = b;
 			push_eff(sc, E_NSET, op->name, b, op->size);
 		} else if (r < 58 && any_name) {
 			int n;
 			do
 				n = (int)(rnd(&x) % NAMES_PER);
-			while (!nset[n]);
+			while (!g.nset[n]);
 			op->kind = OP_NDEL;
 			op->name = n;
-			nset[n] = 0;
+			g.nset[n] = 0;
 			push_eff(sc, E_NDEL, n, 0, 0);
 		} else {
 			uint32_t len = block_len(pf, &x);
 			tu_fill(buf, len, rnd(&x) ^ (uint64_t)tid << 56);
 			op->kind = OP_PUT;
 			op->blk = new_blk(sc, buf, len, 1);
-			present[op->blk] = 1;
+			g.present[op->blk] = 1;
 			push_eff(sc, E_PUT, op->blk, 0, 0);
 		}
 		op->e1 = sc->neffs;
 	}
 	free(buf);
-	free(present);
+	free(g.present);
+	free(g.pinned);
+}
+
+/* A collection deletes in pieces in multihash order, each piece one transaction: with its
+ * effects in that order, every state a cut can leave is a prefix of them. Needs every
+ * block's CID, so it runs after the uncut run has learned the files' roots. */
+static const struct script *g_sort_sc;
+
+static int cmp_del_key(const void *a, const void *b)
+{
+	const struct eff *x = a, *y = b;
+	uint8_t kx[CS_KEY_MAX], ky[CS_KEY_MAX];
+	assert_int_equal(cid_key(&g_sort_sc->blks[x->item].cid, kx), 0);
+	assert_int_equal(cid_key(&g_sort_sc->blks[y->item].cid, ky), 0);
+	return memcmp(kx, ky, CS_KEY_MAX);
+}
+
+static void sort_gc_effects(struct script *sc)
+{
+	g_sort_sc = sc;
+	for (int i = 0; i < sc->nops; i++) {
+		const struct op *op = &sc->ops[i];
+		if (op->kind == OP_GC && op->e1 > op->e0)
+			qsort(&sc->effs[op->e0], (size_t)(op->e1 - op->e0), sizeof(*sc->effs),
+			      cmp_del_key);
+	}
 }
 
 static void free_script(struct script *sc)
@@ -574,6 +699,20 @@ static int do_op(struct worker *w, const struct op *op)
 		return cs_name_set(w->s, sc->names[op->name], &b->cid, op->size);
 	case OP_NDEL:
 		return cs_name_delete(w->s, sc->names[op->name]);
+	case OP_PIN:
+		return cs_pin_add(w->s, &b->cid, op->pin_kind);
+	case OP_UNPIN:
+		return cs_pin_rm(w->s, &b->cid);
+	case OP_GC: {
+		cs_gc_stat st;
+		rc = cs_gc(w->s, &st);
+		if (rc == 0 && st.swept_blocks != (uint64_t)(op->e1 - op->e0)) {
+			w->bad = 1;
+			snprintf(w->msg, sizeof(w->msg), "gc deleted %llu blocks, the model %d",
+			         (unsigned long long)st.swept_blocks, op->e1 - op->e0);
+		}
+		return rc;
+	}
 	default:
 		return cs_store_sync(w->s);
 	}
@@ -599,8 +738,10 @@ static void *worker_main(void *arg)
 			return NULL;
 		}
 		/* What a success acknowledges (README, "Durability"): in sync mode the
-		 * operation; in none mode everything before a sync, and a file add syncs. */
-		if (w->mode == CS_DURABLE_SYNC || op->kind == OP_ADD)
+		 * operation; in none mode everything before a sync, and a file add syncs, as
+		 * does a collection that deleted something. */
+		if (w->mode == CS_DURABLE_SYNC || op->kind == OP_ADD ||
+		    (op->kind == OP_GC && op->e1 > op->e0))
 			w->acked = op->e1;
 		else if (op->kind == OP_SYNC)
 			w->acked = op->e0;
@@ -671,6 +812,7 @@ static uint64_t run_workload(const struct profile *pf, struct script *sc, const 
 
 struct seen {
 	uint8_t *blk; /* per block: present */
+	uint8_t *pin; /* per block: the kind of its own pin, or 0 */
 	uint8_t name[NAMES_PER];
 	cs_cid root[NAMES_PER];
 	uint64_t size[NAMES_PER];
@@ -682,15 +824,32 @@ static int count_name(void *ctx, const cs_name_info *n)
 	return 0;
 }
 
-/* Model state: per block present or not, per name the effect that set it (-1: unset). */
+/* Model state: per block present or not and its pin, per name the effect that set it (-1:
+ * unset). */
 struct mstate {
 	uint8_t *blk;
+	uint8_t *pin;
 	int name[NAMES_PER];
 };
 
+static void mstate_init(struct mstate *m, const struct script *sc)
+{
+	m->blk = calloc((size_t)sc->nblks + 1, 1);
+	m->pin = calloc((size_t)sc->nblks + 1, 1);
+	assert_true(m->blk != NULL && m->pin != NULL);
+	for (int n = 0; n < NAMES_PER; n++)
+		m->name[n] = -1;
+}
+
+static void mstate_free(struct mstate *m)
+{
+	free(m->blk);
+	free(m->pin);
+}
+
 static int blk_mismatch(const struct mstate *m, const struct seen *v, int b)
 {
-	return m->blk[b] != v->blk[b];
+	return m->blk[b] != v->blk[b] || m->pin[b] != v->pin[b];
 }
 
 static int name_mismatch(const struct script *sc, const struct mstate *m, const struct seen *v,
@@ -710,9 +869,12 @@ static void apply_eff(const struct script *sc, struct mstate *m, const struct se
 {
 	const struct eff *e = &sc->effs[i];
 
-	if (e->kind == E_PUT || e->kind == E_DEL) {
+	if (e->kind == E_PUT || e->kind == E_DEL || e->kind == E_PIN || e->kind == E_UNPIN) {
 		*mism -= blk_mismatch(m, v, e->item);
-		m->blk[e->item] = e->kind == E_PUT;
+		if (e->kind == E_PIN || e->kind == E_UNPIN)
+			m->pin[e->item] = e->kind == E_PIN ? (uint8_t)e->root : 0;
+		else
+			m->blk[e->item] = e->kind == E_PUT;
 		*mism += blk_mismatch(m, v, e->item);
 	} else {
 		*mism -= name_mismatch(sc, m, v, e->item);
@@ -725,17 +887,18 @@ static void apply_eff(const struct script *sc, struct mstate *m, const struct se
 static void first_diff(const struct script *sc, const struct seen *v, int upto, char *buf,
                        size_t cap)
 {
-	struct mstate m = {calloc((size_t)sc->nblks + 1, 1), {-1, -1, -1, -1}};
+	struct mstate m;
 	int mism = 0;
 
+	mstate_init(&m, sc);
 	for (int i = 0; i < upto; i++)
 		apply_eff(sc, &m, v, i, &mism);
 	snprintf(buf, cap, "no difference");
 	for (int b = 0; b < sc->nblks; b++) {
 		if (blk_mismatch(&m, v, b)) {
-			snprintf(buf, cap, "block %d (%u bytes): model %s, store %s", b,
-			         sc->blks[b].len, m.blk[b] ? "present" : "absent",
-			         v->blk[b] ? "present" : "absent");
+			snprintf(buf, cap, "block %d (%u bytes): model %s, pin %d; store %s, pin %d",
+			         b, sc->blks[b].len, m.blk[b] ? "present" : "absent", m.pin[b],
+			         v->blk[b] ? "present" : "absent", v->pin[b]);
 			break;
 		}
 	}
@@ -743,7 +906,7 @@ static void first_diff(const struct script *sc, const struct seen *v, int upto, 
 		if (name_mismatch(sc, &m, v, n))
 			snprintf(buf, cap, "name '%s': model %s, store %s", sc->names[n],
 			         m.name[n] >= 0 ? "set" : "unset", v->name[n] ? "set" : "unset");
-	free(m.blk);
+	mstate_free(&m);
 }
 
 /*
@@ -753,10 +916,10 @@ static void first_diff(const struct script *sc, const struct seen *v, int upto, 
 static int match_prefix(const struct script *sc, const struct seen *v, int acked, int attempted,
                         const char *where)
 {
-	struct mstate m = {calloc((size_t)sc->nblks + 1, 1), {-1, -1, -1, -1}};
+	struct mstate m;
 	int mism = 0, found = -1;
 
-	assert_non_null(m.blk);
+	mstate_init(&m, sc);
 	for (int b = 0; b < sc->nblks; b++)
 		mism += blk_mismatch(&m, v, b);
 	for (int n = 0; n < NAMES_PER; n++)
@@ -772,7 +935,7 @@ static int match_prefix(const struct script *sc, const struct seen *v, int acked
 			break;
 		apply_eff(sc, &m, v, p, &mism);
 	}
-	free(m.blk);
+	mstate_free(&m);
 	if (found < 0) {
 		char diff[200];
 		first_diff(sc, v, acked, diff, sizeof(diff));
@@ -790,7 +953,7 @@ static void check_store(const char *dir, const struct profile *pf, struct script
                         const struct outcome *oc, const char *where, uint64_t *segments)
 {
 	cs_options o = profile_opts(pf);
-	uint64_t blocks = 0, names = 0, listed = 0, checked, failed;
+	uint64_t blocks = 0, names = 0, pins = 0, listed = 0, checked, failed;
 	cs_store *s;
 	cs_stat st;
 
@@ -800,9 +963,10 @@ static void check_store(const char *dir, const struct profile *pf, struct script
 		fail_msg("%s: reopen failed: %s: %s", where, cs_strerror(rc), cs_errmsg());
 	for (int t = 0; t < pf->threads; t++) {
 		struct script *c = &sc[t];
-		struct seen v = {calloc((size_t)c->nblks + 1, 1), {0}, {{0}}, {0}};
+		struct seen v = {calloc((size_t)c->nblks + 1, 1), calloc((size_t)c->nblks + 1, 1),
+		                 {0}, {{0}}, {0}};
 		size_t len;
-		assert_non_null(v.blk);
+		assert_true(v.blk != NULL && v.pin != NULL);
 		for (int b = 0; b < c->nblks; b++) {
 			const struct blk *k = &c->blks[b];
 			assert_true(k->known);
@@ -817,6 +981,20 @@ static void check_store(const char *dir, const struct profile *pf, struct script
 			v.blk[b] = 1;
 			blocks++;
 		}
+		for (int b = 0; b < c->nblks; b++) {
+			int kind;
+			rc = cs_pin_test(s, &c->blks[b].cid, &kind, NULL);
+			if (rc != 0 && rc != CS_ENOTFOUND)
+				fail_msg("%s: pin test of block %d: %s: %s", where, b,
+				         cs_strerror(rc), cs_errmsg());
+			if (rc == 0 && kind != CS_PIN_DIRECT && kind != CS_PIN_RECURSIVE &&
+			    kind != CS_PIN_INDIRECT)
+				fail_msg("%s: block %d has a pin of kind %d", where, b, kind);
+			if (rc == 0 && kind != CS_PIN_INDIRECT) {
+				v.pin[b] = (uint8_t)kind;
+				pins++;
+			}
+		}
 		for (int n = 0; n < NAMES_PER; n++) {
 			rc = cs_name_get(s, c->names[n], &v.root[n], &v.size[n], NULL);
 			if (rc != 0 && rc != CS_ENOTFOUND)
@@ -826,11 +1004,15 @@ static void check_store(const char *dir, const struct profile *pf, struct script
 			names += rc == 0;
 		}
 		int p = match_prefix(c, &v, oc->acked[t], oc->attempted[t], where);
-		/* Every file whose add completed within the prefix reads back whole. */
+		/* Every file whose add completed within the prefix, and that no collection
+		 * took a block of, reads back whole. */
 		for (int i = 0; i < c->nops; i++) {
 			const struct op *op = &c->ops[i];
 			size_t got;
-			if (op->kind != OP_ADD || op->e1 > p || !v.blk[op->blk])
+			int whole = op->kind == OP_ADD && op->e1 <= p;
+			for (int k = 0; whole && k <= c->blks[op->blk].nkids; k++)
+				whole = v.blk[op->blk - k];
+			if (!whole)
 				continue;
 			rc = cs_cat(s, &c->blks[op->blk].cid, 0, g_buf, op->flen, &got, NULL);
 			if (rc != 0 || got != op->flen || memcmp(g_buf, op->fbytes, got) != 0)
@@ -838,6 +1020,7 @@ static void check_store(const char *dir, const struct profile *pf, struct script
 				         cs_strerror(rc));
 		}
 		free(v.blk);
+		free(v.pin);
 	}
 	cs_store_stat(s, &st);
 	if (segments != NULL)
@@ -845,6 +1028,9 @@ static void check_store(const char *dir, const struct profile *pf, struct script
 	if (st.blocks != blocks)
 		fail_msg("%s: the store holds %llu blocks, the model %llu: something half-appeared",
 		         where, (unsigned long long)st.blocks, (unsigned long long)blocks);
+	if (st.pins != pins)
+		fail_msg("%s: the store holds %llu pins, the model %llu: something half-appeared",
+		         where, (unsigned long long)st.pins, (unsigned long long)pins);
 	assert_int_equal(cs_name_list(s, count_name, &listed), 0);
 	if (listed != names)
 		fail_msg("%s: the store lists %llu names, the model %llu", where,
@@ -888,6 +1074,8 @@ static uint64_t enumerate(const struct profile *pf)
 	 * result is the first state checked. */
 	fresh_store(wdir);
 	uint64_t n = run_workload(pf, sc, wdir, FAULT_OFF, 1, &oc);
+	for (int t = 0; t < pf->threads; t++)
+		sort_gc_effects(&sc[t]);
 	snprintf(where, sizeof(where), "%s: uncut run", pf->name);
 	uint64_t segments;
 	check_store(wdir, pf, sc, &oc, where, &segments);
@@ -953,6 +1141,19 @@ static uint64_t enumerate(const struct profile *pf)
 	              "%.1f s (runs %.1f, images %.1f, checks %.1f)\n",
 	              pf->name, pf->threads, (unsigned long long)n, (unsigned long long)cuts,
 	              (unsigned long long)states, now_s() - t0, t_run, t_build, t_check);
+	if (pf->life) {
+		int count[OP_GC + 1] = {0}, swept = 0;
+		for (int t = 0; t < pf->threads; t++) {
+			for (int i = 0; i < sc[t].nops; i++) {
+				const struct op *op = &sc[t].ops[i];
+				count[op->kind]++;
+				swept += op->kind == OP_GC ? op->e1 - op->e0 : 0;
+			}
+		}
+		print_message("  %-10s of the operations: %d pins, %d unpins, %d collections "
+		              "deleting %d blocks\n",
+		              "", count[OP_PIN], count[OP_UNPIN], count[OP_GC], swept);
+	}
 	for (int t = 0; t < pf->threads; t++)
 		free_script(&sc[t]);
 	return states;
@@ -966,27 +1167,32 @@ static void test_crash_states(void **state)
 	 * seeds, skips the repeats and cuts after every third operation: several hundred
 	 * states. */
 	const struct profile profiles[] = {
-	    {"sync", CS_DURABLE_SYNC, 1, 90, 0, SLOW_BUILD ? 2 : 16, 11, 0},
-	    {"none", CS_DURABLE_NONE, 1, 100, 0, SLOW_BUILD ? 6 : 48, 12, 1},
-	    {"none-batched", CS_DURABLE_NONE, 1, 100, 0, SLOW_BUILD ? 0 : 48, 18, 0},
-	    {"sync-3w", CS_DURABLE_SYNC, 3, 30, 0, SLOW_BUILD ? 2 : 8, 13, 0},
-	    {"none-3w", CS_DURABLE_NONE, 3, 40, 0, SLOW_BUILD ? 3 : 24, 14, 0},
-	    {"big-sync", CS_DURABLE_SYNC, 1, 24, 1, SLOW_BUILD ? 1 : 3, 15, 0},
-	    {"big-none", CS_DURABLE_NONE, 1, 24, 1, SLOW_BUILD ? 1 : 3, 16, 0},
+	    {"sync", CS_DURABLE_SYNC, 1, 90, 0, SLOW_BUILD ? 2 : 16, 11, 0, 0},
+	    {"none", CS_DURABLE_NONE, 1, 100, 0, SLOW_BUILD ? 6 : 48, 12, 1, 0},
+	    {"none-batched", CS_DURABLE_NONE, 1, 100, 0, SLOW_BUILD ? 0 : 48, 18, 0, 0},
+	    {"sync-3w", CS_DURABLE_SYNC, 3, 30, 0, SLOW_BUILD ? 2 : 8, 13, 0, 0},
+	    {"none-3w", CS_DURABLE_NONE, 3, 40, 0, SLOW_BUILD ? 3 : 24, 14, 0, 0},
+	    {"big-sync", CS_DURABLE_SYNC, 1, 24, 1, SLOW_BUILD ? 1 : 3, 15, 0, 0},
+	    {"big-none", CS_DURABLE_NONE, 1, 24, 1, SLOW_BUILD ? 1 : 3, 16, 0, 0},
+	    {"life-sync", CS_DURABLE_SYNC, 1, 90, 0, SLOW_BUILD ? 2 : 8, 21, 0, 1},
+	    {"life-none", CS_DURABLE_NONE, 1, 100, 0, SLOW_BUILD ? 3 : 16, 22, 1, 1},
+	    {"life-3w", CS_DURABLE_SYNC, 3, 30, 0, SLOW_BUILD ? 1 : 4, 23, 0, 1},
 	};
 	uint64_t total = 0;
 	double t0 = now_s();
 
 	g_buf = malloc(CS_BLOCK_MAX);
 	assert_non_null(g_buf);
+	const char *only = getenv("CS_CRASH_PROFILE");
 	for (size_t i = 0; i < sizeof(profiles) / sizeof(profiles[0]); i++)
-		if (profiles[i].seeds > 0 || seeds_scale() > 0)
+		if ((profiles[i].seeds > 0 || seeds_scale() > 0) &&
+		    (only == NULL || strncmp(profiles[i].name, only, strlen(only)) == 0))
 			total += enumerate(&profiles[i]);
 	free(g_buf);
 	g_buf = NULL;
 	print_message("crash states checked: %llu (%.1f s)\n", (unsigned long long)total,
 	              now_s() - t0);
-	if (!SLOW_BUILD && seeds_scale() == 0)
+	if (!SLOW_BUILD && seeds_scale() == 0 && only == NULL)
 		assert_true(total >= 10000);
 }
 
@@ -1003,12 +1209,23 @@ enum eop {
 	EO_ADD,
 	EO_NSET,
 	EO_NDEL,
+	EO_PIN,
+	EO_UNPIN,
+	EO_GC,
 	EO_N
 };
 
 static const char *const eop_name[EO_N] = {
     "open (new store)", "open (existing)",   "put",      "put (new segment)", "delete",
-    "sync (none mode)", "close (none mode)", "file add", "name set",          "name delete"};
+    "sync (none mode)", "close (none mode)", "file add", "name set",          "name delete",
+    "pin add",          "pin remove",        "gc"};
+
+/* The base stores hold EL_BASE blocks: base[0] named "base", base[2] pinned direct; base[1]
+ * and base[3] are garbage, which EO_GC deletes (in one piece, so both or neither). */
+static int el_garbage(int i)
+{
+	return i == 1 || i == 3;
+}
 
 /* A block the error loops know. */
 struct kb {
@@ -1122,6 +1339,7 @@ static void el_prepare(void)
 	for (int i = 0; i < EL_BASE; i++)
 		assert_int_equal(kb_put(s, &el.base[i]), 0);
 	assert_int_equal(cs_name_set(s, "base", &el.base[0].cid, 1), 0);
+	assert_int_equal(cs_pin_add(s, &el.base[2].cid, CS_PIN_DIRECT), 0);
 	assert_int_equal(cs_store_close(s), 0);
 	copy_store(el.based, el.fulld);
 	assert_int_equal(cs_store_open(el.fulld, &o, &s), 0);
@@ -1247,8 +1465,17 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 	case EO_NSET:
 		rc = cs_name_set(s, "new", &el.base[2].cid, 7);
 		break;
-	default:
+	case EO_NDEL:
 		rc = cs_name_delete(s, "base");
+		break;
+	case EO_PIN:
+		rc = cs_pin_add(s, &el.base[3].cid, CS_PIN_RECURSIVE);
+		break;
+	case EO_UNPIN:
+		rc = cs_pin_rm(s, &el.base[2].cid);
+		break;
+	default:
+		rc = cs_gc(s, NULL);
 		break;
 	}
 	/* What follows must not meet the countdown. */
@@ -1292,7 +1519,8 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 	if (s != NULL) {
 		/* Reads keep working, whatever happened to writes. */
 		for (int i = 0; i < EL_BASE && op != EO_OPEN_NEW; i++)
-			if (!(op == EO_DELETE && i == 1) && !kb_present(s, &el.base[i], where))
+			if (!(op == EO_DELETE && i == 1) && !(op == EO_GC && el_garbage(i)) &&
+			    !kb_present(s, &el.base[i], where))
 				fail_msg("%s: base block %d unreadable on the handle", where, i);
 		rc = kb_put(s, &el.probe);
 		if (rc != 0 && rc != CS_EPOISONED)
@@ -1320,14 +1548,33 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 	if (rc != 0)
 		fail_msg("%s: reopen: %s: %s", where, cs_strerror(rc), cs_errmsg());
 	uint64_t blocks = 0;
+	int garbage_left = 0;
 	for (int i = 0; i < EL_BASE; i++) {
 		int p = op == EO_OPEN_NEW ? 0 : kb_present(s, &el.base[i], where);
-		if (op != EO_OPEN_NEW && !p && !(op == EO_DELETE && i == 1))
+		int may_go = (op == EO_DELETE && i == 1) || (op == EO_GC && el_garbage(i));
+		if (op != EO_OPEN_NEW && !p && !may_go)
 			fail_msg("%s: base block %d lost", where, i);
-		if (op == EO_DELETE && i == 1 && acked && p)
-			fail_msg("%s: an acknowledged delete undone", where);
+		if (may_go && acked && p)
+			fail_msg("%s: an acknowledged %s undone", where, eop_name[op]);
+		garbage_left += el_garbage(i) && p;
 		blocks += (uint64_t)p;
 	}
+	if (op == EO_GC && garbage_left == 1)
+		fail_msg("%s: half of a collection's one piece is in the log", where);
+	int pkind;
+	uint64_t pins = 0;
+	rc = cs_pin_test(s, &el.base[2].cid, &pkind, NULL);
+	if (op != EO_OPEN_NEW && op != EO_UNPIN && (rc != 0 || pkind != CS_PIN_DIRECT))
+		fail_msg("%s: the pin on base block 2 lost", where);
+	if (op == EO_UNPIN && acked && rc != CS_ENOTFOUND)
+		fail_msg("%s: an acknowledged pin remove undone", where);
+	pins += rc == 0;
+	rc = cs_pin_test(s, &el.base[3].cid, &pkind, NULL);
+	if (op == EO_PIN && acked && (rc != 0 || pkind != CS_PIN_RECURSIVE))
+		fail_msg("%s: an acknowledged pin add lost", where);
+	if (op != EO_PIN && rc != CS_ENOTFOUND)
+		fail_msg("%s: a pin never added is present", where);
+	pins += rc == 0;
 	for (int i = 0; i < EL_FILL && op == EO_PUT_SEG; i++) {
 		if (!kb_present(s, &el.fill[i], where))
 			fail_msg("%s: filler block %d lost", where, i);
@@ -1365,6 +1612,9 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 	if (sst.blocks != blocks)
 		fail_msg("%s: %llu blocks after reopen, %llu known", where,
 		         (unsigned long long)sst.blocks, (unsigned long long)blocks);
+	if (sst.pins != pins)
+		fail_msg("%s: %llu pins after reopen, %llu known", where,
+		         (unsigned long long)sst.pins, (unsigned long long)pins);
 	cs_cid nroot;
 	rc = cs_name_get(s, "base", &nroot, NULL, NULL);
 	if (op != EO_OPEN_NEW && op != EO_NDEL && rc != 0)
