@@ -5,8 +5,10 @@
  * interval, none; bit 2 the I/O backend: psync or io_uring). Every later operation is an
  * opcode byte and up to three argument bytes (missing bytes read as zero):
  *   put, get (whole, into a short buffer, or sizing with a NULL buffer), get_alloc, has,
- *   delete, sync, stat, reopen (close, then open with options from the argument), and,
- *   when the library has them, name set, get, delete and list.
+ *   delete, sync, stat, reopen (close, then open with options from the argument), pin add
+ *   (direct, or recursive for blocks whose CID is not dag-pb: their bytes are no dag-pb
+ *   node), pin remove, pin test, gc, and, when the library has them, name set, get, delete
+ *   and list.
  * A block is chosen by (slot 0..15, size class 0..9, hash sha2-256 or blake2b-256): its
  * bytes are a function of slot and class, its codec of the slot. Size classes run from the
  * empty block to CS_BLOCK_MAX and one past it (CS_ELIMIT); different slots of the empty
@@ -18,10 +20,12 @@
  *  1. Each call returns exactly what the model predicts: 0, CS_ENOTFOUND, CS_EBUFSIZE (with
  *     the needed size), CS_ELIMIT or CS_EINVAL; a put returns the CID cs_cid_compute gives;
  *     a get returns the model's bytes.
- *  2. stat counts the model's blocks and bytes.
+ *  2. stat counts the model's blocks, bytes and pins; a delete of a pinned block is
+ *     CS_EPINNED; a gc deletes exactly the present blocks that no name or pin holds.
  *  3. After every reopen, and at the end of every input, the store equals the model: the
  *     list of blocks is the model's set (with the codec of each block's first put), every
- *     block reads back byte-exact, verify passes, and the names list equals the model's.
+ *     block reads back byte-exact, verify passes, and the names and pins lists equal the
+ *     model's.
  *  4. No crash, leak or fd left open; a refusal for a bad argument or a limit (CS_EINVAL,
  *     CS_ELIMIT, CS_EBUFSIZE) carries a message (CS_ENOTFOUND need not: the header lets a
  *     failure set no detail).
@@ -88,6 +92,10 @@ enum {
 	OP_NAME_GET,
 	OP_NAME_DELETE,
 	OP_NAME_LIST,
+	OP_PIN_ADD,
+	OP_PIN_RM,
+	OP_PIN_TEST,
+	OP_GC,
 	OP_COUNT
 };
 
@@ -126,6 +134,7 @@ struct block {
 	int present;
 	int slot, cls;
 	uint64_t codec; /* of the put that created it while absent */
+	int pin;        /* 0, CS_PIN_DIRECT or CS_PIN_RECURSIVE */
 };
 
 struct name {
@@ -341,7 +350,7 @@ static int list_name(void *ctx, const cs_name_info *ni)
 static void check_stat(cs_store *s)
 {
 	cs_stat st;
-	uint64_t blocks = 0, bytes = 0;
+	uint64_t blocks = 0, bytes = 0, pins = 0;
 
 	CHECK(cs_store_stat(s, &st) == 0);
 	for (int i = 0; i < nmodel; i++) {
@@ -349,8 +358,35 @@ static void check_stat(cs_store *s)
 			blocks++;
 			bytes += model_len(&model[i]);
 		}
+		pins += model[i].pin != 0;
 	}
-	CHECK(st.blocks == blocks && st.live_bytes == bytes);
+	CHECK(st.blocks == blocks && st.live_bytes == bytes && st.pins == pins);
+}
+
+static int list_pin(void *ctx, const cs_cid *cid, int kind)
+{
+	struct list_ctx *lc = ctx;
+	struct block *b = model_find(cid, -1, -1);
+
+	CHECK(b->pin == kind && b->slot >= 0);
+	lc->seen[b - model]++;
+	lc->n++;
+	return 0;
+}
+
+static void check_pins(cs_store *s)
+{
+	struct list_ctx *lc = calloc(1, sizeof(*lc));
+	int want = 0;
+
+	CHECK(lc != NULL);
+	CHECK(cs_pin_list(s, list_pin, lc) == 0);
+	for (int i = 0; i < nmodel; i++) {
+		CHECK(lc->seen[i] == (model[i].pin != 0));
+		want += model[i].pin != 0;
+	}
+	CHECK(lc->n == want);
+	free(lc);
 }
 
 static void check_names(cs_store *s)
@@ -396,6 +432,7 @@ static void check_all(cs_store *s)
 	CHECK(cs_store_verify(s, NULL, NULL, &checked, &failed) == 0);
 	CHECK(checked == (uint64_t)want && failed == 0);
 	check_names(s);
+	check_pins(s);
 	free(lc);
 }
 
@@ -490,7 +527,9 @@ static void op_delete(cs_store *s, const uint8_t *arg)
 	if (b == NULL)
 		return;
 	int rc = cs_block_delete(s, &cid);
-	if (b->present) {
+	if (b->present && b->pin) {
+		CHECK(rc == CS_EPINNED && cs_errmsg()[0] != '\0');
+	} else if (b->present) {
 		CHECK(rc == 0);
 		b->present = 0;
 	} else {
@@ -555,6 +594,78 @@ static void op_name_delete(cs_store *s, const uint8_t *arg)
 		CHECK(rc == 0);
 		model_names[i].set = 0;
 	}
+}
+
+static void op_pin_add(cs_store *s, const uint8_t *arg)
+{
+	cs_cid cid;
+	size_t len;
+	uint64_t codec;
+	struct block *b = choose(arg, &cid, &len, &codec);
+	/* Recursive only where no link is followed: a dag-pb CID's random bytes decode as no
+	 * node, which a recursive pin refuses (CS_ECORRUPT) as the header says. */
+	int kind = arg[2] & 1 && codec != CS_CODEC_DAG_PB ? CS_PIN_RECURSIVE : CS_PIN_DIRECT;
+
+	if (b == NULL)
+		return;
+	int rc = cs_pin_add(s, &cid, kind);
+	if (!b->present) {
+		CHECK(rc == CS_ENOTFOUND);
+	} else if (b->pin == CS_PIN_RECURSIVE && kind == CS_PIN_DIRECT) {
+		CHECK(rc == CS_EINVAL && cs_errmsg()[0] != '\0'); /* never made direct */
+	} else {
+		CHECK(rc == 0);
+		b->pin = kind;
+	}
+}
+
+static void op_pin_rm(cs_store *s, const uint8_t *arg)
+{
+	cs_cid cid;
+	size_t len;
+	uint64_t codec;
+	struct block *b = choose(arg, &cid, &len, &codec);
+
+	if (b == NULL)
+		return;
+	int rc = cs_pin_rm(s, &cid);
+	CHECK(rc == (b->pin ? 0 : CS_ENOTFOUND));
+	b->pin = 0;
+}
+
+static void op_pin_test(cs_store *s, const uint8_t *arg)
+{
+	cs_cid cid;
+	size_t len;
+	uint64_t codec;
+	struct block *b = choose(arg, &cid, &len, &codec);
+	int kind = -1;
+
+	if (b == NULL)
+		return;
+	int rc = cs_pin_test(s, &cid, &kind, NULL);
+	CHECK(b->pin ? rc == 0 && kind == b->pin : rc == CS_ENOTFOUND);
+}
+
+/* The model's collection: every present block that no name or pin holds goes. */
+static void op_gc(cs_store *s)
+{
+	cs_gc_stat st;
+	uint64_t garbage = 0;
+
+	int rc = cs_gc(s, &st);
+	CHECK(rc == 0);
+	for (int i = 0; i < nmodel; i++) {
+		struct block *b = &model[i];
+		int named = 0;
+		for (int n = 0; n < NNAMES && names_linked; n++)
+			named |= model_names[n].set && model_find(&model_names[n].root, -1, -1) == b;
+		if (b->present && !b->pin && !named) {
+			b->present = 0;
+			garbage++;
+		}
+	}
+	CHECK(st.swept_blocks == garbage);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -624,6 +735,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case OP_NAME_LIST:
 			check_names(s);
+			break;
+		case OP_PIN_ADD:
+			op_pin_add(s, arg);
+			break;
+		case OP_PIN_RM:
+			op_pin_rm(s, arg);
+			break;
+		case OP_PIN_TEST:
+			op_pin_test(s, arg);
+			break;
+		case OP_GC:
+			op_gc(s);
 			break;
 		}
 	}
