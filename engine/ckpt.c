@@ -36,6 +36,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -338,7 +339,7 @@ int ckpt_clean(cs_store *s)
 	return 0;
 }
 
-/* Reads the whole file; *buf is owned by the caller. */
+/* Reads the whole file into *buf (*len bytes; the caller unmaps it). */
 static int read_file(int dirfd, uint8_t **buf, size_t *len)
 {
 	struct stat st;
@@ -357,8 +358,11 @@ static int read_file(int dirfd, uint8_t **buf, size_t *len)
 		goto out;
 	}
 	*len = (size_t)st.st_size;
-	*buf = malloc(*len ? *len : 1);
-	if (*buf == NULL) {
+	/* Anonymous memory faulted in at once: the whole file is read into it. */
+	*buf = mmap(NULL, *len ? *len : 1, PROT_READ | PROT_WRITE,
+	            MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (*buf == MAP_FAILED) {
+		*buf = NULL;
 		rc = cs_fail(-ENOMEM, "checkpoint: no memory for its %zu bytes", *len);
 		goto out;
 	}
@@ -377,8 +381,8 @@ static int read_file(int dirfd, uint8_t **buf, size_t *len)
 	}
 out:
 	close(fd);
-	if (rc != 0) {
-		free(*buf);
+	if (rc != 0 && *buf != NULL) {
+		munmap(*buf, *len ? *len : 1);
 		*buf = NULL;
 	}
 	return rc;
@@ -386,16 +390,19 @@ out:
 
 struct load_ctx {
 	cs_store *s;
-	const struct ckpt_section *sec;
+	const struct ckpt *c;
 	int pins; /* loading the pin table */
 };
 
-/* idx_load's entry callback: decodes entry i and checks what the decoder cannot know. */
+/* idx_load's entry callback: decodes and checks entry i (K2 of checkpoint.c), and what the
+ * decoder cannot know. idx_load checks that the keys increase. */
 static int load_entry(void *ctx, size_t i, uint8_t key[CS_KEY_MAX], struct idx_val *v)
 {
 	struct load_ctx *l = ctx;
+	int rc = ckpt_entry_get(l->c, l->pins ? CKPT_SEC_PINS : CKPT_SEC_BLOCKS, i, key, v);
 
-	ckpt_entry_at(l->sec, i, key, v);
+	if (rc != 0)
+		return rc;
 	if (cid_hash_len((uint64_t)key[0] << 8 | key[1]) != CS_DIGEST_MAX)
 		return cs_fail(CS_ECORRUPT, "checkpoint: %s entry %zu has a hash the store never "
 		                            "writes",
@@ -451,10 +458,9 @@ int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 		             (unsigned long long)c.h.store_uid);
 		goto out;
 	}
-	struct load_ctx lb = {s, &c.sec[CKPT_SEC_BLOCKS], 0};
-	struct load_ctx lp = {s, &c.sec[CKPT_SEC_PINS], 1};
-	if ((rc = idx_load(s->idx, (size_t)lb.sec->count, load_entry, &lb)) != 0 ||
-	    (rc = idx_load(s->pins, (size_t)lp.sec->count, load_entry, &lp)) != 0 ||
+	struct load_ctx lb = {s, &c, 0}, lp = {s, &c, 1};
+	if ((rc = idx_load(s->idx, (size_t)c.sec[CKPT_SEC_BLOCKS].count, load_entry, &lb)) != 0 ||
+	    (rc = idx_load(s->pins, (size_t)c.sec[CKPT_SEC_PINS].count, load_entry, &lp)) != 0 ||
 	    (rc = load_names(s, &c.sec[CKPT_SEC_NAMES])) != 0)
 		goto out;
 	ckpt_stats(&c.sec[CKPT_SEC_STATS], &s->last_gc, &s->last_gc_time_ns);
@@ -482,7 +488,8 @@ int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 	atomic_store(&s->ckpt_seq, c.h.start_seq);
 	atomic_store(&s->ckpt_time_ns, c.h.created_ns);
 out:
-	free(buf);
+	if (buf != NULL)
+		munmap(buf, len ? len : 1);
 	if (rc != 0) {
 		free(*segs);
 		*segs = NULL;

@@ -7,11 +7,12 @@
  * Checked, for what checkpoint.h promises (K1, K2):
  *  1. ckpt_decode() answers 0, CS_ECORRUPT or CS_EVERSION, never anything else, with a
  *     message on failure, and never reads outside the input (ASan).
- *  2. An accepted checkpoint's BLOCKS and PINS entries bulk-load into a B+tree (idx_load
- *     wants strictly increasing keys) that passes idx_check and holds them all; its NAMES
- *     entries walk to exactly the section's end, each name above the one before.
- *  3. Encoded again with the writer (sections in type order, the same header), an accepted
- *     checkpoint whose sections were in type order and held no skipped section is the input
+ *  2. An accepted checkpoint's BLOCKS and PINS entries, checked by ckpt_entry_get() as the
+ *     store does, bulk-load into a B+tree (idx_load checks that keys strictly increase) or
+ *     are refused with CS_ECORRUPT, leaving the tree empty; either way it passes idx_check.
+ *     Its NAMES entries walk to exactly the section's end.
+ *  3. Encoded again with the writer (sections in type order, the same header), a checkpoint
+ *     accepted whole whose sections were in type order and held no skipped section is the input
  *     byte for byte, and in any case decodes to the same entries.
  * A violated check aborts, which libFuzzer reports as a crash with the input saved.
  *
@@ -67,20 +68,29 @@ static void fix_checksums(uint8_t *p, size_t len)
 	put_le64(p + 88, XXH3_64bits(p, 88));
 }
 
+struct load {
+	const struct ckpt *c;
+	int type;
+};
+
 static int load_entry(void *ctx, size_t i, uint8_t key[CS_KEY_MAX], struct idx_val *v)
 {
-	ckpt_entry_at(ctx, i, key, v);
-	return 0;
+	const struct load *l = ctx;
+	return ckpt_entry_get(l->c, l->type, i, key, v);
 }
 
-static void check_table(const struct ckpt_section *s)
+/* Loads section type of c as the store does; returns 0 or CS_ECORRUPT. */
+static int check_table(const struct ckpt *c, int type)
 {
+	struct load l = {c, type};
 	struct idx *t;
 	CHECK(idx_create(&t) == 0);
-	CHECK(idx_load(t, (size_t)s->count, load_entry, (void *)s) == 0);
-	CHECK(idx_count(t) == s->count);
+	int rc = idx_load(t, (size_t)c->sec[type].count, load_entry, &l);
+	CHECK(rc == 0 || rc == CS_ECORRUPT);
+	CHECK(idx_count(t) == (rc == 0 ? c->sec[type].count : 0));
 	CHECK(idx_check(t) == 0);
 	idx_destroy(t);
+	return rc;
 }
 
 /* Writes c's sections in type order with its header; returns the bytes (owned) and *n. */
@@ -157,8 +167,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(buf);
 		return 0;
 	}
-	check_table(&c.sec[CKPT_SEC_BLOCKS]);
-	check_table(&c.sec[CKPT_SEC_PINS]);
+	if (check_table(&c, CKPT_SEC_BLOCKS) != 0 || check_table(&c, CKPT_SEC_PINS) != 0) {
+		free(buf);
+		return 0;
+	}
 	const struct ckpt_section *ns = &c.sec[CKPT_SEC_NAMES];
 	size_t off = 0;
 	for (uint64_t i = 0; i < ns->count; i++) {

@@ -131,6 +131,7 @@ struct idx {
 	void **slabs; /* owned: nslabs mappings of SLAB_BYTES, array sized slabs_cap */
 	size_t nslabs, slabs_cap;
 	unsigned fail_countdown; /* test hook: the countdown-th slab allocation fails */
+	bool populate;           /* idx_load is reserving: map slabs populated */
 	/* Where a group of siblings is gathered before being dealt out again; large enough for
 	 * two nodes and one extra entry. */
 	union {
@@ -217,7 +218,9 @@ static int pool_grow(struct idx *t)
 		t->slabs = s;
 		t->slabs_cap = cap;
 	}
-	slab = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* A bulk load fills every node it reserves: fault them in with the mapping. */
+	slab = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | (t->populate ? MAP_POPULATE : 0), -1, 0);
 	if (slab == MAP_FAILED)
 		return -ENOMEM;
 	t->slabs[t->nslabs++] = slab;
@@ -799,7 +802,10 @@ int idx_load(struct idx *t, size_t n,
 	if (height > CS_BTREE_HEIGHT_MAX)
 		return cs_fail(CS_ELIMIT, "btree: %zu entries need more than %d levels", n,
 			       CS_BTREE_HEIGHT_MAX);
-	if ((rc = pool_reserve(t, nodes)) != 0)
+	t->populate = true;
+	rc = pool_reserve(t, nodes);
+	t->populate = false;
+	if (rc != 0)
 		return rc;
 	/* lv[0..nlv) are the nodes made so far, level by level; mins[j] the smallest key under
 	 * the j-th node of the level being made, which the level above takes as separator. */

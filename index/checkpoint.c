@@ -9,10 +9,12 @@
  *   K1. ckpt_decode() reads only inside the buffer it is given: every length is compared
  *       with the bytes left before it is used, and counts are checked against lengths
  *       before any loop runs over them, so a loop's bound is the buffer's size.
- *   K2. A decoded checkpoint satisfies everything the loader relies on: block and pin keys
- *       strictly increase (idx_load's precondition), names strictly increase, every entry
- *       points at a record position inside the log the checkpoint lists and before its end
- *       mark, and each known section appears exactly once.
+ *   K2. A decoded checkpoint satisfies everything the loader relies on but the entries of
+ *       BLOCKS and PINS: each known section appears exactly once, sections and names are
+ *       well formed, names strictly increase. Block and pin entries, a million and more,
+ *       are checked as they are loaded, in one pass: ckpt_entry_get() checks each one's
+ *       position (inside the log the checkpoint lists, before its end mark) and fields, and
+ *       idx_load() that the keys strictly increase.
  *   K3. The writer never holds more than CKPT_WBUF bytes of the file: sections stream out,
  *       and their headers (count, length, checksum) are written in place once each section
  *       ends. The section checksum therefore covers the payload first, then the header
@@ -197,31 +199,32 @@ static uint32_t seg_end(const struct ckpt *c, uint32_t id)
 static int check_entries(const struct ckpt *c, int type)
 {
 	const struct ckpt_section *s = &c->sec[type];
-	uint8_t key[CS_KEY_MAX], prev[CS_KEY_MAX];
-	struct idx_val v;
 
 	if (!fixed_size(s, CKPT_ENTRY))
 		return cs_fail(CS_ECORRUPT, "checkpoint: %s section of the wrong size",
 		               sec_name[type]);
 	if (type == CKPT_SEC_PINS && s->count > CS_PINS_MAX)
 		return corrupt("more pins than a store holds");
-	for (uint64_t i = 0; i < s->count; i++) {
-		ckpt_entry_at(s, (size_t)i, key, &v);
-		if (i > 0 && memcmp(prev, key, CS_KEY_MAX) >= 0)
-			return bad_section(type, i, "key not above the one before");
-		memcpy(prev, key, CS_KEY_MAX);
-		if (v.off < CS_SEG_HEADER || v.off % CS_REC_ALIGN != 0 ||
-		    pos_cmp(v.seg, v.off, c->h.end_seg, c->h.end_off) >= 0 ||
-		    v.off >= seg_end(c, v.seg))
-			return bad_section(type, i, "position outside the log");
-		if (type == CKPT_SEC_BLOCKS ? v.len > CS_BLOCK_MAX
-		                            : ((v.len & 0xff) != CS_PIN_DIRECT &&
-		                               (v.len & 0xff) != CS_PIN_RECURSIVE) ||
-		                                  (v.len >> 8) > 1)
-			return bad_section(type, i, type == CKPT_SEC_BLOCKS
-			                                ? "block longer than CS_BLOCK_MAX"
-			                                : "unknown pin kind or CID version");
-	}
+	return 0;
+}
+
+int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_MAX],
+                   struct idx_val *v)
+{
+	const struct ckpt_section *s = &c->sec[type];
+
+	CS_ASSERT((type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS) && i < s->count);
+	ckpt_entry_at(s, i, key, v);
+	if (v->off < CS_SEG_HEADER || v->off % CS_REC_ALIGN != 0 ||
+	    pos_cmp(v->seg, v->off, c->h.end_seg, c->h.end_off) >= 0 ||
+	    v->off >= seg_end(c, v->seg))
+		return bad_section(type, i, "position outside the log");
+	if (type == CKPT_SEC_BLOCKS ? v->len > CS_BLOCK_MAX
+	                            : ((v->len & 0xff) != CS_PIN_DIRECT &&
+	                               (v->len & 0xff) != CS_PIN_RECURSIVE) ||
+	                                  (v->len >> 8) > 1)
+		return bad_section(type, i, type == CKPT_SEC_BLOCKS ? "block longer than CS_BLOCK_MAX"
+		                                                    : "unknown pin kind or CID version");
 	return 0;
 }
 

@@ -94,15 +94,22 @@ struct ckpt_name {
 };
 
 /* Checks the whole file in buf (len bytes, borrowed; out borrows from it): header, every
- * section's checksum and layout, keys strictly increasing, names strictly increasing, every
- * entry's position inside the log the checkpoint lists and before its end. Never reads
- * outside buf, never allocates. Errors, each with a message naming what is wrong:
- * CS_ECORRUPT (damage, or a file that breaks a rule of the format), CS_EVERSION (a newer
- * version, or a section type unknown to this version without the skippable flag). */
+ * section's checksum and layout, names strictly increasing; of BLOCKS and PINS only their
+ * sizes (ckpt_entry_get() checks the entries). Never reads outside buf, never allocates.
+ * Errors, each with a message naming what is wrong: CS_ECORRUPT (damage, or a file that
+ * breaks a rule of the format), CS_EVERSION (a newer version, or a section type unknown to
+ * this version without the skippable flag). */
 int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out);
 
-/* Entry i of a decoded BLOCKS or PINS section. */
+/* Entry i of a decoded BLOCKS or PINS section, without checks. */
 void ckpt_entry_at(const struct ckpt_section *s, size_t i, uint8_t key[CS_KEY_MAX],
+		   struct idx_val *v);
+
+/* Entry i (< count) of c's section type (CKPT_SEC_BLOCKS or CKPT_SEC_PINS), checked: its
+ * position lies inside the log c lists and before its end mark, a block's length is at most
+ * CS_BLOCK_MAX, a pin's kind and CID version are known. That keys strictly increase is the
+ * caller's to check (idx_load() does). Errors: CS_ECORRUPT naming the entry. */
+int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_MAX],
 		   struct idx_val *v);
 
 /* Segment i of a decoded SEGMENTS section. */
