@@ -3,7 +3,7 @@
  *
  * The store ties the subsystems together: dir.c holds the directory lock, recovery/ replays
  * the log into the index and the name table at open, wal/ appends and syncs, index/ maps
- * multihash to place, names.c maps names to roots.
+ * multihash to place, names.c maps names to roots, ckpt.c writes and loads checkpoints.
  *
  * Invariants:
  *   S1. The index holds exactly the blocks whose latest record in the log is a REC_BLOCK,
@@ -24,6 +24,12 @@
  *   S6. A name mutation cannot fail after its append: the table node is allocated before,
  *       and the CS_NAMES_MAX check happens before (under name_mu, so no other mutation can
  *       slip in between).
+ *   S7. Every mutation holds ckpt_lock shared from before its append until its table update
+ *       is done, never across a wait for durability (C1 of ckpt.c): a checkpoint's mark sees
+ *       the log and the tables agree.
+ *
+ * Open loads the checkpoint, if there is a usable one, and replays the log after it; any
+ * refusal replays the whole log (ckpt.c, docs/FORMAT.md section 12).
  */
 #include <errno.h>
 #include <pthread.h>
