@@ -86,6 +86,7 @@ void register_ingest();
 void register_durable_put();
 void register_warm_get();
 void register_open(bool cold);
+void register_open_checkpoint();
 void register_file_add();
 void register_file_cat();
 void register_gc();
@@ -109,6 +110,7 @@ void release_gc_benchmarks();
 #define CSB_GET256K "c/warm_get_256k"
 #define CSB_OPEN "d/open_1g_replay_warm"
 #define CSB_OPEN_COLD "d/open_1g_replay_cold"
+#define CSB_OPEN_CKPT "e/open_1m_checkpoint"
 #define CSB_FILE_ADD "files/add_1g_sync"
 #define CSB_FILE_CAT "files/cat_1g_warm"
 #define CSB_GC "gc/collect_1m_half"

@@ -316,6 +316,22 @@ void summary()
 	row("(d) open 1 GiB (replay), cache warm", num(op, "MB/s"), "seq read warm",
 	    num(rd, "MB/s"), ratio(op, rd), 0.5);
 	printf("%-38s %s\n", "(d) open time, cache warm", num(op_s, "s").c_str());
+	{
+		const double ck = fig(CSB_OPEN_CKPT, "ckpt_open_s");
+		const double full = fig(CSB_OPEN_CKPT, "replay_open_s");
+		const double r = ratio(ck, full);
+		char verdict[64];
+		printf("%-38s %-16s %-22s %-14s %-6s %-8s %s\n", "(e) open 1M blocks from checkpoint",
+		       num(ck * 1000, "ms").c_str(), "", "", "", "<= 100", ck < 0 ? "n/a"
+		       : ck <= 0.1 ? "PASS" : (snprintf(verdict, sizeof(verdict), "ABOVE by %.0f%%",
+		                                        (ck / 0.1 - 1) * 100), verdict));
+		char rs[32] = "";
+		if (r >= 0)
+			snprintf(rs, sizeof(rs), "%.3f", r);
+		printf("%-38s %-16s %-22s %-14s %-6s %-8s %s\n", "(e) same, against its full replay",
+		       num(ck * 1000, "ms").c_str(), "full replay", num(full * 1000, "ms").c_str(), rs,
+		       "<= 0.10", r < 0 ? "n/a" : r <= 0.1 ? "PASS" : "ABOVE");
+	}
 	row("(files) add 1 GiB, sync, cached input", num(fadd, "MB/s"), "min(wr, SHA 2 thr)",
 	    num(add_lim, "MB/s"), ratio(fadd, add_lim), 0.6);
 	row("(files) add, against 1-core SHA-256", num(fadd, "MB/s"), "SHA-256 1 core",
@@ -505,6 +521,7 @@ int main(int argc, char **argv)
 	register_seq_read(false);
 	register_open(false);
 	register_file_cat(); /* after the warm read limit */
+	register_open_checkpoint(); /* against its own full replay, in the same iterations */
 	if (cfg().cold) {
 		register_seq_read(true);
 		register_open(true);

@@ -11,6 +11,10 @@
  *   (d) d/open_1g_replay_warm      cs_store_open() of a closed store holding 1 GiB of 256 KiB
  *       blocks, so a full replay, with its log in the page cache: seconds and MB/s of log.
  *       d/open_1g_replay_cold is the same after dropping the caches (CS_BENCH_COLD=1).
+ *       Each open removes the checkpoint first (untimed), so that it replays the whole log.
+ *   (e) e/open_1m_checkpoint       cs_store_open() of a closed store of 1M 64-byte blocks from
+ *       the checkpoint its close wrote, and (in the same iteration, right before) the same
+ *       open with the checkpoint removed, a full replay: both times and their ratio.
  *
  * Invariants:
  *   S1. Timed regions hold only store calls: input data is generated before the clock
@@ -30,6 +34,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -374,6 +381,12 @@ int build_open_store()
 	return 0;
 }
 
+/* Removes the store's checkpoint, so that the next open replays the whole log (untimed). */
+void remove_checkpoint(const std::string &dir)
+{
+	unlink((dir + "/checkpoint").c_str());
+}
+
 void bm_open(benchmark::State &state, bool cold)
 {
 	int rc = build_open_store();
@@ -389,6 +402,7 @@ void bm_open(benchmark::State &state, bool cold)
 			break;
 		}
 		cs_store *s = nullptr;
+		remove_checkpoint(g_open.dir); /* a full replay, as (d) measures */
 		double t0 = now_s();
 		rc = open_store(g_open.dir, CS_DURABLE_SYNC, false, &s);
 		double t = now_s() - t0;
@@ -418,7 +432,118 @@ void bm_open(benchmark::State &state, bool cold)
 	state.counters["lib_open_s"] = st.open_seconds; /* the store's own clock, last open */
 }
 
+/* ---- (e) open from a checkpoint --------------------------------------------------------- */
+
+constexpr size_t kTiny = 64; /* (e): many records, little data, so the index dominates */
+
+OpenStore g_ckpt;
+
+/* Builds the closed store of 1M (scaled) unique 64-byte blocks, once; its close writes the
+ * checkpoint. */
+int build_ckpt_store()
+{
+	if (g_ckpt.blocks != 0 || g_ckpt.err != 0)
+		return g_ckpt.err;
+	uint64_t n = std::max<uint64_t>(1000, (uint64_t)(1000000 * cfg().scale));
+	uint8_t buf[kTiny];
+	cs_store *s = nullptr;
+	cs_cid cid;
+	int rc;
+
+	g_ckpt.dir = fresh_path("ckpt");
+	g_ckpt.what = "cs_store_open";
+	if ((rc = open_store(g_ckpt.dir, CS_DURABLE_NONE, true, &s)) != 0)
+		return g_ckpt.err = rc;
+	g_ckpt.what = "cs_block_put";
+	for (uint64_t i = 0; i < n && rc == 0; i++) {
+		fill_random(buf, kTiny, 0xe000000 + i);
+		uint64_t u = g_unique.fetch_add(1, std::memory_order_relaxed);
+		memcpy(buf, &u, sizeof(u));
+		rc = cs_block_put(s, buf, kTiny, CS_CODEC_RAW, CS_HASH_SHA2_256, &cid);
+	}
+	int crc = cs_store_close(s);
+	if (rc == 0 && crc != 0) {
+		g_ckpt.what = "cs_store_close";
+		rc = crc;
+	}
+	if (rc != 0)
+		return g_ckpt.err = rc;
+	g_ckpt.blocks = n;
+	return 0;
+}
+
+/* One timed open of the (e) store; checks what it found (S3). */
+int timed_open(benchmark::State &state, bool from_ckpt, double *secs, cs_stat *st)
+{
+	cs_store *s = nullptr;
+	if (!from_ckpt)
+		remove_checkpoint(g_ckpt.dir);
+	double t0 = now_s();
+	int rc = open_store(g_ckpt.dir, CS_DURABLE_SYNC, false, &s);
+	*secs = now_s() - t0;
+	if (rc != 0) {
+		fail(state, "cs_store_open", rc);
+		return rc;
+	}
+	cs_store_stat(s, st);
+	note_backend(s);
+	/* Untimed; after the full replay it writes the checkpoint the next open uses. */
+	rc = cs_store_close(s);
+	if (rc != 0) {
+		fail(state, "cs_store_close", rc);
+		return rc;
+	}
+	bool ok = st->blocks == g_ckpt.blocks &&
+	          (from_ckpt ? st->replayed_records == 0 && st->checkpoint_seq == st->next_seq
+	                     : st->replayed_records == g_ckpt.blocks && st->checkpoint_seq == 0);
+	if (!ok) {
+		state.SkipWithError(from_ckpt ? "open: not from the checkpoint, or blocks lost"
+		                              : "open: not a full replay, or blocks lost");
+		return -1;
+	}
+	return 0;
+}
+
+void bm_open_ckpt(benchmark::State &state)
+{
+	int rc = build_ckpt_store();
+	if (rc != 0)
+		fail(state, g_ckpt.what, rc);
+	std::vector<double> ck, full;
+	cs_stat st;
+	memset(&st, 0, sizeof(st));
+
+	for (auto _ : state) {
+		double t_full, t_ck;
+		if (timed_open(state, false, &t_full, &st) != 0 ||
+		    timed_open(state, true, &t_ck, &st) != 0)
+			break;
+		state.SetIterationTime(t_ck);
+		ck.push_back(t_ck);
+		full.push_back(t_full);
+	}
+	struct stat fst;
+	double ck_mb = stat((g_ckpt.dir + "/checkpoint").c_str(), &fst) == 0
+	                   ? (double)fst.st_size / MB
+	                   : 0;
+	double med_ck = percentile(ck, 50), med_full = percentile(full, 50);
+	state.counters["ckpt_open_s"] = med_ck;
+	state.counters["replay_open_s"] = med_full;
+	state.counters["ratio"] = med_full > 0 ? med_ck / med_full : 0;
+	state.counters["blocks"] = (double)g_ckpt.blocks;
+	state.counters["ckpt_MB"] = ck_mb;
+	state.counters["log_MB"] = (double)st.log_bytes / MB;
+}
+
 } // namespace
+
+void register_open_checkpoint()
+{
+	benchmark::RegisterBenchmark(CSB_OPEN_CKPT, bm_open_ckpt)
+		->Iterations(3)
+		->UseManualTime()
+		->Unit(benchmark::kMillisecond);
+}
 
 void register_ingest()
 {
@@ -466,6 +591,8 @@ void release_store_benchmarks()
 	}
 	if (!g_open.dir.empty())
 		remove_tree(g_open.dir);
+	if (!g_ckpt.dir.empty())
+		remove_tree(g_ckpt.dir);
 	g_ingest.pool.reset();
 	g_ingest.chunk.clear();
 }

@@ -35,6 +35,9 @@
 /* The I/O retry bound for EINTR/EAGAIN and short transfers. */
 #define CS_IO_RETRIES 16
 
+/* Checkpoints: the default log bytes between background checkpoints. */
+#define CS_CKPT_BYTES_DEFAULT (64u << 20)
+
 /* Index. */
 #define CS_BTREE_HEIGHT_MAX 16
 

@@ -236,16 +236,20 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 		recs[n] = (struct wal_rec){.type = REC_DELETE, .parts = parts[n], .nparts = 2};
 		idx[n++] = i;
 	}
-	if (n > 0 && (rc = wal_append(s->wal, recs, n, NULL, &seq)) == 0) {
-		pthread_rwlock_wrlock(&s->lock);
-		for (int j = 0; j < n; j++) { /* S2: appended first */
-			struct idx_val old;
-			CS_ASSERT(idx_del(s->idx, p->keys[idx[j]], &old) == 0);
-			s->live_bytes -= old.len;
-			st->swept_bytes += old.len;
+	if (n > 0) {
+		ckpt_enter(s);
+		if ((rc = wal_append(s->wal, recs, n, NULL, &seq)) == 0) {
+			pthread_rwlock_wrlock(&s->lock);
+			for (int j = 0; j < n; j++) { /* S2: appended first */
+				struct idx_val old;
+				CS_ASSERT(idx_del(s->idx, p->keys[idx[j]], &old) == 0);
+				s->live_bytes -= old.len;
+				st->swept_bytes += old.len;
+			}
+			pthread_rwlock_unlock(&s->lock);
+			st->swept_blocks += (uint64_t)n;
 		}
-		pthread_rwlock_unlock(&s->lock);
-		st->swept_blocks += (uint64_t)n;
+		ckpt_leave(s);
 	}
 	pthread_mutex_unlock(&s->mark_mu);
 	pthread_mutex_unlock(&s->life_mu);

@@ -306,8 +306,11 @@ CS_API int cs_pin_add(cs_store *s, const cs_cid *root, int kind)
 	}
 	if ((rc = pin_walk(s, root, kind, 0, &c)) != 0)
 		goto out;
-	if ((rc = append_pin(s, REC_PIN_ADD, (uint8_t)kind, root, &pos, &seq)) != 0)
+	ckpt_enter(s);
+	if ((rc = append_pin(s, REC_PIN_ADD, (uint8_t)kind, root, &pos, &seq)) != 0) {
+		ckpt_leave(s);
 		goto out;
+	}
 	struct idx_val v = {pos.seg, pos.off, pin_len(kind, info.version), (uint32_t)info.codec};
 	pthread_rwlock_wrlock(&s->lock);
 	int put = idx_put(s->pins, key, &v, NULL);
@@ -322,8 +325,10 @@ CS_API int cs_pin_add(cs_store *s, const cs_cid *root, int kind)
 		rc = cs_fail(-ENOMEM, "out of memory for the pin table");
 		if (!had)
 			(void)append_pin(s, REC_PIN_DEL, 0, root, NULL, &seq);
+		ckpt_leave(s);
 		goto out;
 	}
+	ckpt_leave(s);
 	if (s->cover_ok) {
 		/* An upgrade from direct: the root was counted once already. */
 		if (had)
@@ -361,13 +366,18 @@ CS_API int cs_pin_rm(cs_store *s, const cs_cid *root)
 		goto out;
 	}
 	cs_cid pinned;
-	if ((rc = pin_cid(key, &v, &pinned)) != 0 ||
-	    (rc = append_pin(s, REC_PIN_DEL, 0, &pinned, NULL, &seq)) != 0)
+	if ((rc = pin_cid(key, &v, &pinned)) != 0)
 		goto out;
+	ckpt_enter(s);
+	if ((rc = append_pin(s, REC_PIN_DEL, 0, &pinned, NULL, &seq)) != 0) {
+		ckpt_leave(s);
+		goto out;
+	}
 	pthread_rwlock_wrlock(&s->lock);
 	CS_ASSERT(idx_del(s->pins, key, NULL) == 0); /* present under life_mu */
 	s->pins_recursive -= pin_kind(&v) == CS_PIN_RECURSIVE;
 	pthread_rwlock_unlock(&s->lock);
+	ckpt_leave(s);
 	if (s->cover_ok) {
 		struct gc_walk c = {s, KEYSET_INIT};
 		if (pin_walk(s, &pinned, pin_kind(&v), DAG_MISSING_OK | DAG_LENIENT, &c) == 0)

@@ -3,7 +3,7 @@
  *
  * The store ties the subsystems together: dir.c holds the directory lock, recovery/ replays
  * the log into the index and the name table at open, wal/ appends and syncs, index/ maps
- * multihash to place, names.c maps names to roots.
+ * multihash to place, names.c maps names to roots, ckpt.c writes and loads checkpoints.
  *
  * Invariants:
  *   S1. The index holds exactly the blocks whose latest record in the log is a REC_BLOCK,
@@ -24,6 +24,12 @@
  *   S6. A name mutation cannot fail after its append: the table node is allocated before,
  *       and the CS_NAMES_MAX check happens before (under name_mu, so no other mutation can
  *       slip in between).
+ *   S7. Every mutation holds ckpt_lock shared from before its append until its table update
+ *       is done, never across a wait for durability (C1 of ckpt.c): a checkpoint's mark sees
+ *       the log and the tables agree.
+ *
+ * Open loads the checkpoint, if there is a usable one, and replays the log after it; any
+ * refusal replays the whole log (ckpt.c, docs/FORMAT.md section 12).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -68,6 +74,7 @@ CS_API void cs_options_init(cs_options *o)
 	o->io = CS_IO_AUTO;
 	o->segment_bytes = CS_SEG_DEFAULT;
 	o->batch_bytes = CS_BATCH_DEFAULT;
+	o->checkpoint_bytes = CS_CKPT_BYTES_DEFAULT;
 }
 
 static int check_options(const cs_options *o)
@@ -257,11 +264,67 @@ static void free_tables(cs_store *s)
 	names_destroy(s->names);
 	dir_close(&s->dir);
 	pthread_cond_destroy(&s->gc_cv);
+	pthread_cond_destroy(&s->ckpt_cv);
+	pthread_mutex_destroy(&s->ckpt_wait_mu);
+	pthread_rwlock_destroy(&s->ckpt_lock);
+	pthread_mutex_destroy(&s->ckpt_mu);
 	pthread_mutex_destroy(&s->mark_mu);
 	pthread_mutex_destroy(&s->life_mu);
 	pthread_mutex_destroy(&s->name_mu);
 	pthread_rwlock_destroy(&s->lock);
 	free(s);
+}
+
+/* Empties the tables open fills (to replay the whole log after a checkpoint was refused). */
+static int reset_tables(cs_store *s)
+{
+	idx_destroy(s->idx);
+	idx_destroy(s->pins);
+	names_destroy(s->names);
+	s->idx = s->pins = NULL;
+	s->names = NULL;
+	s->live_bytes = 0;
+	s->pins_recursive = 0;
+	memset(&s->last_gc, 0, sizeof(s->last_gc));
+	s->last_gc_time_ns = 0;
+	atomic_store(&s->ckpt_seq, 0);
+	atomic_store(&s->ckpt_time_ns, 0);
+	int rc = idx_create(&s->idx);
+	if (rc == 0)
+		rc = idx_create(&s->pins);
+	if (rc == 0)
+		rc = names_create(&s->names);
+	return rc;
+}
+
+/* Replays the log into the tables: from the checkpoint when there is a usable one (C4 of
+ * ckpt.c: any refusal replays the whole log, with a warning), else from the start. */
+static int replay(cs_store *s, struct rec_options *ro)
+{
+	struct rec_start start;
+	struct wal_seg_info *segs = NULL;
+	char why[400];
+	int rc;
+
+	if ((rc = ckpt_clean(s)) != 0)
+		return rc;
+	rc = ckpt_load(s, &start, &segs);
+	if (rc == 0) {
+		ro->start = &start;
+		rc = rec_replay(ro, &s->rec);
+		ro->start = NULL;
+		free(segs);
+		if (rc != REC_STALE)
+			return rc;
+	}
+	if (rc != CS_ENOTFOUND) {
+		snprintf(why, sizeof(why), "%s", cs_errmsg());
+		logf_(&s->opts, CS_LOG_WARN, "%s (%s); replaying the whole log", why,
+		      rc == REC_STALE ? "the checkpoint does not match the log" : cs_strerror(rc));
+		if ((rc = reset_tables(s)) != 0)
+			return rc;
+	}
+	return rec_replay(ro, &s->rec);
 }
 
 CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out)
@@ -290,6 +353,19 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	pthread_mutex_init(&s->life_mu, NULL);
 	pthread_mutex_init(&s->mark_mu, NULL);
 	pthread_cond_init(&s->gc_cv, NULL);
+	pthread_mutex_init(&s->ckpt_mu, NULL);
+	pthread_mutex_init(&s->ckpt_wait_mu, NULL);
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	/* A checkpoint's mark must not wait behind an endless stream of writers. */
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&s->ckpt_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->ckpt_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	rc = dir_open(dir, (s->opts.flags & CS_OPEN_CREATE) != 0, &s->dir);
 	if (rc != 0)
 		goto fail;
@@ -306,7 +382,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	    .log = s->opts.log,
 	    .log_ctx = s->opts.log_ctx,
 	};
-	if ((rc = rec_replay(&ro, &s->rec)) != 0)
+	if ((rc = replay(s, &ro)) != 0)
 		goto fail;
 	CS_DASSERT(names_check_tree(s->names) == 0);
 
@@ -321,6 +397,9 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	    .segs = s->rec.segs,
 	    .nsegs = s->rec.nsegs,
 	    .next_seq = s->rec.next_seq,
+	    .last_pos = s->rec.last_pos,
+	    .last_seq = s->rec.last_seq,
+	    .last_sum = s->rec.last_sum,
 	};
 	io = NULL; /* the WAL owns it from here, even on failure */
 	rc = wal_open(&s->wal, &wc);
@@ -329,6 +408,18 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	s->rec.nsegs = 0;
 	if (rc != 0)
 		goto fail;
+	if (atomic_load(&s->ckpt_seq) != 0) {
+		/* The next background checkpoint after checkpoint_bytes more of log; after a
+		 * full replay, at once when the log is that long already. */
+		struct wal_stat ws;
+		wal_stat(s->wal, &ws);
+		s->ckpt_log_bytes = ws.log_bytes;
+	}
+	if ((rc = ckpt_start(s)) != 0) {
+		wal_close(s->wal);
+		s->wal = NULL;
+		goto fail;
+	}
 	s->open_seconds = now_seconds() - t0;
 	if (s->rec.torn_bytes || s->rec.salvaged_records || s->rec.salvaged_bytes)
 		logf_(&s->opts, CS_LOG_WARN,
@@ -353,7 +444,18 @@ CS_API int cs_store_close(cs_store *s)
 	cs_clear_error();
 	if (s == NULL)
 		return 0;
+	ckpt_stop(s);
 	gc_stop(s); /* a cs_gc on another thread returns CS_ECLOSED first */
+	struct wal_stat ws;
+	wal_stat(s->wal, &ws);
+	if (!ws.poisoned) {
+		/* The log holds everything: a failed checkpoint costs the next open time only. */
+		int crc = ckpt_take(s, CKPT_CHANGED);
+		if (crc != 0)
+			logf_(&s->opts, CS_LOG_WARN, "checkpoint at close failed: %s: %s",
+			      cs_strerror(crc), cs_errmsg());
+	}
+	cs_clear_error();
 	int rc = wal_close(s->wal);
 	free_tables(s);
 	return rc;
@@ -452,14 +554,18 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 	struct wal_rec rec = {.type = REC_BLOCK, .parts = parts, .nparts = 3};
 	struct wal_pos pos;
 	uint64_t seq;
-	if ((rc = wal_append(s->wal, &rec, 1, &pos, &seq)) != 0)
+	ckpt_enter(s);
+	if ((rc = wal_append(s->wal, &rec, 1, &pos, &seq)) != 0) {
+		ckpt_leave(s);
 		return rc;
+	}
 	v = (struct idx_val){pos.seg, pos.off, (uint32_t)len, (uint32_t)codec};
 	pthread_rwlock_wrlock(&s->lock);
 	rc = idx_put(s->idx, key, &v, NULL); /* S2: appended first */
 	if (rc == 0)
 		s->live_bytes += len;
 	pthread_rwlock_unlock(&s->lock);
+	ckpt_leave(s);
 	if (rc < 0)
 		return rc;
 	return wait ? wal_wait(s->wal, seq) : 0;
@@ -566,12 +672,14 @@ CS_API int cs_block_delete(cs_store *s, const cs_cid *cid)
 	rec_block_meta(meta, hash, CS_DIGEST_MAX, 0);
 	struct iovec parts[2] = {{meta, sizeof(meta)}, {key + 2, CS_DIGEST_MAX}};
 	struct wal_rec rec = {.type = REC_DELETE, .parts = parts, .nparts = 2};
-	if ((rc = wal_append(s->wal, &rec, 1, NULL, &seq)) != 0)
-		goto out;
-	pthread_rwlock_wrlock(&s->lock);
-	if (idx_del(s->idx, key, &v) == 0) /* a racing GC sweep cannot: it holds life_mu */
-		s->live_bytes -= v.len;
-	pthread_rwlock_unlock(&s->lock);
+	ckpt_enter(s);
+	if ((rc = wal_append(s->wal, &rec, 1, NULL, &seq)) == 0) {
+		pthread_rwlock_wrlock(&s->lock);
+		if (idx_del(s->idx, key, &v) == 0) /* a racing GC sweep cannot: it holds life_mu */
+			s->live_bytes -= v.len;
+		pthread_rwlock_unlock(&s->lock);
+	}
+	ckpt_leave(s);
 out:
 	pthread_mutex_unlock(&s->life_mu);
 	if (rc != 0)
@@ -618,6 +726,8 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out)
 	out->salvaged_bytes = s->rec.salvaged_bytes;
 	out->stray_files = s->rec.stray_files;
 	out->open_seconds = s->open_seconds;
+	out->checkpoint_seq = atomic_load(&s->ckpt_seq);
+	out->checkpoint_time_ns = atomic_load(&s->ckpt_time_ns);
 	out->garbage_bytes = ws.log_bytes - ws.segments * CS_SEG_HEADER > out->live_bytes
 	                         ? ws.log_bytes - ws.segments * CS_SEG_HEADER - out->live_bytes
 	                         : 0;
@@ -636,7 +746,7 @@ int store_piece_next(cs_store *s, const struct idx *t, struct store_piece *p)
 	if (p->state == 2)
 		return 0;
 	pthread_rwlock_rdlock(&s->lock);
-	p->n = idx_scan(t, p->state == 0 ? NULL : p->last, p->keys, p->vals, STORE_PIECE);
+	p->n = idx_next_n(t, p->state == 0 ? NULL : p->last, p->keys, p->vals, STORE_PIECE);
 	pthread_rwlock_unlock(&s->lock);
 	if (p->n > 0)
 		memcpy(p->last, p->keys[p->n - 1], CS_KEY_MAX);
@@ -813,13 +923,15 @@ CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64
 		    {v.root.bytes, v.root.len},
 		};
 		struct wal_rec rec = {.type = REC_NAME_SET, .parts = parts, .nparts = 3};
+		ckpt_enter(s);
 		rc = wal_append(s->wal, &rec, 1, NULL, &seq);
-	}
-	if (rc == 0) {
-		pthread_rwlock_wrlock(&s->lock);
-		names_put(s->names, node, &v); /* S2, S5: appended first; cannot fail (S6) */
-		pthread_rwlock_unlock(&s->lock);
-		node = NULL;
+		if (rc == 0) {
+			pthread_rwlock_wrlock(&s->lock);
+			names_put(s->names, node, &v); /* S2, S5: appended first; cannot fail (S6) */
+			pthread_rwlock_unlock(&s->lock);
+			node = NULL;
+		}
+		ckpt_leave(s);
 	}
 	pthread_mutex_unlock(&s->name_mu);
 	names_node_free(node);
@@ -869,15 +981,18 @@ CS_API int cs_name_delete(cs_store *s, const char *name)
 	pthread_mutex_lock(&s->name_mu);
 	/* S5: checked, appended and removed under name_mu, so no set of this name can land
 	 * between the check and the removal. */
-	if (names_get(s->names, (const uint8_t *)name, len, NULL) != 0)
+	if (names_get(s->names, (const uint8_t *)name, len, NULL) != 0) {
 		rc = cs_fail(CS_ENOTFOUND, "name '%s' is not set", name);
-	else
+	} else {
+		ckpt_enter(s);
 		rc = wal_append(s->wal, &rec, 1, NULL, &seq);
-	if (rc == 0) {
-		pthread_rwlock_wrlock(&s->lock);
-		rc = names_del(s->names, (const uint8_t *)name, len); /* S2: appended first */
-		pthread_rwlock_unlock(&s->lock);
-		CS_ASSERT(rc == 0); /* present under name_mu a moment ago */
+		if (rc == 0) {
+			pthread_rwlock_wrlock(&s->lock);
+			rc = names_del(s->names, (const uint8_t *)name, len); /* S2: appended first */
+			pthread_rwlock_unlock(&s->lock);
+			CS_ASSERT(rc == 0); /* present under name_mu a moment ago */
+		}
+		ckpt_leave(s);
 	}
 	pthread_mutex_unlock(&s->name_mu);
 	if (rc != 0)

@@ -2,14 +2,17 @@
  * store.h - the store handle and the functions engine/ modules share (internal).
  *
  * store.c owns open/close, blocks and names; pin.c the pins; gc.c garbage collection. They
- * share the handle below. Lock order, outermost first (a thread holding one may take only
- * those after it):
+ * share the handle below; ckpt.c writes and loads checkpoints. Lock order, outermost first (a
+ * thread holding one may take only those after it):
  *
- *   life_mu  ->  name_mu  ->  mark_mu  ->  lock (rwlock)
+ *   ckpt_mu  ->  life_mu  ->  name_mu  ->  mark_mu  ->  ckpt_lock (rwlock)  ->  lock (rwlock)
  *
- * life_mu serializes the mutations that decide whether a block may go: pin add and remove,
- * block delete, and each step of GC's sweep. name_mu serializes name mutations (S5 of
- * store.c). mark_mu guards GC's mark set (gc.c, E1..E4). lock guards the in-memory tables.
+ * ckpt_mu lets one checkpoint run at a time. life_mu serializes the mutations that decide
+ * whether a block may go: pin add and remove, block delete, and each step of GC's sweep.
+ * name_mu serializes name mutations (S5 of store.c). mark_mu guards GC's mark set (gc.c,
+ * E1..E4). ckpt_lock is held shared by every mutation from its log append through its table
+ * update, and exclusively by a checkpoint while it marks the log (C1 of ckpt.c). lock guards
+ * the in-memory tables.
  */
 #ifndef CS_STORE_H
 #define CS_STORE_H
@@ -61,7 +64,57 @@ struct cs_store {
 
 	struct rec_result rec; /* what open found; rec.segs handed to the WAL */
 	double open_seconds;
+
+	/* Checkpoints (ckpt.c). */
+	pthread_mutex_t ckpt_mu;     /* one checkpoint at a time; guards ckpt_log_bytes */
+	pthread_rwlock_t ckpt_lock;  /* C1 of ckpt.c; prefers the exclusive taker */
+	uint64_t ckpt_log_bytes;     /* the log's size when the last checkpoint ended */
+	_Atomic uint64_t ckpt_seq;   /* start seq of the last checkpoint written or loaded */
+	_Atomic int64_t ckpt_time_ns;
+	pthread_mutex_t ckpt_wait_mu; /* the background thread's sleep */
+	pthread_cond_t ckpt_cv;
+	int ckpt_quit;               /* under ckpt_wait_mu */
+	int ckpt_thread_on;
+	pthread_t ckpt_thread;
 };
+
+/* C1 of ckpt.c: every mutation holds the checkpoint lock shared from before its log append
+ * until its table update is done (and never across a wal_wait), so a checkpoint that takes
+ * it exclusively sees no mutation half done. Never taken twice by one thread. */
+static inline void ckpt_enter(cs_store *s)
+{
+	pthread_rwlock_rdlock(&s->ckpt_lock);
+}
+
+static inline void ckpt_leave(cs_store *s)
+{
+	pthread_rwlock_unlock(&s->ckpt_lock);
+}
+
+/* Writes a checkpoint (ckpt.c). CKPT_FORCE: now; CKPT_CHANGED: unless nothing was appended
+ * since the last one (close); CKPT_DUE: when checkpoint_bytes of log were written since the
+ * last one (the background thread). Errors: CS_EPOISONED, CS_EBUSY (the log's last record is
+ * unknown after salvage), -ENOMEM, -errno (the message names the step). */
+enum ckpt_mode { CKPT_FORCE, CKPT_CHANGED, CKPT_DUE };
+int ckpt_take(cs_store *s, enum ckpt_mode mode);
+
+/* Loads the checkpoint file into the store's empty tables and fills *start (its segs
+ * allocated: free(*segs) after the replay) with where replay resumes. Errors: CS_ENOTFOUND
+ * (no checkpoint), CS_ECORRUPT, CS_EVERSION (each with a message; the tables may be partly
+ * filled), -ENOMEM, -errno. */
+int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs);
+
+/* Removes a checkpoint.tmp a crash left behind. Errors: -errno. */
+int ckpt_clean(cs_store *s);
+
+/* For tests: when set, called by ckpt_take() right after its start mark, on its thread,
+ * so that a test can change the tables between the marks (C2). Not for production use. */
+extern void (*ckpt_test_hook)(cs_store *s);
+
+/* Start and stop the background checkpoint thread (when checkpoint_bytes > 0). Errors of
+ * start: -errno from pthread_create. */
+int ckpt_start(cs_store *s);
+void ckpt_stop(cs_store *s);
 
 /* cs_block_put() with a choice: wait = 0 returns once the block is in the log's batch buffer
  * (readable at once, durable after the next cs_store_sync()) whatever the durability mode.

@@ -149,6 +149,11 @@ typedef struct cs_options {
 	 * backend fallback). msg is borrowed for the call. May be NULL. */
 	void (*log)(void *ctx, int level, const char *msg);
 	void *log_ctx;
+	/* A checkpoint (the index, pins and names, so that open replays only the log after
+	 * it) is written on close and by a background thread after every checkpoint_bytes of
+	 * log; default 64 MiB; 0: none in the background (close and cs_checkpoint still write
+	 * one). */
+	uint64_t checkpoint_bytes;
 } cs_options;
 
 /* Fills opts with the defaults. */
@@ -247,12 +252,27 @@ typedef struct cs_stat {
 	uint64_t garbage_bytes;    /* an estimate of what a GC would free: log bytes not
 				    * holding a live block (deleted blocks, replaced names,
 				    * record headers), so an upper bound */
-	cs_gc_stat last_gc;        /* the last cs_gc on this handle (zero if none) */
+	cs_gc_stat last_gc;        /* the last cs_gc (zero if none), kept across opens by the
+				    * checkpoint */
 	int64_t last_gc_time_ns;   /* when it ended, Unix nanoseconds; 0 if none */
+	/* Checkpoints: the last one written, or the one the last open loaded. */
+	uint64_t checkpoint_seq;     /* records below this seq are in it; 0 if none */
+	int64_t checkpoint_time_ns;  /* when it was begun, Unix nanoseconds; 0 if none */
 } cs_stat;
 
 /* Fills *out. Never fails on a valid handle. */
 CS_API int cs_store_stat(cs_store *s, cs_stat *out);
+
+/* Writes a checkpoint now: the index, pins, names and the last GC's figures, to the file
+ * `checkpoint` in the store directory (written as `checkpoint.tmp`, synced, renamed, the
+ * directory synced), with the log position the next open replays from. Writers keep running
+ * meanwhile; each waits at most for one piece of the copy. First makes everything appended so
+ * far durable. Open falls back to a full replay, with a warning, when the checkpoint is
+ * missing, damaged or does not match the log. Errors: CS_EPOISONED, CS_EBUSY (salvage lost
+ * the log's last records: write something first), -ENOMEM, and -errno from the file system
+ * (CS_EFULL for ENOSPC and EDQUOT); the message names the step. A failed checkpoint leaves
+ * the previous one in place. */
+CS_API int cs_checkpoint(cs_store *s);
 
 /* Walks every live block in multihash order and calls fn(ctx, cid) for each, with the cid
  * borrowed for the call. A nonzero return from fn stops the walk and is returned. The walk

@@ -131,6 +131,7 @@ struct idx {
 	void **slabs; /* owned: nslabs mappings of SLAB_BYTES, array sized slabs_cap */
 	size_t nslabs, slabs_cap;
 	unsigned fail_countdown; /* test hook: the countdown-th slab allocation fails */
+	bool populate;           /* idx_load is reserving: map slabs populated */
 	/* Where a group of siblings is gathered before being dealt out again; large enough for
 	 * two nodes and one extra entry. */
 	union {
@@ -217,7 +218,9 @@ static int pool_grow(struct idx *t)
 		t->slabs = s;
 		t->slabs_cap = cap;
 	}
-	slab = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* A bulk load fills every node it reserves: fault them in with the mapping. */
+	slab = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | (t->populate ? MAP_POPULATE : 0), -1, 0);
 	if (slab == MAP_FAILED)
 		return -ENOMEM;
 	t->slabs[t->nslabs++] = slab;
@@ -712,11 +715,18 @@ int idx_del(struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *old)
 	return 0;
 }
 
-int idx_scan(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY],
-	     struct idx_val *vals, unsigned max)
+int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
+	     struct idx_val *val)
+{
+	return idx_next_n(t, after, (uint8_t (*)[IDX_KEY])key, val, 1) == 1 ? 0 : CS_ENOTFOUND;
+}
+
+int idx_next_n(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY],
+	       struct idx_val *vals, int max)
 {
 	const struct node *x;
-	unsigned pos = 0, n = 0;
+	unsigned pos = 0;
+	int n = 0;
 
 	if (after) {
 		x = descend(t, after, NULL);
@@ -724,28 +734,130 @@ int idx_scan(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY]
 	} else {
 		x = leftmost_leaf(t);
 	}
-	/* Past the end of a leaf, the next leaf's keys are all at or above the separator that
-	 * bounds it, hence above after (I2, I5); only a root leaf can be empty. */
-	while (n < max && x) {
-		if (pos == x->n) {
-			x = x->next;
-			pos = 0;
-			CS_ASSERT(!x || x->n > 0); /* I4: a leaf with a predecessor is not the root */
-			continue;
-		}
-		unsigned k = x->n - pos < max - n ? x->n - pos : max - n;
+	/* Bounded by max; the leaves after the first hold keys above after (I2, I5). */
+	while (x && n < max) {
+		unsigned k = x->n - pos < (unsigned)(max - n) ? x->n - pos : (unsigned)(max - n);
+
 		memcpy(keys[n], x->u.leaf.keys[pos], (size_t)k * IDX_KEY);
 		memcpy(&vals[n], &x->u.leaf.vals[pos], (size_t)k * sizeof(*vals));
-		n += k;
-		pos += k;
+		n += (int)k;
+		x = x->next;
+		pos = 0;
 	}
-	return (int)n;
+	return n;
 }
 
-int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
-	     struct idx_val *val)
+/* ---- Bulk load ---- */
+
+/* Gives every node of a partly built load back to the pool and leaves t an empty tree. */
+static void load_undo(struct idx *t, struct node **lv, size_t nlv)
 {
-	return idx_scan(t, after, (uint8_t (*)[IDX_KEY])key, val, 1) == 1 ? 0 : CS_ENOTFOUND;
+	for (size_t i = 0; i < nlv; i++)
+		node_free(t, lv[i]);
+	t->root = node_alloc(t, NODE_LEAF); /* the pool holds the nodes just freed */
+	t->height = 1;
+	t->count = 0;
+}
+
+int idx_load(struct idx *t, size_t n,
+	     int (*entry)(void *ctx, size_t i, uint8_t key[IDX_KEY], struct idx_val *val),
+	     void *ctx)
+{
+	size_t leaves, nodes, c;
+	int height = 1;
+	int rc;
+
+	if (t->count != 0 || t->height != 1)
+		return cs_fail(CS_EINVAL, "btree: bulk load into a tree that is not empty");
+	if (n == 0)
+		return 0;
+	/* Count the levels and nodes first, so that one reservation covers the whole build and
+	 * the only failure after it is the caller's. */
+	leaves = (n + LEAF_CAP - 1) / LEAF_CAP;
+	nodes = leaves;
+	for (c = leaves; c > 1; c = (c + INNER_CAP) / (INNER_CAP + 1)) {
+		nodes += (c + INNER_CAP) / (INNER_CAP + 1);
+		height++;
+	}
+	if (height > CS_BTREE_HEIGHT_MAX)
+		return cs_fail(CS_ELIMIT, "btree: %zu entries need more than %d levels", n,
+			       CS_BTREE_HEIGHT_MAX);
+	t->populate = true;
+	rc = pool_reserve(t, nodes);
+	t->populate = false;
+	if (rc != 0)
+		return rc;
+	/* lv[0..nlv) are the nodes made so far, level by level; mins[j] the smallest key under
+	 * the j-th node of the level being made, which the level above takes as separator. */
+	struct node **lv = malloc(nodes * sizeof(*lv));
+	const uint8_t **mins = malloc(leaves * sizeof(*mins));
+	if (!lv || !mins) {
+		free(lv);
+		free(mins);
+		return -ENOMEM;
+	}
+	node_free(t, t->root); /* the empty root leaf; the reservation still holds */
+	size_t nlv = 0, i = 0;
+
+	/* Leaves: share() deals n entries over the fewest leaves, so every leaf but the root
+	 * holds more than LEAF_CAP * (leaves - 1) / leaves >= LEAF_MIN entries (I4). */
+	for (size_t j = 0; j < leaves; j++) {
+		struct node *x = node_alloc(t, NODE_LEAF);
+		unsigned cnt = (unsigned)(n / leaves + (j < n % leaves)); /* as share() */
+		const uint8_t *prev = j > 0 ? lv[nlv - 1]->u.leaf.keys[lv[nlv - 1]->n - 1] : NULL;
+
+		if (nlv > 0)
+			lv[nlv - 1]->next = x; /* I5 */
+		lv[nlv++] = x;
+		for (unsigned k = 0; k < cnt; k++, i++) {
+			rc = entry(ctx, i, x->u.leaf.keys[k], &x->u.leaf.vals[k]);
+			if (rc == 0 && prev && kcmp(prev, x->u.leaf.keys[k]) >= 0)
+				rc = cs_fail(CS_ECORRUPT, "btree: bulk load entry %zu is not above "
+					       "the one before it", i);
+			if (rc != 0) {
+				x->n = (uint16_t)k;
+				goto fail;
+			}
+			prev = x->u.leaf.keys[k];
+		}
+		x->n = (uint16_t)cnt;
+		mins[j] = x->u.leaf.keys[0];
+	}
+	/* Inner levels, each over the level below, until one node is left: the root. A node
+	 * of m children gets more than (INNER_CAP + 1) / 2 of them, so at least INNER_MIN
+	 * keys (I4), and a root at least 2 children, so at least 1 key. */
+	size_t first = 0; /* lv[first..nlv) is the level below */
+	for (c = leaves; c > 1;) {
+		size_t m = (c + INNER_CAP) / (INNER_CAP + 1), below = first, ci = 0;
+
+		first = nlv;
+		for (size_t j = 0; j < m; j++) {
+			struct node *x = node_alloc(t, NODE_INNER);
+			unsigned cnt = (unsigned)(c / m + (j < c % m));
+
+			for (unsigned k = 0; k < cnt; k++, ci++) {
+				x->u.in.child[k] = lv[below + ci];
+				if (k > 0)
+					memcpy(x->u.in.keys[k - 1], mins[ci], IDX_KEY);
+			}
+			x->n = (uint16_t)(cnt - 1);
+			mins[j] = mins[ci - cnt]; /* j <= ci - cnt: never read again below */
+			lv[nlv++] = x;
+		}
+		c = m;
+	}
+	t->root = lv[nlv - 1];
+	t->height = height;
+	t->count = n;
+	free(lv);
+	free(mins);
+	CS_DASSERT(idx_check(t) == 0);
+	return 0;
+fail:
+	load_undo(t, lv, nlv);
+	free(lv);
+	free(mins);
+	return rc;
 }
 
 int idx_walk(const struct idx *t,

@@ -47,11 +47,22 @@ int idx_del(struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *old);
 int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
 	     struct idx_val *val);
 
-/* Copies up to max entries, the first ones with keys strictly greater than `after` (from the
- * smallest key when after is NULL), in key order, into keys and vals. Returns how many: fewer
- * than max only at the end of the tree. One descent for the whole piece. */
-int idx_scan(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY],
-	     struct idx_val *vals, unsigned max);
+/* Copies up to max entries whose keys are strictly greater than `after` (NULL: from the
+ * smallest), in key order, into keys and vals (borrowed, max slots each). Returns the number
+ * copied: fewer than max only at the end. One descent per call, so a walk in pieces costs
+ * O(log n) per piece rather than per entry. */
+int idx_next_n(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY],
+	       struct idx_val *vals, int max);
+
+/* Builds the tree from n entries in strictly increasing key order, bottom-up: leaves as full
+ * as the fill rule (I4) lets the last ones be, then each inner level over them. t must be
+ * empty. entry(ctx, i, key, val) fills entry i (called once per i, in order); a nonzero return
+ * stops the load and is returned. Errors: CS_EINVAL (t not empty), CS_ECORRUPT (a key not
+ * above the one before; the message names the entry), CS_ELIMIT (the tree would exceed
+ * CS_BTREE_HEIGHT_MAX), -ENOMEM. On error t is empty again (its pool may have grown). */
+int idx_load(struct idx *t, size_t n,
+	     int (*entry)(void *ctx, size_t i, uint8_t key[IDX_KEY], struct idx_val *val),
+	     void *ctx);
 
 /* Calls fn for every entry in key order; a nonzero return stops the walk and is returned. */
 int idx_walk(const struct idx *t,

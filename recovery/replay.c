@@ -372,6 +372,7 @@ static int handle_damage(struct replay *rp, uint64_t P, enum damage d, const str
 		rp->dropping = (r_flags & REC_F_MID) != 0;
 		rp->resumed = 1;
 		rp->salvaged_here++;
+		rp->res->salvage_seg = sf->id;
 		say(rp, CS_LOG_WARN,
 		    "segment %08x: salvage skipped offsets %llu..%llu (%s), losing seqs "
 		    "%llu..%llu (%llu records)%s",
@@ -550,12 +551,22 @@ bad:
 	               (unsigned long long)h->seq);
 }
 
-/* Scans the segment rp->sf from its first record, delivering complete transactions;
- * sets *end past its last valid record. rp->seq is its first seq on entry and the seq
- * expected next on return. */
-static int scan_segment(struct replay *rp, uint32_t *end)
+/* Remembers the closing record of a transaction just read: the record a checkpoint taken
+ * right after it would name as its last (rec_result.last_*). */
+static void note_last(struct replay *rp, uint64_t off, const struct rec_hdr *h)
 {
-	uint64_t off = CS_SEG_HEADER;
+	rp->res->last_pos = (struct wal_pos){rp->sf->id, (uint32_t)off};
+	rp->res->last_seq = h->seq;
+	rp->res->last_sum = h->checksum;
+}
+
+/* Scans the segment rp->sf from offset `from` (its first record, or a checkpoint's start,
+ * which begins a transaction), delivering complete transactions; sets *end past its last
+ * valid record. rp->seq is the seq at `from` on entry and the seq expected next on return.
+ * `salvaged`: salvage resumed earlier in this segment, before `from` (P6). */
+static int scan_segment(struct replay *rp, uint64_t from, int salvaged, uint32_t *end)
+{
+	uint64_t off = from;
 	int rc;
 
 	rp->base = 0;
@@ -563,7 +574,9 @@ static int scan_segment(struct replay *rp, uint32_t *end)
 	rp->txn = 0;
 	rp->dropping = 0;
 	rp->resumed = 0;
-	rp->salvaged_here = 0;
+	rp->salvaged_here = salvaged;
+	if (salvaged)
+		rp->res->salvage_seg = rp->sf->id;
 	posix_fadvise(rp->sf->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	/* Bounded: off grows by at least CS_REC_HEADER per pass, or strictly on a resume after
 	 * salvage (the record resumed at is valid), and every exit is at or before lim. */
@@ -619,10 +632,11 @@ static int scan_segment(struct replay *rp, uint32_t *end)
 			}
 		} else if (rp->dropping) {
 			/* The transaction salvage resumed at ends here: skipped, counted. */
-			uint64_t from = rp->txn ? rp->txn : off;
-			uint64_t from_seq = rp->txn ? rp->txn_seq : rp->seq;
-			rp->res->salvaged_records += rp->seq + 1 - from_seq;
-			rp->res->salvaged_bytes += off + sz - from;
+			uint64_t t0 = rp->txn ? rp->txn : off;
+			uint64_t t0_seq = rp->txn ? rp->txn_seq : rp->seq;
+			rp->res->salvaged_records += rp->seq + 1 - t0_seq;
+			rp->res->salvaged_bytes += off + sz - t0;
+			note_last(rp, off, &h);
 			rp->dropping = 0;
 			rp->resumed = 0;
 			rp->txn = 0;
@@ -630,6 +644,7 @@ static int scan_segment(struct replay *rp, uint32_t *end)
 			rc = deliver(rp, rp->txn ? rp->txn : off, off + sz);
 			if (rc != 0)
 				return rc;
+			note_last(rp, off, &h);
 			rp->resumed = 0;
 			rp->txn = 0;
 		}
@@ -842,6 +857,126 @@ static int finish(struct replay *rp, struct seg_file *files, uint32_t nfiles, ui
 	return 0;
 }
 
+__attribute__((format(printf, 1, 2))) static int stale(const char *fmt, ...)
+{
+	char msg[320];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return cs_fail(REC_STALE, "%s", msg);
+}
+
+/* Reads n bytes at off of sf into p. */
+static int read_at(const struct seg_file *sf, uint64_t off, uint8_t *p, size_t n)
+{
+	/* Bounded: a short read of a regular file happens only at its end. */
+	for (size_t got = 0, retries = 0; got < n;) {
+		ssize_t k = pread(sf->fd, p + got, n - got, (off_t)(off + got));
+		if (k > 0)
+			got += (size_t)k;
+		else if (k < 0 && errno == EINTR && ++retries < CS_IO_RETRIES)
+			continue;
+		else
+			return cs_fail(k < 0 ? -errno : -EIO, "segment %08x: read at offset %llu "
+			               "failed: %s", sf->id, (unsigned long long)off,
+			               strerror(k < 0 ? errno : EIO));
+	}
+	return 0;
+}
+
+/* Does sf hold a record at off that decodes, lies whole inside the segment's limit and, when
+ * verify is set, matches its checksum? Returns 1 (and *h), 0, or a read error. */
+static int record_at(const struct seg_file *sf, uint64_t off, int verify, struct rec_hdr *h)
+{
+	uint64_t lim = min_u64(sf->h.capacity, sf->size);
+	uint8_t hdr[CS_REC_HEADER];
+	int rc;
+
+	if (off + CS_REC_HEADER > lim)
+		return 0;
+	if ((rc = read_at(sf, off, hdr, sizeof(hdr))) != 0)
+		return rc;
+	if (rec_decode_header(hdr, h) != REC_OK || off + rec_size(h->len) > lim)
+		return 0;
+	if (!verify)
+		return 1;
+	uint8_t *payload = malloc(h->len ? h->len : 1);
+	if (payload == NULL)
+		return -ENOMEM;
+	rc = read_at(sf, off + CS_REC_HEADER, payload, h->len);
+	struct iovec iov = {payload, h->len};
+	if (rc == 0)
+		rc = rec_verify(hdr, h, &iov, 1) == 0;
+	free(payload);
+	return rc;
+}
+
+/* Checks a checkpoint's start against the log before anything is read or applied (FORMAT.md
+ * 12.4): the segments up to it are those it lists, the record end_seq - 1 is where it says
+ * with its checksum, and the start holds the record of seq `seq`, or is where the record
+ * after end_seq - 1 goes. Sets *i0 to the index of the start segment. Returns 0, REC_STALE
+ * or a read error. */
+static int check_start(const struct rec_start *st, const struct seg_file *files, uint32_t n,
+                       uint32_t *i0)
+{
+	struct rec_hdr h;
+	uint32_t k = 0, i;
+	int rc = 0;
+
+	for (i = 0; i < n && files[i].id <= st->pos.seg; i++, k++) {
+		if (k == st->nsegs || st->segs[k].id > files[i].id)
+			return stale("segment %08x is not in the checkpoint", files[i].id);
+		if (st->segs[k].id < files[i].id)
+			break;
+		if (files[i].h.first_seq != st->segs[k].first_seq ||
+		    st->segs[k].end > files[i].h.capacity)
+			return stale("segment %08x starts at seq %llu, not at seq %llu as the "
+			             "checkpoint says",
+			             files[i].id, (unsigned long long)files[i].h.first_seq,
+			             (unsigned long long)st->segs[k].first_seq);
+	}
+	if (k != st->nsegs)
+		return stale("segment %08x, which the checkpoint lists, is missing",
+		             st->segs[k].id);
+	CS_ASSERT(k > 0 && files[k - 1].id == st->pos.seg); /* K2: segs ends at pos.seg */
+	*i0 = k - 1;
+	const struct seg_file *sf = &files[*i0];
+	uint64_t last_end = 0;
+	if (st->end_seq > 1) {
+		const struct seg_file *lf = NULL;
+		for (i = 0; i < n && lf == NULL; i++)
+			if (files[i].id == st->last.seg)
+				lf = &files[i];
+		if (lf != NULL && (rc = record_at(lf, st->last.off, 1, &h)) < 0)
+			return rc;
+		if (lf == NULL || rc == 0 || h.seq != st->end_seq - 1 || h.checksum != st->last_sum)
+			return stale("the checkpoint covers the log through seq %llu, but segment "
+			             "%08x offset %u holds no such record: the checkpoint is newer "
+			             "than the log",
+			             (unsigned long long)(st->end_seq - 1), st->last.seg,
+			             st->last.off);
+		last_end = st->last.seg == st->pos.seg ? st->last.off + rec_size(h.len) : 0;
+	}
+	if (st->pos.off > min_u64(sf->h.capacity, sf->size))
+		return stale("the checkpoint starts at offset %u, past the end of segment %08x",
+		             st->pos.off, sf->id);
+	if (st->seq < st->end_seq) {
+		if ((rc = record_at(sf, st->pos.off, 0, &h)) < 0)
+			return rc;
+		if (rc == 0 || h.seq != st->seq || (h.flags & REC_F_MID))
+			return stale("segment %08x offset %u does not begin the record of seq %llu "
+			             "where the checkpoint starts",
+			             sf->id, st->pos.off, (unsigned long long)st->seq);
+	} else if (last_end != 0 ? st->pos.off < last_end
+	                         : st->pos.off != CS_SEG_HEADER || sf->h.first_seq != st->seq) {
+		return stale("segment %08x offset %u is not where the record after seq %llu goes",
+		             sf->id, st->pos.off, (unsigned long long)(st->seq - 1));
+	}
+	return 0;
+}
+
 static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfiles, uint32_t *nsegs)
 {
 	const struct rec_options *opt = rp->opt;
@@ -865,10 +1000,39 @@ static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfil
 		if (rp->buf == NULL)
 			return -ENOMEM;
 	}
-	for (uint32_t i = 0; i < n; i++) {
+	const struct rec_start *st = opt->start;
+	uint32_t i0 = 0;
+	if (st != NULL) {
+		if (n == 0)
+			return stale("the log has no segment, but the checkpoint names %08x",
+			             st->pos.seg);
+		if ((rc = check_start(st, files, n, &i0)) != 0)
+			return rc;
+		/* Segments before the start are not read: the checkpoint says where they end. */
+		for (uint32_t i = 0; i < i0; i++)
+			rp->res->segs[i] = (struct wal_seg){
+			    .id = files[i].id,
+			    .fd = files[i].fd,
+			    .first_seq = files[i].h.first_seq,
+			    .capacity = files[i].h.capacity,
+			    .end = st->segs[i].end,
+			};
+		if (st->end_seq > 1) {
+			rp->res->last_pos = st->last;
+			rp->res->last_seq = st->end_seq - 1;
+			rp->res->last_sum = st->last_sum;
+		}
+	}
+	for (uint32_t i = i0; i < n; i++) {
 		struct seg_file *sf = &files[i];
 		uint64_t first = sf->h.first_seq;
-		if (i == 0) {
+		uint64_t from = CS_SEG_HEADER;
+		int salvaged = 0;
+		if (st != NULL && i == i0) {
+			rp->seq = st->seq;
+			from = st->pos.off;
+			salvaged = st->salvaged;
+		} else if (i == 0) {
 			rp->seq = first;
 		} else if (first != rp->seq) {
 			if (first < rp->seq || !opt->salvage)
@@ -890,7 +1054,7 @@ static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfil
 		rp->last = i + 1 == nfiles; /* a segment before an unfinished one is not last */
 		rp->next = i + 1 < n ? &files[i + 1] : NULL;
 		uint32_t end = CS_SEG_HEADER;
-		rc = scan_segment(rp, &end);
+		rc = scan_segment(rp, from, salvaged, &end);
 		if (rc != 0)
 			return rc;
 		rp->res->segs[i] = (struct wal_seg){
@@ -903,6 +1067,9 @@ static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfil
 		};
 	}
 	rp->res->next_seq = n > 0 ? rp->seq : 1;
+	if (st != NULL && rp->res->next_seq < st->end_seq)
+		return stale("the log ends at seq %llu, before the checkpoint's end at seq %llu",
+		             (unsigned long long)rp->res->next_seq, (unsigned long long)st->end_seq);
 	return finish(rp, files, nfiles, n);
 }
 

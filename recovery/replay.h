@@ -21,6 +21,24 @@ struct rec_view {
 	const uint8_t *payload;
 };
 
+/* Where a replay from a checkpoint begins, and what proves the position real
+ * (docs/FORMAT.md 12.4): replay applies the records from `seq` at `pos` on. */
+struct rec_start {
+	struct wal_pos pos;
+	uint64_t seq;
+	uint64_t end_seq;     /* the log reached this seq (exclusive) when the checkpoint ended */
+	struct wal_pos last;  /* the record end_seq - 1 (when end_seq > 1) ... */
+	uint64_t last_sum;    /* ... and its checksum field */
+	int salvaged;         /* salvage resumed in pos.seg before pos (P6) */
+	/* Every segment up to pos.seg, in id order: id, first seq, and (before pos.seg) the
+	 * offset past its last record. Borrowed. */
+	const struct wal_seg_info *segs;
+	uint32_t nsegs;
+};
+
+/* rec_replay()'s positive return: the start does not hold in this log. */
+#define REC_STALE 1
+
 struct rec_options {
 	int dirfd;            /* the store directory, borrowed */
 	uint64_t store_uid;   /* segments of another store are corruption */
@@ -31,6 +49,7 @@ struct rec_options {
 	void *ctx;
 	void (*log)(void *ctx, int level, const char *msg);
 	void *log_ctx;
+	const struct rec_start *start; /* borrowed; NULL replays the whole log */
 };
 
 struct rec_result {
@@ -46,9 +65,23 @@ struct rec_result {
 	uint64_t stray_files;      /* names in the directory that are not ours, left alone */
 	int last_closed;           /* the last segment's torn tail was left in place (salvage
 				    * resumed in it): appends must start the next segment */
+	uint32_t salvage_seg;      /* the last segment salvage resumed in, 0 if none */
+	/* The closing record of the last transaction read (0 seq: none): next_seq - 1 unless
+	 * salvage lost the log's last records. */
+	struct wal_pos last_pos;
+	uint64_t last_seq;
+	uint64_t last_sum;
 };
 
-/* Errors: CS_ECORRUPT, CS_EVERSION, CS_ELIMIT (more than CS_SEGMENTS_MAX segment files),
+/* With opt->start, segments before start->pos.seg are only opened and their headers checked,
+ * and the scan begins at start->pos with seq start->seq; everything after follows the rules
+ * of a full replay. Before anything is read or applied, the start is checked against the log
+ * (every segment up to it as listed, the record end_seq - 1 where and as the start says, the
+ * record at the start of the right seq); after the scan, the log must reach end_seq. When a
+ * check fails, returns REC_STALE with a message saying why: nothing was changed on disk but
+ * what a full replay changes too (a torn tail after the start zeroed), no fd is left open,
+ * and records may have been applied (the caller drops its tables and replays the whole log).
+ * Errors: CS_ECORRUPT, CS_EVERSION, CS_ELIMIT (more than CS_SEGMENTS_MAX segment files),
  * -ENOMEM, -errno, or the apply callback's return. On error no fd is left open and
  * result->segs is NULL. Names in the directory other than "LOCK", "CIDSTORE", segment names
  * ("%08x.seg", lowercase hex) and names starting "checkpoint" (reserved) are counted as

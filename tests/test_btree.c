@@ -7,7 +7,8 @@
  * full walk, idx_next() stepping and idx_next() from absent keys must match the model. Other
  * tests cover the empty and one-entry trees, ascending and descending insertion and deletion,
  * the memory used per entry, -ENOMEM leaving the tree unchanged, and idx_check() catching each
- * invariant a test hook breaks.
+ * invariant a test hook breaks, and a bulk load (idx_load) from sorted entries, walked back in
+ * pieces with idx_next_n(), refusing keys out of order.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -224,14 +225,14 @@ static void compare(const struct idx *t, const struct model *m)
 		}
 	}
 
-	/* idx_scan() in pieces of every size from 1 to more than a leaf holds, from the start
+	/* idx_next_n() in pieces of every size from 1 to more than a leaf holds, from the start
 	 * and from any pool key, gives the model's next entries in order. */
 	for (int k = 0; k < 200; k++) {
 		uint8_t keys[300][IDX_KEY];
 		struct idx_val vals[300];
-		unsigned max = 1 + (unsigned)(rng() % 300);
+		int max = 1 + (int)(rng() % 300);
 		size_t a = (size_t)(rng() % m->n);
-		int n = idx_scan(t, k == 0 ? NULL : m->key[a], keys, vals, max);
+		int n = idx_next_n(t, k == 0 ? NULL : m->key[a], keys, vals, max);
 
 		i = model_from(m, k == 0 ? 0 : a + 1);
 		for (int j = 0; j < n; j++) {
@@ -241,7 +242,7 @@ static void compare(const struct idx *t, const struct model *m)
 			i = model_from(m, i + 1);
 		}
 		/* Fewer than max only at the end. */
-		assert_true((unsigned)n == max || i == m->n);
+		assert_true(n == max || i == m->n);
 	}
 }
 
@@ -518,6 +519,98 @@ static void test_bytes_per_entry(void **state)
 	assert_true(seq_bpe < 128);
 }
 
+/* idx_load's entries for test_bulk_load: key i is seq_key(i * 2), its value names i. */
+struct load_src {
+	size_t bad_at;  /* entry whose key repeats the one before (SIZE_MAX: none) */
+	size_t stop_at; /* entry whose callback fails (SIZE_MAX: none) */
+};
+
+static int load_entry(void *ctx, size_t i, uint8_t key[IDX_KEY], struct idx_val *v)
+{
+	const struct load_src *src = ctx;
+
+	if (i == src->stop_at)
+		return -EIO;
+	seq_key(key, (i == src->bad_at ? i - 1 : i) * 2);
+	*v = (struct idx_val){(uint32_t)i, (uint32_t)(i >> 32), 7, 0x55};
+	return 0;
+}
+
+/* A bulk load of n entries gives a tree that passes idx_check (fill, separators, chain), holds
+ * every entry, walks them in order in pieces (idx_next_n) and takes puts and deletes after.
+ * Sizes around one leaf, one inner node's worth of leaves and a million. A key out of order
+ * or a failing callback leaves an empty, usable tree. */
+static void test_bulk_load(void **state)
+{
+	static const size_t sizes[] = {0, 1, 2, 80, 81, 82, 162, 163, 81 * 97, 81 * 97 + 1,
+				       100000, 1000000};
+	uint8_t(*keys)[IDX_KEY] = malloc(1000 * IDX_KEY);
+	struct idx_val vals[1000];
+
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+		size_t n = sizes[si];
+		struct load_src src = {SIZE_MAX, SIZE_MAX};
+		struct idx *t = new_tree();
+		uint8_t key[IDX_KEY], after[IDX_KEY];
+		struct idx_val v;
+
+		assert_int_equal(idx_load(t, n, load_entry, &src), 0);
+		assert_int_equal(idx_count(t), n);
+		assert_check(t);
+		for (size_t i = 0; i < n; i += 1 + n / 50) {
+			seq_key(key, i * 2);
+			assert_int_equal(idx_get(t, key, &v), 0);
+			assert_int_equal(v.seg, (uint32_t)i);
+			seq_key(key, i * 2 + 1);
+			assert_int_equal(idx_get(t, key, &v), CS_ENOTFOUND);
+		}
+		/* In pieces of 1000, each starting after the last key of the one before. */
+		size_t seen = 0;
+		const uint8_t *from = NULL;
+		for (int got; (got = idx_next_n(t, from, keys, vals, 1000)) > 0;) {
+			for (int k = 0; k < got; k++, seen++) {
+				seq_key(key, seen * 2);
+				assert_memory_equal(keys[k], key, IDX_KEY);
+				assert_int_equal(vals[k].seg, (uint32_t)seen);
+			}
+			memcpy(after, keys[got - 1], IDX_KEY);
+			from = after;
+			if (got < 1000)
+				break;
+		}
+		assert_int_equal(seen, n);
+		/* The loaded tree takes changes like any other. */
+		for (size_t i = 0; i < n && i < 5000; i++) {
+			seq_key(key, i * 2 + 1);
+			assert_int_equal(idx_put(t, key, &vals[0], NULL), 0);
+			seq_key(key, i * 2);
+			assert_int_equal(idx_del(t, key, NULL), 0);
+		}
+		assert_check(t);
+		assert_int_equal(idx_load(t, 1, load_entry, &src), n > 0 ? CS_EINVAL : 0);
+		idx_destroy(t);
+	}
+
+	/* Refusals leave the tree empty and usable. */
+	for (int pass = 0; pass < 2; pass++) {
+		struct load_src src = {pass == 0 ? 5000 : SIZE_MAX, pass == 1 ? 4321 : SIZE_MAX};
+		struct idx *t = new_tree();
+		uint8_t key[IDX_KEY];
+
+		assert_int_equal(idx_load(t, 10000, load_entry, &src), pass == 0 ? CS_ECORRUPT : -EIO);
+		assert_int_equal(idx_count(t), 0);
+		assert_check(t);
+		seq_key(key, 3);
+		assert_int_equal(idx_put(t, key, &vals[0], NULL), 0);
+		src = (struct load_src){SIZE_MAX, SIZE_MAX};
+		assert_int_equal(idx_load(t, 1, load_entry, &src), CS_EINVAL);
+		assert_int_equal(idx_del(t, key, NULL), 0);
+		assert_check(t);
+		idx_destroy(t);
+	}
+	free(keys);
+}
+
 /* A put that needs a new slab and cannot get one returns -ENOMEM and changes nothing. */
 static void test_enomem_leaves_tree_unchanged(void **state)
 {
@@ -626,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_descending),
 		cmocka_unit_test(test_ascending_delete_descending),
 		cmocka_unit_test(test_bytes_per_entry),
+		cmocka_unit_test(test_bulk_load),
 		cmocka_unit_test(test_enomem_leaves_tree_unchanged),
 		cmocka_unit_test(test_check_detects_corruption),
 	};

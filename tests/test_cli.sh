@@ -311,6 +311,19 @@ cmp -s "$tmp/out" "$tmp/keep" && ok || bad "pinned file changed after gc"
 expect 0 "stat after gc" -- "$bin" stat
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["pins"]==1 and d["pins_recursive"]==1, d' \
 	"$tmp/out" && ok || bad "stat lifecycle fields: $(cat "$tmp/out")"
+# The last gc and the last checkpoint survive the process: the close of each command
+# wrote a checkpoint, and the next open read it.
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["last_gc"]["freed_blocks"]==4 and d["last_gc"]["time_ns"]>0 and d["last_checkpoint"]["seq"]==d["next_seq"] and d["last_open"]["replayed_records"]==0, d' \
+	"$tmp/out" && ok || bad "stat last_gc, last_checkpoint: $(cat "$tmp/out")"
+expect 0 "checkpoint" -- "$bin" checkpoint
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["seq"]>1 and d["time_ns"]>0, d' \
+	"$tmp/out" && ok || bad "checkpoint output: $(cat "$tmp/out")"
+printf 'garbage' >"$CIDSTORE_DIR/checkpoint"
+expect 0 "stat with a damaged checkpoint" -- "$bin" stat
+grep -q "replaying the whole log" "$tmp/err" && ok ||
+	bad "a damaged checkpoint should be warned about: $(cat "$tmp/err")"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["last_open"]["replayed_records"]>0 and d["last_checkpoint"]["seq"]==0, d' \
+	"$tmp/out" && ok || bad "stat after a damaged checkpoint: $(cat "$tmp/out")"
 expect 1 "pin absent" -- "$bin" pin add "$drop"
 expect 1 "unpin unpinned" -- "$bin" pin rm "$drop"
 expect 2 "pin bad CID" -- "$bin" pin add not-a-cid
@@ -322,7 +335,7 @@ export CIDSTORE_DIR=$tmp/store
 
 # --help for every command, and the exit-code table.
 for c in "block put" "block get" "block rm" "block ls" has stat verify demo add cat ls \
-	"name rm" pin gc; do
+	"name rm" pin gc checkpoint; do
 	expect 0 "help $c" -- "$bin" $c --help
 	grep -q usage "$tmp/out" && ok || bad "$c --help prints no usage"
 done

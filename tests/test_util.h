@@ -6,6 +6,7 @@
 #define CS_TEST_UTIL_H
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -76,6 +77,21 @@ static inline cs_options tu_opts(void)
 	o.segment_bytes = 16u << 20;
 	o.batch_bytes = 6u << 20;
 	return o;
+}
+
+/* Removes the store's checkpoint, so that the next open replays the whole log: for tests of
+ * the log's own rules. Returns 1 if there was one, 0 if not. */
+static inline int tu_drop_checkpoint(const char *dir)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/checkpoint", dir);
+	if (unlink(path) == 0)
+		return 1;
+	if (errno != ENOENT) {
+		perror("unlink checkpoint");
+		abort();
+	}
+	return 0;
 }
 
 /* Path of the highest-numbered segment file in dir, or -1 if none. */

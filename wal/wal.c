@@ -79,6 +79,7 @@ struct batch {
 struct seg_ent {
 	uint32_t id;
 	int fd;            /* owned; always open (W8) */
+	uint64_t first_seq;
 	uint64_t capacity; /* file size */
 	uint32_t end;      /* offset past the last record reserved in it */
 };
@@ -108,6 +109,9 @@ struct wal {
 	struct seg_ent *segs; /* owned; CS_SEGMENTS_MAX slots, nsegs used, id order */
 	uint32_t nsegs;
 	uint64_t next_seq;
+	struct wal_pos last_pos; /* the appended record of seq last_seq, and its checksum */
+	uint64_t last_seq;
+	uint64_t last_sum;
 	uint64_t written_seq; /* last seq whose write completed */
 	uint64_t durable;     /* the durable horizon (W2) */
 	uint64_t sync_target; /* wal_sync() wants every seq <= this durable */
@@ -343,7 +347,7 @@ static void writer_new_segment(struct wal *w)
 	if (presynced)
 		mark_durable(w, written);
 	if (rc == 0) {
-		w->segs[w->nsegs++] = (struct seg_ent){id, fd, w->seg_bytes, CS_SEG_HEADER};
+		w->segs[w->nsegs++] = (struct seg_ent){id, fd, first_seq, w->seg_bytes, CS_SEG_HEADER};
 		w->wfd = fd;
 		w->unsynced = 0;
 		b->seg = id;
@@ -539,6 +543,9 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 	w->mode = cfg->durability;
 	w->interval_ms = cfg->interval_ms;
 	w->next_seq = cfg->next_seq;
+	w->last_pos = cfg->last_pos;
+	w->last_seq = cfg->last_seq;
+	w->last_sum = cfg->last_sum;
 	w->written_seq = cfg->next_seq - 1;
 	w->durable = cfg->next_seq - 1;
 	w->wfd = -1;
@@ -550,6 +557,7 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 		if (w->segs != NULL) {
 			w->segs[i].id = cfg->segs[i].id;
 			w->segs[i].fd = cfg->segs[i].fd;
+			w->segs[i].first_seq = cfg->segs[i].first_seq;
 			w->segs[i].capacity = cfg->segs[i].capacity;
 			w->segs[i].end = cfg->segs[i].end;
 		} else {
@@ -576,7 +584,7 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 			return cs_fail(rc, "log: cannot create segment 00000001: %s",
 			               cs_strerror(rc));
 		}
-		w->segs[0] = (struct seg_ent){1, rc, w->seg_bytes, CS_SEG_HEADER};
+		w->segs[0] = (struct seg_ent){1, rc, w->next_seq, w->seg_bytes, CS_SEG_HEADER};
 		w->nsegs = 1;
 		w->wfd = rc;
 		b->seg = 1;
@@ -790,6 +798,8 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
 	pthread_mutex_unlock(&w->mu);
 
 	/* The region is ours alone until pending drops (W6): encode without the lock. */
+	struct wal_pos last_pos = {0, 0};
+	uint64_t last_sum = 0;
 	for (int i = 0; i < n; i++) {
 		uint8_t cont = (i < n - 1 ? REC_F_CONT : 0) | (i > 0 ? REC_F_MID : 0);
 		struct rec_hdr h = {
@@ -802,6 +812,8 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
 		CS_ASSERT(h.seq > h.synced_seq);
 		if (pos != NULL)
 			pos[i] = (struct wal_pos){b->seg, off};
+		last_pos = (struct wal_pos){b->seg, off};
+		last_sum = h.checksum;
 		off += rec_size(h.len);
 		dst += rec_size(h.len);
 	}
@@ -809,6 +821,11 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
 		*seq = first + (uint64_t)n - 1;
 
 	pthread_mutex_lock(&w->mu);
+	if (first + (uint64_t)n - 1 > w->last_seq) { /* appenders finish in any order */
+		w->last_seq = first + (uint64_t)n - 1;
+		w->last_pos = last_pos;
+		w->last_sum = last_sum;
+	}
 	CS_ASSERT(b->pending > 0);
 	if (--b->pending == 0)
 		pthread_cond_signal(&w->writer_cv);
@@ -1020,4 +1037,22 @@ struct wal_pos wal_tail(struct wal *w)
 	struct wal_pos p = {b->seg, b->start + b->fill};
 	pthread_mutex_unlock(&w->mu);
 	return p;
+}
+
+void wal_mark(struct wal *w, struct wal_mark *m, struct wal_seg_info *segs, uint32_t cap,
+              uint32_t *nsegs)
+{
+	pthread_mutex_lock(&w->mu);
+	const struct batch *b = &w->buf[w->cur];
+	m->tail = (struct wal_pos){b->seg, b->start + b->fill};
+	m->next_seq = w->next_seq;
+	m->last = w->last_pos;
+	m->last_seq = w->last_seq;
+	m->last_sum = w->last_sum;
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < w->nsegs && n < cap && w->segs[i].id <= m->tail.seg; i++)
+		segs[n++] = (struct wal_seg_info){w->segs[i].id, w->segs[i].end,
+		                                  w->segs[i].first_seq};
+	*nsegs = n;
+	pthread_mutex_unlock(&w->mu);
 }

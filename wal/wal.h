@@ -54,6 +54,11 @@ struct wal_config {
 	struct wal_seg *segs;
 	uint32_t nsegs;
 	uint64_t next_seq;        /* seq of the next record (1 for a new store) */
+	/* The record next_seq - 1 as recovery found it (where, and its checksum), for
+	 * wal_mark(); last_seq 0 when there is none or recovery could not name it. */
+	struct wal_pos last_pos;
+	uint64_t last_seq;
+	uint64_t last_sum;
 };
 
 struct wal;
@@ -121,6 +126,29 @@ static inline int wal_pos_cmp(struct wal_pos a, struct wal_pos b)
 		return a.seg < b.seg ? -1 : 1;
 	return a.off < b.off ? -1 : a.off > b.off;
 }
+
+/* A position in the log with the proof that it is one: what a checkpoint records. */
+struct wal_mark {
+	struct wal_pos tail;  /* where the record next_seq will go, as wal_tail() */
+	uint64_t next_seq;
+	struct wal_pos last;  /* the record next_seq - 1, when last_seq == next_seq - 1 */
+	uint64_t last_seq;    /* 0 when the log is empty or that record is not known */
+	uint64_t last_sum;    /* its checksum field */
+};
+
+/* One segment as wal_mark() lists it. */
+struct wal_seg_info {
+	uint32_t id;
+	uint32_t end;         /* offset past the last record reserved in it */
+	uint64_t first_seq;
+};
+
+/* Fills *m, and segs (cap slots, borrowed) with the segments whose id is at most m->tail.seg,
+ * in id order, setting *nsegs (at most cap). The caller must keep appends out for the call
+ * (no wal_append in flight), or last may name an earlier record than next_seq - 1; then
+ * last_seq says so. */
+void wal_mark(struct wal *w, struct wal_mark *m, struct wal_seg_info *segs, uint32_t cap,
+	      uint32_t *nsegs);
 
 struct wal_stat {
 	uint64_t next_seq;

@@ -1,0 +1,498 @@
+/*
+ * ckpt.c - checkpoints: write the tables while writers keep running, load them at open.
+ *
+ * A checkpoint lets open skip the log it covers: it holds the block index, the pins, the
+ * names and the last GC's figures (docs/FORMAT.md section 12), and names the log position
+ * replay resumes at. Writing one:
+ *
+ *   start mark ──> copy the tables in pieces ──> end mark ──> sync the log ──> write, sync,
+ *   (C1)           (read lock per piece)         (C1)         (C3)             rename, sync dir
+ *
+ * Invariants:
+ *   C1. Marks are taken with ckpt_lock held exclusively. Every mutation holds it shared from
+ *       before its append to after its table update, so at a mark every record appended so
+ *       far is in the tables, and none that is in the tables is missing from the log.
+ *   C2. The copy is fuzzy: for each key it holds the key's state after the log up to some
+ *       point between the two marks, since writers change the tables between pieces. That
+ *       is enough, because replay from the start mark re-applies every record after it, in
+ *       log order, and every record type's effect does not depend on the state it is applied
+ *       to beyond what it replaces: a put, name set or pin add replaces the key's value, a
+ *       delete removes it or finds it absent. A key no record after the start touches has
+ *       the value it had at the start, which the copy holds (C1). So the tables after
+ *       replay are those a full replay builds (S1, S5 of store.c; P1..P3 of pin.c).
+ *   C3. Every record before the end mark is durable before the file is renamed into place,
+ *       and every copied entry points before the end mark (it was in the tables before the
+ *       end mark was taken, and appended before that: S2). So the log a later open finds
+ *       holds every record the checkpoint points at, unless the disk lost synced data; that
+ *       replay detects (the record before the end mark must be where the file says, with
+ *       its checksum; rec_replay) and then falls back to a full replay.
+ *   C4. A checkpoint that cannot be used is never half used: any refusal drops the tables
+ *       and replays the whole log, with a warning through opts.log.
+ *
+ * Counters derived from the tables (live_bytes, pins_recursive) are recomputed from the
+ * loaded entries; replay then keeps them up to date as it does from an empty store.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "btree.h"
+#include "checkpoint.h"
+#include "cid.h"
+#include "err.h"
+#include "names.h"
+#include "store.h"
+
+#define CKPT_STEP 4096 /* index entries copied per piece under the read lock */
+#define NAME_STEP 256  /* names per piece */
+#define CKPT_POLL_MS 100 /* how often the background thread looks at the log's size */
+
+void (*ckpt_test_hook)(cs_store *s);
+
+static int fs_error(int e, const char *what)
+{
+	int code = e == ENOSPC || e == EDQUOT ? CS_EFULL : -e;
+	return cs_fail(code, "checkpoint: %s: %s", what, strerror(e));
+}
+
+/* ---- Writing ---------------------------------------------------------------------------- */
+
+struct piece {
+	uint8_t keys[CKPT_STEP][CS_KEY_MAX];
+	struct idx_val vals[CKPT_STEP];
+};
+
+/* Copies table t (s->idx or s->pins) into the writer in pieces, holding the read lock only
+ * while a piece is copied out (C2). */
+static void put_table(cs_store *s, struct idx *t, struct piece *p, struct ckpt_writer *w)
+{
+	uint8_t last[CS_KEY_MAX];
+	const uint8_t *after = NULL;
+	int n;
+
+	/* Bounded: each piece starts strictly after the last key of the one before. */
+	do {
+		pthread_rwlock_rdlock(&s->lock);
+		n = idx_next_n(t, after, p->keys, p->vals, CKPT_STEP);
+		pthread_rwlock_unlock(&s->lock);
+		for (int i = 0; i < n; i++)
+			ckpt_put_entry(w, p->keys[i], &p->vals[i]);
+		if (n > 0) {
+			memcpy(last, p->keys[n - 1], CS_KEY_MAX);
+			after = last;
+		}
+	} while (n == CKPT_STEP);
+}
+
+static int put_names(cs_store *s, struct ckpt_writer *w)
+{
+	struct name_entry *p = malloc(NAME_STEP * sizeof(*p));
+	uint8_t last[CS_NAME_MAX];
+	size_t last_len = 0;
+	int n, first = 1;
+
+	if (p == NULL)
+		return -ENOMEM;
+	do { /* bounded as put_table */
+		pthread_rwlock_rdlock(&s->lock);
+		n = names_next(s->names, first ? NULL : last, last_len, p, NAME_STEP);
+		pthread_rwlock_unlock(&s->lock);
+		for (int i = 0; i < n; i++) {
+			struct ckpt_name cn = {(const uint8_t *)p[i].name, p[i].len,
+			                       p[i].v.root.bytes, p[i].v.root.len, p[i].v.size,
+			                       p[i].v.time_ns};
+			ckpt_put_name(w, &cn);
+		}
+		if (n > 0) {
+			last_len = p[n - 1].len;
+			memcpy(last, p[n - 1].name, last_len);
+			first = 0;
+		}
+	} while (n == NAME_STEP);
+	free(p);
+	return 0;
+}
+
+static void mark(cs_store *s, struct wal_mark *m, struct wal_seg_info *segs, uint32_t *nsegs)
+{
+	pthread_rwlock_wrlock(&s->ckpt_lock); /* C1 */
+	wal_mark(s->wal, m, segs, segs != NULL ? CS_SEGMENTS_MAX : 0, nsegs);
+	pthread_rwlock_unlock(&s->ckpt_lock);
+}
+
+/* Writes the sections to fd. */
+static int write_sections(cs_store *s, int fd, const struct wal_seg_info *segs, uint32_t nsegs,
+                          struct ckpt_hdr *h, struct wal_mark *end)
+{
+	struct ckpt_writer w;
+	struct piece *p = malloc(sizeof(*p));
+	cs_gc_stat gc;
+	int64_t gc_time;
+	uint32_t unused;
+	int rc;
+
+	if (p == NULL || (rc = ckpt_write_begin(&w, fd)) != 0) {
+		free(p);
+		return -ENOMEM;
+	}
+	ckpt_section_begin(&w, CKPT_SEC_SEGMENTS);
+	for (uint32_t i = 0; i < nsegs; i++) {
+		struct ckpt_seg g = {segs[i].id, segs[i].end, segs[i].first_seq};
+		ckpt_put_seg(&w, &g);
+	}
+	ckpt_section_end(&w);
+	ckpt_section_begin(&w, CKPT_SEC_BLOCKS);
+	put_table(s, s->idx, p, &w);
+	ckpt_section_end(&w);
+	ckpt_section_begin(&w, CKPT_SEC_PINS);
+	put_table(s, s->pins, p, &w);
+	ckpt_section_end(&w);
+	ckpt_section_begin(&w, CKPT_SEC_NAMES);
+	rc = put_names(s, &w);
+	ckpt_section_end(&w);
+	pthread_mutex_lock(&s->life_mu);
+	gc = s->last_gc;
+	gc_time = s->last_gc_time_ns;
+	pthread_mutex_unlock(&s->life_mu);
+	ckpt_section_begin(&w, CKPT_SEC_STATS);
+	ckpt_put_stats(&w, &gc, gc_time);
+	ckpt_section_end(&w);
+	free(p);
+	if (rc != 0) {
+		ckpt_write_abort(&w);
+		return rc;
+	}
+	mark(s, end, NULL, &unused); /* C3: every copied entry lies before it */
+	if (end->next_seq > 1 && end->last_seq != end->next_seq - 1) {
+		ckpt_write_abort(&w);
+		return cs_fail(CS_EBUSY, "checkpoint: the log's record %llu was lost to salvage; a "
+		                         "checkpoint can be taken after the next write",
+		               (unsigned long long)(end->next_seq - 1));
+	}
+	h->end_seg = end->tail.seg;
+	h->end_off = end->tail.off;
+	h->end_seq = end->next_seq;
+	if (end->next_seq > 1) {
+		h->last_seg = end->last.seg;
+		h->last_off = end->last.off;
+		h->last_sum = end->last_sum;
+	}
+	/* C3: the log up to the end mark is durable before the file can be found. */
+	if ((rc = wal_sync(s->wal)) != 0) {
+		ckpt_write_abort(&w);
+		return rc;
+	}
+	return ckpt_write_finish(&w, h);
+}
+
+int ckpt_take(cs_store *s, enum ckpt_mode mode)
+{
+	struct wal_seg_info *segs = malloc(CS_SEGMENTS_MAX * sizeof(*segs));
+	struct wal_mark start, end;
+	struct wal_stat ws;
+	uint32_t nsegs;
+	int rc = 0, fd = -1, dirfd = s->dir.dirfd;
+
+	if (segs == NULL)
+		return -ENOMEM;
+	pthread_mutex_lock(&s->ckpt_mu);
+	wal_stat(s->wal, &ws);
+	if (mode == CKPT_DUE && (s->opts.checkpoint_bytes == 0 ||
+	                         ws.log_bytes < s->ckpt_log_bytes + s->opts.checkpoint_bytes))
+		goto out;
+	mark(s, &start, segs, &nsegs);
+	if (ckpt_test_hook != NULL)
+		ckpt_test_hook(s);
+	if (mode == CKPT_CHANGED && start.next_seq == atomic_load(&s->ckpt_seq))
+		goto out; /* the checkpoint on disk covers the whole log */
+	struct ckpt_hdr h = {
+	    .store_uid = s->dir.uid,
+	    .created_ns = store_realtime_ns(),
+	    .start_seg = start.tail.seg,
+	    .start_off = start.tail.off,
+	    .start_seq = start.next_seq,
+	    /* P6 of replay.c: a later torn tail in this segment is kept, as a full replay
+	     * would keep it. */
+	    .flags = start.tail.seg == s->rec.salvage_seg ? CKPT_F_SALVAGED : 0,
+	};
+	fd = openat(dirfd, CKPT_TMP_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = fs_error(errno, "creating " CKPT_TMP_FILE);
+		goto out;
+	}
+	if ((rc = write_sections(s, fd, segs, nsegs, &h, &end)) != 0)
+		goto out;
+	if (fdatasync(fd) != 0) {
+		rc = fs_error(errno, "fdatasync of " CKPT_TMP_FILE);
+		goto out;
+	}
+	close(fd);
+	fd = -1;
+	if (renameat(dirfd, CKPT_TMP_FILE, dirfd, CKPT_FILE) != 0) {
+		rc = fs_error(errno, "renaming " CKPT_TMP_FILE);
+		goto out;
+	}
+	if (fsync(dirfd) != 0) {
+		rc = fs_error(errno, "fsync of the store directory");
+		goto out;
+	}
+	wal_stat(s->wal, &ws);
+	s->ckpt_log_bytes = ws.log_bytes;
+	atomic_store(&s->ckpt_seq, h.start_seq);
+	atomic_store(&s->ckpt_time_ns, h.created_ns);
+out:
+	if (fd >= 0) {
+		close(fd);
+		unlinkat(dirfd, CKPT_TMP_FILE, 0); /* the last checkpoint stays as it was */
+	}
+	pthread_mutex_unlock(&s->ckpt_mu);
+	free(segs);
+	return rc;
+}
+
+CS_API int cs_checkpoint(cs_store *s)
+{
+	cs_clear_error();
+	return ckpt_take(s, CKPT_FORCE);
+}
+
+/* ---- The background thread ---------------------------------------------------------------- */
+
+static void *ckpt_main(void *arg)
+{
+	cs_store *s = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&s->ckpt_wait_mu);
+	while (!s->ckpt_quit) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += CKPT_POLL_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->ckpt_cv, &s->ckpt_wait_mu, &ts);
+		if (s->ckpt_quit)
+			break;
+		pthread_mutex_unlock(&s->ckpt_wait_mu);
+		int rc = ckpt_take(s, CKPT_DUE);
+		if (rc != 0) {
+			/* Tried again after another checkpoint_bytes of log, not at every poll. */
+			struct wal_stat ws;
+			wal_stat(s->wal, &ws);
+			pthread_mutex_lock(&s->ckpt_mu);
+			s->ckpt_log_bytes = ws.log_bytes;
+			pthread_mutex_unlock(&s->ckpt_mu);
+			if (s->opts.log != NULL) {
+				char msg[400];
+				snprintf(msg, sizeof(msg), "background checkpoint failed: %s: %s",
+				         cs_strerror(rc), cs_errmsg());
+				s->opts.log(s->opts.log_ctx, CS_LOG_WARN, msg);
+			}
+		}
+		pthread_mutex_lock(&s->ckpt_wait_mu);
+	}
+	pthread_mutex_unlock(&s->ckpt_wait_mu);
+	return NULL;
+}
+
+int ckpt_start(cs_store *s)
+{
+	if (s->opts.checkpoint_bytes == 0)
+		return 0;
+	int rc = pthread_create(&s->ckpt_thread, NULL, ckpt_main, s);
+	if (rc != 0)
+		return cs_fail(-rc, "cannot start the checkpoint thread: %s", strerror(rc));
+	s->ckpt_thread_on = 1;
+	return 0;
+}
+
+void ckpt_stop(cs_store *s)
+{
+	if (!s->ckpt_thread_on)
+		return;
+	pthread_mutex_lock(&s->ckpt_wait_mu);
+	s->ckpt_quit = 1;
+	pthread_cond_signal(&s->ckpt_cv);
+	pthread_mutex_unlock(&s->ckpt_wait_mu);
+	pthread_join(s->ckpt_thread, NULL);
+	s->ckpt_thread_on = 0;
+}
+
+/* ---- Loading ------------------------------------------------------------------------------ */
+
+int ckpt_clean(cs_store *s)
+{
+	if (unlinkat(s->dir.dirfd, CKPT_TMP_FILE, 0) != 0)
+		return errno == ENOENT ? 0 : fs_error(errno, "removing " CKPT_TMP_FILE);
+	if (fsync(s->dir.dirfd) != 0)
+		return fs_error(errno, "fsync of the store directory");
+	if (s->opts.log != NULL)
+		s->opts.log(s->opts.log_ctx, CS_LOG_INFO,
+		            "removed " CKPT_TMP_FILE ", left by a crash while a checkpoint was "
+		            "written");
+	return 0;
+}
+
+/* Reads the whole file into *buf (*len bytes; the caller unmaps it). */
+static int read_file(int dirfd, uint8_t **buf, size_t *len)
+{
+	struct stat st;
+	int fd = openat(dirfd, CKPT_FILE, O_RDONLY | O_CLOEXEC);
+	int rc = 0;
+
+	*buf = NULL;
+	if (fd < 0)
+		return errno == ENOENT ? CS_ENOTFOUND : fs_error(errno, "open");
+	if (fstat(fd, &st) != 0) {
+		rc = fs_error(errno, "stat");
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > SIZE_MAX / 2) {
+		rc = cs_fail(CS_ECORRUPT, "checkpoint: not a regular file of a sane size");
+		goto out;
+	}
+	*len = (size_t)st.st_size;
+	/* Anonymous memory faulted in at once: the whole file is read into it. */
+	*buf = mmap(NULL, *len ? *len : 1, PROT_READ | PROT_WRITE,
+	            MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (*buf == MAP_FAILED) {
+		*buf = NULL;
+		rc = cs_fail(-ENOMEM, "checkpoint: no memory for its %zu bytes", *len);
+		goto out;
+	}
+	/* Bounded: each pass reads at least one byte, or counts a retry, or ends. */
+	for (size_t got = 0, retries = 0; got < *len;) {
+		ssize_t n = pread(fd, *buf + got, *len - got, (off_t)got);
+		if (n > 0) {
+			got += (size_t)n;
+		} else if (n < 0 && errno == EINTR && ++retries < CS_IO_RETRIES) {
+			continue;
+		} else {
+			rc = n == 0 ? cs_fail(CS_ECORRUPT, "checkpoint: the file shrank while read")
+			            : fs_error(errno, "read");
+			break;
+		}
+	}
+out:
+	close(fd);
+	if (rc != 0 && *buf != NULL) {
+		munmap(*buf, *len ? *len : 1);
+		*buf = NULL;
+	}
+	return rc;
+}
+
+struct load_ctx {
+	cs_store *s;
+	const struct ckpt *c;
+	int pins; /* loading the pin table */
+};
+
+/* idx_load's entry callback: decodes and checks entry i (K2 of checkpoint.c), and what the
+ * decoder cannot know. idx_load checks that the keys increase. */
+static int load_entry(void *ctx, size_t i, uint8_t key[CS_KEY_MAX], struct idx_val *v)
+{
+	struct load_ctx *l = ctx;
+	int rc = ckpt_entry_get(l->c, l->pins ? CKPT_SEC_PINS : CKPT_SEC_BLOCKS, i, key, v);
+
+	if (rc != 0)
+		return rc;
+	if (cid_hash_len((uint64_t)key[0] << 8 | key[1]) != CS_DIGEST_MAX)
+		return cs_fail(CS_ECORRUPT, "checkpoint: %s entry %zu has a hash the store never "
+		                            "writes",
+		               l->pins ? "pin" : "block", i);
+	if (l->pins)
+		l->s->pins_recursive += (v->len & 0xff) == CS_PIN_RECURSIVE;
+	else
+		l->s->live_bytes += v->len;
+	return 0;
+}
+
+static int load_names(cs_store *s, const struct ckpt_section *sec)
+{
+	struct ckpt_name n;
+	char why[96];
+	size_t off = 0;
+
+	/* Bounded: ckpt_decode() walked the same entries (K1). */
+	for (uint64_t i = 0; i < sec->count; i++) {
+		struct name_val v;
+		off = ckpt_name_at(sec, off, &n);
+		if (name_check(n.name, n.name_len, why, sizeof(why)) != 0)
+			return cs_fail(CS_ECORRUPT, "checkpoint: name entry %llu: %s",
+			               (unsigned long long)i, why);
+		if (cs_cid_from_bytes(n.cid, n.cid_len, &v.root) != 0)
+			return cs_fail(CS_ECORRUPT, "checkpoint: name entry %llu: bad root CID",
+			               (unsigned long long)i);
+		v.size = n.size;
+		v.time_ns = n.time_ns;
+		int rc = names_set(s->names, n.name, n.name_len, &v);
+		if (rc == CS_ELIMIT)
+			return cs_fail(CS_ECORRUPT, "checkpoint: more than %u names", CS_NAMES_MAX);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
+{
+	struct ckpt c;
+	uint8_t *buf;
+	size_t len = 0;
+	int rc;
+
+	*segs = NULL;
+	if ((rc = read_file(s->dir.dirfd, &buf, &len)) != 0)
+		return rc;
+	if ((rc = ckpt_decode(buf, len, &c)) != 0)
+		goto out;
+	if (c.h.store_uid != s->dir.uid) {
+		rc = cs_fail(CS_ECORRUPT, "checkpoint: it belongs to another store (uid %016llx)",
+		             (unsigned long long)c.h.store_uid);
+		goto out;
+	}
+	struct load_ctx lb = {s, &c, 0}, lp = {s, &c, 1};
+	if ((rc = idx_load(s->idx, (size_t)c.sec[CKPT_SEC_BLOCKS].count, load_entry, &lb)) != 0 ||
+	    (rc = idx_load(s->pins, (size_t)c.sec[CKPT_SEC_PINS].count, load_entry, &lp)) != 0 ||
+	    (rc = load_names(s, &c.sec[CKPT_SEC_NAMES])) != 0)
+		goto out;
+	ckpt_stats(&c.sec[CKPT_SEC_STATS], &s->last_gc, &s->last_gc_time_ns);
+	const struct ckpt_section *sg = &c.sec[CKPT_SEC_SEGMENTS];
+	*segs = malloc((size_t)sg->count * sizeof(**segs));
+	if (*segs == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < sg->count; i++) {
+		struct ckpt_seg g;
+		ckpt_seg_at(sg, i, &g);
+		(*segs)[i] = (struct wal_seg_info){g.id, g.end, g.first_seq};
+	}
+	*start = (struct rec_start){
+	    .pos = {c.h.start_seg, c.h.start_off},
+	    .seq = c.h.start_seq,
+	    .end_seq = c.h.end_seq,
+	    .last = {c.h.last_seg, c.h.last_off},
+	    .last_sum = c.h.last_sum,
+	    .salvaged = (c.h.flags & CKPT_F_SALVAGED) != 0,
+	    .segs = *segs,
+	    .nsegs = (uint32_t)sg->count,
+	};
+	atomic_store(&s->ckpt_seq, c.h.start_seq);
+	atomic_store(&s->ckpt_time_ns, c.h.created_ns);
+out:
+	if (buf != NULL)
+		munmap(buf, len ? len : 1);
+	if (rc != 0) {
+		free(*segs);
+		*segs = NULL;
+	}
+	return rc;
+}

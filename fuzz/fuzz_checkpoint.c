@@ -1,0 +1,196 @@
+/*
+ * fuzz_checkpoint.c - libFuzzer target for the checkpoint decoder (index/checkpoint.c).
+ *
+ * The input's first byte picks a mode; the rest is a checkpoint file. In mode 1 (bit 0 set)
+ * the header's and every well-placed section's checksums are recomputed first, so that the
+ * fuzzer gets past them to the layout rules; in mode 0 the bytes are decoded as they are.
+ * Checked, for what checkpoint.h promises (K1, K2):
+ *  1. ckpt_decode() answers 0, CS_ECORRUPT or CS_EVERSION, never anything else, with a
+ *     message on failure, and never reads outside the input (ASan).
+ *  2. An accepted checkpoint's BLOCKS and PINS entries, checked by ckpt_entry_get() as the
+ *     store does, bulk-load into a B+tree (idx_load checks that keys strictly increase) or
+ *     are refused with CS_ECORRUPT, leaving the tree empty; either way it passes idx_check.
+ *     Its NAMES entries walk to exactly the section's end.
+ *  3. Encoded again with the writer (sections in type order, the same header), a checkpoint
+ *     accepted whole whose sections were in type order and held no skipped section is the input
+ *     byte for byte, and in any case decodes to the same entries.
+ * A violated check aborts, which libFuzzer reports as a crash with the input saved.
+ *
+ * Build: cmake -DCS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+ *        -DCS_SANITIZE=address,undefined; run: ./fuzz_checkpoint ../fuzz/corpus/checkpoint
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "btree.h"
+#include "checkpoint.h"
+#include "cidstore.h"
+#include "endian.h"
+
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "fuzz_checkpoint: check failed: %s (line %d)\n", #cond,    \
+			        __LINE__);                                                         \
+			abort();                                                                   \
+		}                                                                                  \
+	} while (0)
+
+/* Inputs above this only cost time. */
+#define INPUT_MAX (1u << 20)
+
+/* Mode 1: recomputes the checksums where the layout puts them. */
+static void fix_checksums(uint8_t *p, size_t len)
+{
+	if (len < CKPT_HEADER)
+		return;
+	uint32_t nsec = get_le32(p + 84);
+	size_t off = CKPT_HEADER;
+	for (uint32_t i = 0; i < nsec && i < CKPT_SECTIONS_MAX && len - off >= CKPT_SEC_HEADER; i++) {
+		uint64_t slen = get_le64(p + off + 16);
+		if (slen > len - off - CKPT_SEC_HEADER)
+			break;
+		XXH3_state_t st;
+		XXH3_64bits_reset(&st);
+		XXH3_64bits_update(&st, p + off + CKPT_SEC_HEADER, (size_t)slen);
+		XXH3_64bits_update(&st, p + off, 24);
+		put_le64(p + off + 24, XXH3_64bits_digest(&st));
+		off += CKPT_SEC_HEADER + (size_t)slen;
+	}
+	put_le64(p + 88, XXH3_64bits(p, 88));
+}
+
+struct load {
+	const struct ckpt *c;
+	int type;
+};
+
+static int load_entry(void *ctx, size_t i, uint8_t key[CS_KEY_MAX], struct idx_val *v)
+{
+	const struct load *l = ctx;
+	return ckpt_entry_get(l->c, l->type, i, key, v);
+}
+
+/* Loads section type of c as the store does; returns 0 or CS_ECORRUPT. */
+static int check_table(const struct ckpt *c, int type)
+{
+	struct load l = {c, type};
+	struct idx *t;
+	CHECK(idx_create(&t) == 0);
+	int rc = idx_load(t, (size_t)c->sec[type].count, load_entry, &l);
+	CHECK(rc == 0 || rc == CS_ECORRUPT);
+	CHECK(idx_count(t) == (rc == 0 ? c->sec[type].count : 0));
+	CHECK(idx_check(t) == 0);
+	idx_destroy(t);
+	return rc;
+}
+
+/* Writes c's sections in type order with its header; returns the bytes (owned) and *n. */
+static uint8_t *encode(const struct ckpt *c, size_t *n)
+{
+	int fd = memfd_create("fuzz-ckpt", 0);
+	CHECK(fd >= 0);
+	struct ckpt_writer w;
+	CHECK(ckpt_write_begin(&w, fd) == 0);
+	const struct ckpt_section *s = &c->sec[CKPT_SEC_SEGMENTS];
+	ckpt_section_begin(&w, CKPT_SEC_SEGMENTS);
+	for (size_t i = 0; i < s->count; i++) {
+		struct ckpt_seg g;
+		ckpt_seg_at(s, i, &g);
+		ckpt_put_seg(&w, &g);
+	}
+	ckpt_section_end(&w);
+	for (int t = CKPT_SEC_BLOCKS; t <= CKPT_SEC_PINS; t++) {
+		s = &c->sec[t];
+		ckpt_section_begin(&w, (uint16_t)t);
+		for (size_t i = 0; i < s->count; i++) {
+			uint8_t key[CS_KEY_MAX];
+			struct idx_val v;
+			ckpt_entry_at(s, i, key, &v);
+			ckpt_put_entry(&w, key, &v);
+		}
+		ckpt_section_end(&w);
+	}
+	s = &c->sec[CKPT_SEC_NAMES];
+	ckpt_section_begin(&w, CKPT_SEC_NAMES);
+	for (size_t i = 0, off = 0; i < s->count; i++) {
+		struct ckpt_name nm;
+		off = ckpt_name_at(s, off, &nm);
+		ckpt_put_name(&w, &nm);
+	}
+	ckpt_section_end(&w);
+	cs_gc_stat gc;
+	int64_t gc_time;
+	ckpt_stats(&c->sec[CKPT_SEC_STATS], &gc, &gc_time);
+	ckpt_section_begin(&w, CKPT_SEC_STATS);
+	ckpt_put_stats(&w, &gc, gc_time);
+	ckpt_section_end(&w);
+	struct ckpt_hdr h = c->h;
+	CHECK(ckpt_write_finish(&w, &h) == 0);
+	*n = (size_t)h.file_size;
+	uint8_t *out = malloc(*n ? *n : 1);
+	CHECK(out != NULL && pread(fd, out, *n, 0) == (ssize_t)*n);
+	close(fd);
+	return out;
+}
+
+static int same_section(const struct ckpt_section *a, const struct ckpt_section *b)
+{
+	return a->count == b->count && a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct ckpt c, again;
+
+	if (size < 1 || size > INPUT_MAX)
+		return 0;
+	size_t len = size - 1;
+	uint8_t *buf = malloc(len ? len : 1);
+	CHECK(buf != NULL);
+	memcpy(buf, data + 1, len);
+	if (data[0] & 1)
+		fix_checksums(buf, len);
+
+	int rc = ckpt_decode(buf, len, &c);
+	CHECK(rc == 0 || rc == CS_ECORRUPT || rc == CS_EVERSION);
+	if (rc != 0) {
+		CHECK(cs_errmsg()[0] != '\0');
+		free(buf);
+		return 0;
+	}
+	if (check_table(&c, CKPT_SEC_BLOCKS) != 0 || check_table(&c, CKPT_SEC_PINS) != 0) {
+		free(buf);
+		return 0;
+	}
+	const struct ckpt_section *ns = &c.sec[CKPT_SEC_NAMES];
+	size_t off = 0;
+	for (uint64_t i = 0; i < ns->count; i++) {
+		struct ckpt_name nm;
+		off = ckpt_name_at(ns, off, &nm);
+		CHECK(nm.name_len >= 1 && nm.cid_len >= 1 && off <= ns->len);
+	}
+	CHECK(off == ns->len);
+
+	size_t n;
+	uint8_t *re = encode(&c, &n);
+	int ordered = c.skipped == 0;
+	for (int t = 1; t <= CKPT_SEC_KNOWN; t++)
+		ordered = ordered && c.sec[t].flags == 0 && (t == 1 || c.sec[t - 1].data < c.sec[t].data);
+	if (ordered)
+		CHECK(n == len && memcmp(re, buf, len) == 0);
+	CHECK(ckpt_decode(re, n, &again) == 0);
+	for (int t = 1; t <= CKPT_SEC_KNOWN; t++)
+		CHECK(same_section(&c.sec[t], &again.sec[t]));
+	free(re);
+	free(buf);
+	return 0;
+}

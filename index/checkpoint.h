@@ -1,0 +1,158 @@
+/*
+ * checkpoint.h - the checkpoint file: encoding and decoding (internal).
+ *
+ * A checkpoint holds the tables open would rebuild from the log (the block index, the pins,
+ * the names) and a few store figures, together with the log position replay resumes at
+ * (docs/FORMAT.md, section 12). This module knows the bytes only: a streaming writer that
+ * never holds more than one buffer of the file, and a pure decoder that checks a whole file
+ * in memory and never reads outside it. What the tables mean, and when a checkpoint may be
+ * taken, is engine/ckpt.c's business.
+ */
+#ifndef CS_CHECKPOINT_H
+#define CS_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "btree.h"
+#include "cidstore.h"
+#include "cs_limits.h"
+
+#define CKPT_FILE       "checkpoint"
+#define CKPT_TMP_FILE   "checkpoint.tmp"
+#define CKPT_MAGIC      "CIDSTCKP"
+#define CKPT_VERSION    2u  /* the format version that introduced the file */
+#define CKPT_HEADER     96u /* bytes of the file header */
+#define CKPT_SEC_HEADER 32u /* bytes of a section header */
+#define CKPT_SECTIONS_MAX 64u
+#define CKPT_ENTRY      (CS_KEY_MAX + 16u) /* a block or pin entry: key, seg, off, len, codec */
+#define CKPT_SEG_ENTRY  16u
+#define CKPT_NAME_META  20u
+#define CKPT_STATS_LEN  64u
+
+/* Section types; numbers are never reused. */
+enum ckpt_sec {
+	CKPT_SEC_SEGMENTS = 1,
+	CKPT_SEC_BLOCKS = 2,
+	CKPT_SEC_PINS = 3,
+	CKPT_SEC_NAMES = 4,
+	CKPT_SEC_STATS = 5,
+	CKPT_SEC_KNOWN = 5, /* the highest type this version knows */
+};
+
+#define CKPT_SEC_F_SKIPPABLE 0x1u /* a reader that does not know the type may ignore it */
+#define CKPT_F_SALVAGED      0x1u /* salvage resumed in the start segment before start_off */
+
+/* The file header's fields (section 12.2 of FORMAT.md). */
+struct ckpt_hdr {
+	uint64_t store_uid;
+	int64_t created_ns;
+	/* Replay resumes at start (seq start_seq): the tail when the checkpoint began. */
+	uint32_t start_seg, start_off;
+	uint64_t start_seq;
+	/* The tail when the table copy ended; every entry points before it, and every record
+	 * before it was durable before the file was renamed into place. */
+	uint32_t end_seg, end_off;
+	uint64_t end_seq;
+	/* The record end_seq - 1 (zero when end_seq is 1): where it is, and its checksum. */
+	uint32_t last_seg, last_off;
+	uint64_t last_sum;
+	uint32_t flags; /* CKPT_F_* */
+	uint32_t nsections;
+	uint64_t file_size; /* not stored: the last section ends at the end of the file */
+};
+
+/* A decoded section: its bytes are borrowed from the buffer given to ckpt_decode(). */
+struct ckpt_section {
+	uint16_t flags;
+	uint64_t count;
+	uint64_t len;
+	const uint8_t *data; /* NULL when the section is absent */
+};
+
+struct ckpt {
+	struct ckpt_hdr h;
+	struct ckpt_section sec[CKPT_SEC_KNOWN + 1]; /* indexed by type; [0] unused */
+	uint32_t skipped;                            /* unknown skippable sections met */
+};
+
+/* One segment of the log as the checkpoint lists it: every segment up to start_seg. */
+struct ckpt_seg {
+	uint32_t id;
+	uint32_t end; /* past its last record (for start_seg: start_off) */
+	uint64_t first_seq;
+};
+
+/* One name entry. name and cid are borrowed from the decoded buffer. */
+struct ckpt_name {
+	const uint8_t *name;
+	uint16_t name_len;
+	const uint8_t *cid;
+	uint8_t cid_len;
+	uint64_t size;
+	int64_t time_ns;
+};
+
+/* Checks the whole file in buf (len bytes, borrowed; out borrows from it): header, every
+ * section's checksum and layout, names strictly increasing; of BLOCKS and PINS only their
+ * sizes (ckpt_entry_get() checks the entries). Never reads outside buf, never allocates.
+ * Errors, each with a message naming what is wrong: CS_ECORRUPT (damage, or a file that
+ * breaks a rule of the format), CS_EVERSION (a newer version, or a section type unknown to
+ * this version without the skippable flag). */
+int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out);
+
+/* Entry i of a decoded BLOCKS or PINS section, without checks. */
+void ckpt_entry_at(const struct ckpt_section *s, size_t i, uint8_t key[CS_KEY_MAX],
+		   struct idx_val *v);
+
+/* Entry i (< count) of c's section type (CKPT_SEC_BLOCKS or CKPT_SEC_PINS), checked: its
+ * position lies inside the log c lists and before its end mark, a block's length is at most
+ * CS_BLOCK_MAX, a pin's kind and CID version are known. That keys strictly increase is the
+ * caller's to check (idx_load() does). Errors: CS_ECORRUPT naming the entry. */
+int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_MAX],
+		   struct idx_val *v);
+
+/* Segment i of a decoded SEGMENTS section. */
+void ckpt_seg_at(const struct ckpt_section *s, size_t i, struct ckpt_seg *out);
+
+/* The name entry at byte offset off of a decoded NAMES section (0 for the first); returns
+ * the offset of the next. */
+size_t ckpt_name_at(const struct ckpt_section *s, size_t off, struct ckpt_name *out);
+
+/* The decoded STATS section. */
+void ckpt_stats(const struct ckpt_section *s, cs_gc_stat *gc, int64_t *gc_time_ns);
+
+/* ---- Writing ------------------------------------------------------------------------- */
+
+/* Writes a checkpoint to fd from offset 0 through one buffer: sections one after another,
+ * then the header. A write error is kept and returned by ckpt_write_finish(); the calls in
+ * between need no checks. */
+struct ckpt_writer {
+	int fd;             /* borrowed */
+	uint8_t *buf;       /* owned; CKPT_WBUF bytes */
+	size_t fill;
+	uint64_t off;       /* file offset of buf[0] */
+	void *xs;           /* owned XXH3 state of the open section */
+	uint64_t sec_off;   /* file offset of the open section's header */
+	uint16_t sec_type;
+	uint64_t sec_count;
+	uint32_t nsections;
+	int err;            /* first error, 0 if none */
+};
+
+/* Errors: -ENOMEM. */
+int ckpt_write_begin(struct ckpt_writer *w, int fd);
+void ckpt_section_begin(struct ckpt_writer *w, uint16_t type);
+void ckpt_put_entry(struct ckpt_writer *w, const uint8_t key[CS_KEY_MAX], const struct idx_val *v);
+void ckpt_put_seg(struct ckpt_writer *w, const struct ckpt_seg *seg);
+void ckpt_put_name(struct ckpt_writer *w, const struct ckpt_name *n);
+void ckpt_put_stats(struct ckpt_writer *w, const cs_gc_stat *gc, int64_t gc_time_ns);
+void ckpt_section_end(struct ckpt_writer *w);
+/* Writes the header (h's nsections and file_size are filled in) and frees the writer's
+ * memory, whatever happened. Does not sync. Errors: the first write error (-errno, with a
+ * message), -ENOMEM. */
+int ckpt_write_finish(struct ckpt_writer *w, struct ckpt_hdr *h);
+/* Frees a writer without writing the header. */
+void ckpt_write_abort(struct ckpt_writer *w);
+
+#endif
