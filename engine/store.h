@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "btree.h"
 #include "cidstore.h"
 #include "dir.h"
 #include "keyset.h"
@@ -87,6 +88,38 @@ int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct id
 /* Replay of the pin records (pin.c), called by store.c's apply callback. */
 int pin_apply(cs_store *s, const struct rec_view *r);
 
+/* A DAG walk that admits each block once (its own set) and shades it for a running
+ * collection (E2 of gc.c): what a pin add or a name set walks. */
+struct gc_walk {
+	cs_store *s;
+	struct keyset seen; /* the blocks admitted; freed by the caller */
+};
+
+/* A pin add in the making, from its checks to its table update, all under life_mu (P1 of
+ * pin.c). pin_add_prepare() checks kind, root, table and limit, walks and shades the DAG
+ * (strictly: every block present, every dag-pb node decoding), reserves the table's nodes
+ * and builds the record p->rec, whose parts borrow p and root until pin_add_done(). With
+ * p->needed 0 the root is pinned so already and there is nothing to append. Otherwise the
+ * caller appends p->rec, alone or within a transaction, and then calls pin_add_apply() with
+ * the record's position under the write lock: it updates the table, pins_recursive and the
+ * cover map, and cannot fail. pin_add_done() frees p's walk on every path. Errors of prepare:
+ * those of cs_pin_add() but CS_EPOISONED, CS_EFULL. */
+struct pin_add {
+	uint8_t key[CS_KEY_MAX];
+	int kind;
+	int had;            /* the root was pinned (directly, since this is no no-op) */
+	int needed;         /* a record to append */
+	struct idx_val old; /* the pin it replaces, if had */
+	struct idx_val val; /* the table's new value; the position is filled by apply */
+	struct gc_walk c;   /* the DAG's blocks, for the cover map */
+	uint8_t meta[REC_PIN_META];
+	struct iovec parts[2];
+	struct wal_rec rec;
+};
+int pin_add_prepare(cs_store *s, const cs_cid *root, int kind, struct pin_add *p);
+void pin_add_apply(cs_store *s, struct pin_add *p, struct wal_pos pos);
+void pin_add_done(struct pin_add *p);
+
 /* Is key held by a pin? Returns 0 when not, or CS_EPINNED with a message naming a pin that
  * holds it (the CID text of cid for the message). Called with life_mu held. Errors also
  * -ENOMEM, and the DAG walk's when the cover map is built. */
@@ -97,12 +130,6 @@ int pin_check_held(cs_store *s, const uint8_t key[CS_KEY_MAX], const cs_cid *cid
  * Errors: -ENOMEM (the caller must fail its operation). */
 int gc_shade(cs_store *s, const uint8_t key[CS_KEY_MAX]);
 
-/* A DAG walk that admits each block once (its own set) and shades it for a running
- * collection (E2 of gc.c): what a pin add or a name set walks. */
-struct gc_walk {
-	cs_store *s;
-	struct keyset seen; /* the blocks admitted; freed by the caller */
-};
 int gc_walk_shading(cs_store *s, const cs_cid *root, unsigned flags, struct gc_walk *w);
 
 /* Checks that the whole DAG under root is present, shading it for a running collection, and
