@@ -5,8 +5,9 @@
  * the table in usage(): scripts can tell "absent" from "bad input" from "store locked".
  *
  * Invariants:
- *  1. add sets a name only after cs_add_path / cs_add_finish returned the root, which they
- *     return only once the whole DAG is durable: a name never points at a partial DAG.
+ *  1. add has cs_add_path / cs_add_finish set the name (and with --pin the pin, in the same
+ *     commit) once the whole DAG is durable: a name never points at a partial DAG, and a
+ *     crash never leaves a name without its pin.
  *  2. Bad input that can be seen before the store is touched (a missing or unreadable path,
  *     a directory without -r, a bad name, a bad option) is refused before the store opens.
  *  3. cat checks the structure of the wanted range (cs_file_check) before it writes a byte,
@@ -730,8 +731,8 @@ static const char *const add_help =
     "  root's CID. cdc is content-defined chunking (average N, default 262144: not a Kubo\n"
     "  chunker). Directories whose names and CIDs reach 262144 bytes, which Kubo would shard,\n"
     "  are refused. On a terminal, adds longer than a second show progress on stderr.\n"
-    "  --pin also pins the root recursively, after naming it (a crash between the two\n"
-    "  leaves the name without the pin).";
+    "  --pin also pins the root recursively, in the same commit as the name: after a\n"
+    "  crash the root has both or neither.";
 
 static int cmd_add(struct cli *c, int argc, char **argv)
 {
@@ -856,6 +857,9 @@ static int cmd_add(struct cli *c, int argc, char **argv)
 	if (st_ != 0)
 		return st_;
 
+	/* Invariant 1: the add sets the name (and the pin) itself, once the DAG is durable. */
+	ao.name = name;
+	ao.pin = pin;
 	int status = open_store(c);
 	if (status != 0)
 		return status;
@@ -875,21 +879,13 @@ static int cmd_add(struct cli *c, int argc, char **argv)
 	}
 	progress_end(&pg);
 	if (status == 0) {
-		/* Invariant 1: the root is durable; only now does a name point at it. */
-		rc = cs_name_set(c->store, name, &root, size);
-		if (rc != 0) {
-			status = fail(rc, "added, but cannot set name '%s'", name);
-		} else if (pin && (rc = cs_pin_add(c->store, &root, CS_PIN_RECURSIVE)) != 0) {
-			status = fail(rc, "added and named '%s', but cannot pin it", name);
-		} else {
-			char text[CS_CID_TEXT_MAX];
-			if ((rc = cs_cid_format(&root, text, sizeof(text))) < 0)
-				status = fail(rc, "cannot format CID");
-			else if (quiet)
-				printf("%s\n", text);
-			else
-				printf("%s\t%s\n", text, name);
-		}
+		char text[CS_CID_TEXT_MAX];
+		if ((rc = cs_cid_format(&root, text, sizeof(text))) < 0)
+			status = fail(rc, "cannot format CID");
+		else if (quiet)
+			printf("%s\n", text);
+		else
+			printf("%s\t%s\n", text, name);
 	}
 	if (fflush(stdout) != 0 && status == 0)
 		status = fail(-errno, "cannot write to stdout");

@@ -24,6 +24,12 @@
  *   S6. A name mutation cannot fail after its append: the table node is allocated before,
  *       and the CS_NAMES_MAX check happens before (under name_mu, so no other mutation can
  *       slip in between).
+ *   S7. A pinned name set (store_name_set with pin) is one transaction of two records,
+ *       REC_NAME_SET then REC_PIN_ADD, which replay applies whole or not at all. It holds
+ *       life_mu (P1 of pin.c) and name_mu (S5) from its checks through the one append to
+ *       the update of both tables under one write lock, neither of which can fail (S6, P1):
+ *       no reader, and no collection (whose activation takes both mutexes, E4 of gc.c),
+ *       sees the name without the pin or the pin without the name.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -758,59 +764,66 @@ int64_t store_realtime_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size)
+/* The message for a root that is not in the store. */
+static int root_absent(const cs_cid *root)
+{
+	char text[CS_CID_TEXT_MAX];
+	if (cs_cid_format(root, text, sizeof(text)) < 0)
+		snprintf(text, sizeof(text), "(unprintable)");
+	return cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
+}
+
+int store_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size, int pin)
 {
 	uint8_t meta[REC_NAME_SET_META], key[CS_KEY_MAX];
 	struct name_node *node = NULL;
+	struct pin_add p = {.c = {s, KEYSET_INIT}};
+	struct wal_pos pos[2];
 	struct idx_val iv;
 	struct name_val v;
 	size_t len;
 	uint64_t seq = 0;
 	int rc;
 
-	cs_clear_error();
 	if ((rc = check_name(name, &len)) != 0)
 		return rc;
 	if (root == NULL)
 		return cs_fail(CS_EINVAL, "no root CID given");
 	if (root->len > CS_CID_MAX || cs_cid_from_bytes(root->bytes, root->len, &v.root) != 0)
 		return cs_fail(CS_EINVAL, "the root is not a valid binary CID");
+	/* The root first, for the plainer message. */
+	if (cid_key(&v.root, key) != 0 || store_lookup(s, key, &iv) != 0)
+		return root_absent(&v.root);
 	if ((rc = names_node_new((const uint8_t *)name, len, &node)) != 0) /* S6 */
 		return rc;
 	v.size = size;
 
-	/* The root first, for the plainer message; then, with name_mu held on return, the whole
-	 * DAG, shaded for a running GC (E2, E4). */
-	if (cid_key(&v.root, key) != 0 || store_lookup(s, key, &iv) != 0) {
-		char text[CS_CID_TEXT_MAX];
-		if (cs_cid_format(&v.root, text, sizeof(text)) < 0)
-			snprintf(text, sizeof(text), "(unprintable)");
-		names_node_free(node);
-		return cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
-	}
-	if ((rc = gc_shade_dag_locked(s, &v.root, &s->name_mu)) != 0) {
-		names_node_free(node);
-		return rc;
+	if (pin) {
+		/* S7: life_mu, then name_mu, through to the table updates. No collection can
+		 * activate while life_mu is held, so the pin's walk under it shades the DAG for
+		 * an active one and needs no retry (E2, E4 of gc.c). */
+		pthread_mutex_lock(&s->life_mu);
+		rc = pin_add_prepare(s, &v.root, CS_PIN_RECURSIVE, &p);
+		if (rc != 0) {
+			pthread_mutex_unlock(&s->life_mu);
+			goto out;
+		}
+		pthread_mutex_lock(&s->name_mu);
+	} else if ((rc = gc_shade_dag_locked(s, &v.root, &s->name_mu)) != 0) {
+		/* With name_mu held on success, the whole DAG shaded for a running GC. */
+		goto out;
 	}
 	/* cs_block_has() semantics: a hash the store never holds is simply absent. Checked
 	 * after the shade, so a sweep cannot take the root between check and append. */
-	rc = cid_key(&v.root, key);
-	if (rc == 0)
-		rc = store_lookup(s, key, &iv);
-	if (rc == CS_ENOTFOUND) {
-		char text[CS_CID_TEXT_MAX];
-		if (cs_cid_format(&v.root, text, sizeof(text)) < 0)
-			snprintf(text, sizeof(text), "(unprintable)");
-		rc = cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
-	}
-	/* Only name_mu holders change the table, so reading it here needs no rwlock. The time
-	 * is taken under name_mu so that times grow in log order (unless the clock steps). */
-	if (rc != 0) {
-		/* the root is absent */
+	if ((rc = store_lookup(s, key, &iv)) == CS_ENOTFOUND) {
+		rc = root_absent(&v.root);
 	} else if (names_count(s->names) >= CS_NAMES_MAX &&
-	    names_get(s->names, (const uint8_t *)name, len, NULL) != 0) {
+	           names_get(s->names, (const uint8_t *)name, len, NULL) != 0) {
+		/* Only name_mu holders change the table, so reading it here needs no rwlock. */
 		rc = cs_fail(CS_ELIMIT, "the store holds %u names, the most it can", CS_NAMES_MAX);
 	} else {
+		/* The time is taken under name_mu so that times grow in log order (unless the
+		 * clock steps). */
 		v.time_ns = store_realtime_ns();
 		rec_name_set_meta(meta, (uint16_t)len, v.root.len, size, v.time_ns);
 		struct iovec parts[3] = {
@@ -818,20 +831,40 @@ CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64
 		    {(void *)name, len},
 		    {v.root.bytes, v.root.len},
 		};
-		struct wal_rec rec = {.type = REC_NAME_SET, .parts = parts, .nparts = 3};
-		rc = wal_append(s->wal, &rec, 1, NULL, &seq);
+		struct wal_rec recs[2] = {{.type = REC_NAME_SET, .parts = parts, .nparts = 3}};
+		if (p.needed)
+			recs[1] = p.rec;
+		rc = wal_append(s->wal, recs, p.needed ? 2 : 1, pos, &seq); /* S7: one txn */
 	}
 	if (rc == 0) {
 		pthread_rwlock_wrlock(&s->lock);
 		names_put(s->names, node, &v); /* S2, S5: appended first; cannot fail (S6) */
+		if (p.needed)
+			pin_add_apply(s, &p, pos[1]); /* cannot fail either (P1 of pin.c) */
 		pthread_rwlock_unlock(&s->lock);
 		node = NULL;
 	}
 	pthread_mutex_unlock(&s->name_mu);
+	if (pin)
+		pthread_mutex_unlock(&s->life_mu);
+out:
+	pin_add_done(&p);
 	names_node_free(node);
 	if (rc != 0)
 		return rc;
 	return wal_wait(s->wal, seq);
+}
+
+CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size)
+{
+	cs_clear_error();
+	return store_name_set(s, name, root, size, 0);
+}
+
+CS_API int cs_name_set_pinned(cs_store *s, const char *name, const cs_cid *root, uint64_t size)
+{
+	cs_clear_error();
+	return store_name_set(s, name, root, size, 1);
 }
 
 CS_API int cs_name_get(cs_store *s, const char *name, cs_cid *root, uint64_t *size,

@@ -9,7 +9,7 @@
  *
  * life_mu serializes the mutations that decide whether a block may go: pin add and remove,
  * block delete, and each step of GC's sweep. name_mu serializes name mutations (S5 of
- * store.c). mark_mu guards GC's mark set (gc.c, E1..E4). lock guards the in-memory tables.
+ * store.c); a pinned name set holds both, life_mu first (S7). mark_mu guards GC's mark set (gc.c, E1..E4). lock guards the in-memory tables.
  */
 #ifndef CS_STORE_H
 #define CS_STORE_H
@@ -68,6 +68,10 @@ struct cs_store {
  * For writers of many blocks that make them durable together, as an add does at its end. */
 int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash,
 	      int wait, cs_cid *out);
+
+/* cs_name_set() (pin 0) or cs_name_set_pinned() (pin 1), without clearing the thread's
+ * error: for an add that names its root at its end (file.c). S7 of store.c. */
+int store_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size, int pin);
 
 /* The index entry of key, under the read lock. Returns 0 or CS_ENOTFOUND. */
 struct idx_val;

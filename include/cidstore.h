@@ -360,6 +360,15 @@ typedef struct cs_add_options {
 	uint32_t chunk_size; /* fixed: 1..CS_ADD_CHUNK_MAX, default 262144; CDC: the average */
 	unsigned hash_threads; /* threads hashing the add's leaves, 1..CS_ADD_THREADS_MAX; 0
 				* (default) = the online CPUs, at most CS_ADD_THREADS_MAX */
+	/* Naming the result (cs_add_begin / cs_add_fd / cs_add_path; cs_dir_begin refuses
+	 * it). With name (borrowed for the cs_add_begin or cs_add_path call; copied) set, the
+	 * add ends by setting name to the root and the file's size as cs_name_set does, with
+	 * pin set as cs_name_set_pinned does, before it returns the root, while the add's
+	 * blocks are still held from a collection (docs/GC.md): no collection can take the
+	 * file between the add and its name. The name is checked at the start: an invalid one
+	 * fails before anything is written. An add that fails sets no name and no pin. */
+	const char *name; /* NULL (default): no name */
+	int pin;          /* 0 (default), or 1 with name: pin the root recursively too */
 } cs_add_options;
 
 /* Fills o with the defaults: the v1 profile with fixed 262144-byte chunks. */
@@ -381,7 +390,8 @@ typedef struct cs_add cs_add;
  * raw_leaves or chunker unknown; chunk_size 0 or, for CDC, not a power of two of at least
  * 1024; CIDv0 with a hash other than sha2-256), CS_ELIMIT (chunk_size above the limit,
  * hash_threads above CS_ADD_THREADS_MAX), CS_EUNSUPPORTED (hash), -ENOMEM, -EAGAIN (a
- * hashing thread could not be started). */
+ * hashing thread could not be started); CS_EINVAL also for an invalid name, or pin without
+ * a name. */
 CS_API int cs_add_begin(cs_store *s, const cs_add_options *o, cs_add **out);
 
 /* Appends len bytes of data (borrowed for the call; copied, so it may be reused at once) to
@@ -397,8 +407,9 @@ CS_API int cs_add_write(cs_add *a, const void *data, size_t len);
 
 /* Ends the file: puts its last chunk and the nodes above it, then makes every block of the
  * add durable (cs_store_sync) before it sets *root to the file's root CID and *size (may be
- * NULL) to its length in bytes. Frees a, on success and on failure. Errors: as
- * cs_add_write, and those of cs_store_sync. */
+ * NULL) to its length in bytes; with a name in the add's options, sets it (and the pin) first.
+ * Frees a, on success and on failure. Errors: as cs_add_write, those of cs_store_sync, and
+ * with a name those of cs_name_set / cs_name_set_pinned (the blocks stay, unnamed). */
 CS_API int cs_add_finish(cs_add *a, cs_cid *root, uint64_t *size);
 
 /* Drops an add without finishing it and frees a. Blocks it already put stay in the store
@@ -545,7 +556,9 @@ typedef struct cs_add_callbacks {
  *  CS_ELIMIT     a name over CS_DIR_NAME_MAX bytes or a symlink target over 4096 bytes;
  *                directories nested deeper than CS_ADD_DEPTH_MAX; a directory reaching
  *                CS_DIR_SHARD_BYTES
- *  a nonzero value returned by cb->entry, and the errors of cs_add_write and cs_store_sync. */
+ *  a nonzero value returned by cb->entry, and the errors of cs_add_write and cs_store_sync,
+ *  and with a name in o (checked before anything is written) those of cs_name_set /
+ *  cs_name_set_pinned. */
 CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, unsigned flags,
 		       const cs_add_callbacks *cb, cs_cid *root, uint64_t *size);
 
@@ -586,6 +599,17 @@ CS_API int cs_name_check(const char *name);
  * its checksum), CS_ELIMIT (a new name while 2^24 are held),
  * CS_EPOISONED, CS_EFULL, CS_ECLOSED, -ENOMEM, -errno. */
 CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size);
+
+/* As cs_name_set(), and pins root recursively (as cs_pin_add(root, CS_PIN_RECURSIVE)) in the
+ * same commit: the name's record and the pin's are one transaction in the log, applied whole
+ * or not at all at open, and the name and pin tables change together, so neither a crash nor
+ * a concurrent reader or cs_gc ever sees one without the other. A root pinned recursively
+ * already is only named. Every block of the DAG must be present and every dag-pb node must
+ * decode (the pin's rule). Errors: those of cs_name_set(), and CS_ECORRUPT (a dag-pb node of
+ * the DAG does not decode), CS_ELIMIT (CS_PINS_MAX pins are held and root is not one); on
+ * any error neither the name nor the pin changed. */
+CS_API int cs_name_set_pinned(cs_store *s, const char *name, const cs_cid *root,
+			      uint64_t size);
 
 /* Looks name up; any of root, size, time_ns may be NULL. Never waits for a commit.
  * Errors: CS_ENOTFOUND, CS_EINVAL (an invalid name, which is never set). */

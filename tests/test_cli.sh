@@ -4,7 +4,8 @@
 # roots, every option, stdin, -r trees), cat (whole and by range), ls, name rm; and each bad
 # input of the Files issue (missing, unreadable, a directory without -r, a name with a
 # newline, a non-UnixFS node, a missing leaf, blocksizes that disagree) gives its code with
-# no name set and nothing on stdout; progress appears on a terminal only.
+# no name set and nothing on stdout; progress appears on a terminal only. add --pin names and
+# pins (from a path or stdin); pins and gc as the Lifecycle issue asks.
 # Usage: test_cli.sh PATH/TO/cidstore
 set -u
 bin=$1
@@ -318,6 +319,16 @@ expect 2 "pin no CID" -- "$bin" pin add
 expect 2 "pin recursive to direct" -- "$bin" pin add --direct "$keep"
 expect 0 "pin rm" -- "$bin" pin rm "$keep"
 expect 0 "block rm unpinned" -- "$bin" block rm "$leaf"
+# add --pin from stdin names and pins in one go; a bad name with --pin writes nothing.
+expect 0 "add --pin stdin" -- "$bin" add --pin --quiet --name piped - <"$tmp/drop"
+piped=$(cat "$tmp/out")
+expect 0 "pin ls after stdin" -- "$bin" pin ls
+[ "$(cat "$tmp/out")" = "$piped	recursive" ] && ok || bad "stdin --pin: $(cat "$tmp/out")"
+"$bin" stat >"$tmp/before"
+expect 2 "add --pin bad name" -- "$bin" add --pin --name "$(printf 'a\tb')" "$tmp/keep"
+"$bin" stat >"$tmp/after"
+python3 -c 'import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); assert a["next_seq"]==b["next_seq"] and a["names"]==b["names"], (a,b)' \
+	"$tmp/before" "$tmp/after" && ok || bad "add --pin with a bad name wrote something"
 export CIDSTORE_DIR=$tmp/store
 
 # --help for every command, and the exit-code table.
