@@ -429,6 +429,11 @@ static json_t *stat_json(cs_store *s)
 	json_object_set_new(j, "pins", json_integer((json_int_t)st.pins));
 	json_object_set_new(j, "pins_recursive", json_integer((json_int_t)st.pins_recursive));
 	json_object_set_new(j, "garbage_bytes_estimate", json_integer((json_int_t)st.garbage_bytes));
+	json_object_set_new(j, "quota",
+	                    json_pack("{s:I, s:I, s:I, s:I}", "bytes", (json_int_t)st.quota_bytes,
+	                              "used", (json_int_t)st.quota_used, "refused",
+	                              (json_int_t)st.quota_refused, "gcs",
+	                              (json_int_t)st.quota_gcs));
 	json_object_set_new(
 	    j, "last_gc",
 	    json_pack("{s:I, s:I, s:I, s:f, s:I}", "freed_blocks", (json_int_t)st.last_gc.swept_blocks,
@@ -1134,7 +1139,8 @@ static int cmd_gc(struct cli *c, int argc, char **argv)
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: cidstore [--dir DIR] [--durability sync|interval|none] COMMAND ...\n"
+	        "usage: cidstore [--dir DIR] [--durability sync|interval|none]\n"
+	        "                [--quota BYTES [--quota-gc]] COMMAND ...\n"
 	        "\n"
 	        "commands:\n"
 	        "  add [-r] [--name N] [--cid-version 0|1] [--chunker size-N|cdc] [--hash H]\n"
@@ -1158,7 +1164,10 @@ static void usage(FILE *out)
 	        "\n"
 	        "DIR defaults to $CIDSTORE_DIR, else $XDG_DATA_HOME/cidstore, else\n"
 	        "~/.local/share/cidstore; it is created on first use. CIDSTORE_IO=uring|psync\n"
-	        "chooses the I/O backend. COMMAND --help describes each command.\n\n%s",
+	        "chooses the I/O backend. --quota refuses (exit 6) a put of a new block that would\n"
+	        "take the live block bytes (stat's physical_bytes) past BYTES; with --quota-gc such\n"
+	        "a put first runs gc and tries once more. The quota holds for this command only.\n"
+	        "COMMAND --help describes each command.\n\n%s",
 	        exit_table);
 }
 
@@ -1167,6 +1176,8 @@ int main(int argc, char **argv)
 	static const struct option lo[] = {
 	    {"dir", required_argument, 0, 'd'},
 	    {"durability", required_argument, 0, 'D'},
+	    {"quota", required_argument, 0, 'Q'},
+	    {"quota-gc", no_argument, 0, 'G'},
 	    {"help", no_argument, 0, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -1193,6 +1204,13 @@ int main(int argc, char **argv)
 			else
 				return usage_error("unknown durability '%s'", optarg);
 			break;
+		case 'Q':
+			if (parse_u64(optarg, &c.opts.quota_bytes) != 0)
+				return usage_error("--quota takes a number of bytes, not '%s'", optarg);
+			break;
+		case 'G':
+			c.opts.quota_gc = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1201,6 +1219,8 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (c.opts.quota_gc && c.opts.quota_bytes == 0)
+		return usage_error("--quota-gc needs --quota");
 	if (optind >= argc) {
 		fputs("cidstore: no command given\n", stderr);
 		usage(stderr);

@@ -256,7 +256,7 @@ static int sweep_piece(cs_store *s, struct piece *p, cs_gc_stat *st)
 		for (int j = 0; j < n; j++) { /* S2: appended first */
 			struct idx_val old;
 			CS_ASSERT(idx_del(s->idx, p->keys[idx[j]], &old) == 0);
-			s->live_bytes -= old.len;
+			store_live_drop(s, old.len);
 			st->swept_bytes += old.len;
 		}
 		pthread_rwlock_unlock(&s->lock);

@@ -24,6 +24,20 @@
  *   S6. A name mutation cannot fail after its append: the table node is allocated before,
  *       and the CS_NAMES_MAX check happens before (under name_mu, so no other mutation can
  *       slip in between).
+ *   Q1. quota_used equals live_bytes plus the bytes reserved by puts between their
+ *       reservation and their index update (or release); it changes only atomically, so it
+ *       can be read and reserved from without the index lock.
+ *   Q2. A put of a block that is not present reserves its length before it appends, with a
+ *       compare-and-swap that refuses to take quota_used past quota_bytes, so concurrent
+ *       puts never overshoot: live_bytes <= quota_used <= quota_bytes, unless the store was
+ *       above its quota at open (it then takes no new block until deletes bring it below).
+ *       A failed append or index update, or a racing put of the same block that got there
+ *       first, releases the reservation.
+ *   Q3. A put of a present block reserves nothing: deduplicated puts never count.
+ *   Q4. With quota_gc a refused reservation runs cs_gc on the putting thread, which holds
+ *       no lock of the store then (any put caller may start a collection), and tries once
+ *       more. A put that meets a collection already running waits for its end instead
+ *       (gc_cv), so two writers at the quota start one collection, not two.
  *   S7. A pinned name set (store_name_set with pin) is one transaction of two records,
  *       REC_NAME_SET then REC_PIN_ADD, which replay applies whole or not at all. It holds
  *       life_mu (P1 of pin.c) and name_mu (S5) from its checks through the one append to
@@ -91,6 +105,8 @@ static int check_options(const cs_options *o)
 	    o->batch_bytes > o->segment_bytes / 2)
 		return cs_fail(CS_EINVAL, "batch_bytes %u is outside %u..min(%u, segment_bytes/2)",
 		               o->batch_bytes, CS_BATCH_MIN, CS_BATCH_MAX);
+	if (o->quota_gc != 0 && o->quota_gc != 1)
+		return cs_fail(CS_EINVAL, "quota_gc is %d: use 0 or 1", o->quota_gc);
 	if (o->flags & ~(unsigned)(CS_OPEN_CREATE | CS_OPEN_SALVAGE))
 		return cs_fail(CS_EINVAL, "unknown open flags 0x%x", o->flags);
 	return 0;
@@ -315,6 +331,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	if ((rc = rec_replay(&ro, &s->rec)) != 0)
 		goto fail;
 	CS_DASSERT(names_check_tree(s->names) == 0);
+	atomic_store(&s->quota_used, s->live_bytes); /* Q1: no put in flight yet */
 
 	struct wal_config wc = {
 	    .dirfd = s->dir.dirfd,
@@ -410,6 +427,80 @@ static int put_check(const void *data, size_t len, uint64_t codec, uint64_t hash
 	return 0;
 }
 
+/* Reserves len bytes of the quota (Q2), or fails with no message. */
+static int quota_try(cs_store *s, size_t len)
+{
+	uint64_t q = s->opts.quota_bytes, cur = atomic_load(&s->quota_used);
+
+	/* Bounded: each failed exchange means another put or delete changed the use. */
+	do {
+		if (q != 0 && (len > q || cur > q - len))
+			return CS_EFULL;
+	} while (!atomic_compare_exchange_weak(&s->quota_used, &cur, cur + len));
+	return 0;
+}
+
+/* Makes room for a put by a collection (quota_gc): runs one and sets *freed to what it
+ * freed, or waits for the one another thread runs and sets *freed to UINT64_MAX (Q4).
+ * Returns 0 when a collection ended, or the error of the one it ran. */
+static int quota_collect(cs_store *s, uint64_t *freed)
+{
+	cs_gc_stat g;
+
+	*freed = 0;
+	int rc = cs_gc(s, &g); /* no lock is held here: any caller may start one */
+	if (rc == 0) {
+		atomic_fetch_add(&s->quota_gcs, 1);
+		*freed = g.swept_bytes;
+	} else if (rc == CS_EBUSY) {
+		pthread_mutex_lock(&s->life_mu);
+		while (s->gc_running)
+			pthread_cond_wait(&s->gc_cv, &s->life_mu);
+		pthread_mutex_unlock(&s->life_mu);
+		*freed = UINT64_MAX;
+		rc = 0;
+	}
+	return rc;
+}
+
+/* Reserves len bytes of the quota for a put of a block not present (Q2), running or
+ * waiting for a collection first when quota_gc says so. Errors: CS_EFULL naming the limit
+ * and the use, and the errors of the collection (CS_ECLOSED, CS_ECORRUPT, ...). */
+static int quota_reserve(cs_store *s, size_t len)
+{
+	uint64_t q = s->opts.quota_bytes, freed = 0;
+	int rc, collected = 0;
+
+	if (quota_try(s, len) == 0)
+		return 0;
+	if (s->opts.quota_gc) {
+		if ((rc = quota_collect(s, &freed)) != 0) {
+			char why[256];
+			snprintf(why, sizeof(why), "%s", cs_errmsg());
+			return cs_fail(rc,
+			               "quota of %llu bytes reached, and the collection run to make "
+			               "room failed: %s",
+			               (unsigned long long)q, why);
+		}
+		collected = 1;
+		if (quota_try(s, len) == 0)
+			return 0;
+	}
+	char after[96] = "";
+	if (collected && freed == UINT64_MAX)
+		snprintf(after, sizeof(after), " (after another thread's collection)");
+	else if (collected)
+		snprintf(after, sizeof(after), " (after a collection that freed %llu bytes)",
+		         (unsigned long long)freed);
+	atomic_fetch_add(&s->quota_refused, 1);
+	return cs_fail(CS_EFULL,
+	               "quota of %llu bytes reached: live blocks and puts in flight take %llu "
+	               "bytes, and this block needs %zu more%s; delete blocks or names and "
+	               "collect, or raise the quota",
+	               (unsigned long long)q, (unsigned long long)atomic_load(&s->quota_used),
+	               len, after);
+}
+
 int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash, int wait,
               cs_cid *out)
 {
@@ -449,6 +540,8 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 		return ws.next_seq > 1 ? wal_wait(s->wal, ws.next_seq - 1) : 0;
 	}
 
+	if ((rc = quota_reserve(s, len)) != 0) /* Q2: before anything is written */
+		return rc;
 	rec_block_meta(meta, (uint16_t)hash, (uint8_t)dlen, (uint32_t)codec);
 	struct iovec parts[3] = {
 	    {meta, sizeof(meta)},
@@ -458,13 +551,17 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 	struct wal_rec rec = {.type = REC_BLOCK, .parts = parts, .nparts = 3};
 	struct wal_pos pos;
 	uint64_t seq;
-	if ((rc = wal_append(s->wal, &rec, 1, &pos, &seq)) != 0)
+	if ((rc = wal_append(s->wal, &rec, 1, &pos, &seq)) != 0) {
+		atomic_fetch_sub(&s->quota_used, len); /* Q1: released */
 		return rc;
+	}
 	v = (struct idx_val){pos.seg, pos.off, (uint32_t)len, (uint32_t)codec};
 	pthread_rwlock_wrlock(&s->lock);
 	rc = idx_put(s->idx, key, &v, NULL); /* S2: appended first */
 	if (rc == 0)
-		s->live_bytes += len;
+		s->live_bytes += len; /* Q1: the reservation is now live */
+	else
+		atomic_fetch_sub(&s->quota_used, len); /* a racing put of it won, or no memory */
 	pthread_rwlock_unlock(&s->lock);
 	if (rc < 0)
 		return rc;
@@ -576,7 +673,7 @@ CS_API int cs_block_delete(cs_store *s, const cs_cid *cid)
 		goto out;
 	pthread_rwlock_wrlock(&s->lock);
 	if (idx_del(s->idx, key, &v) == 0) /* a racing GC sweep cannot: it holds life_mu */
-		s->live_bytes -= v.len;
+		store_live_drop(s, v.len);
 	pthread_rwlock_unlock(&s->lock);
 out:
 	pthread_mutex_unlock(&s->life_mu);
@@ -624,6 +721,10 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out)
 	out->salvaged_bytes = s->rec.salvaged_bytes;
 	out->stray_files = s->rec.stray_files;
 	out->open_seconds = s->open_seconds;
+	out->quota_bytes = s->opts.quota_bytes;
+	out->quota_used = atomic_load(&s->quota_used);
+	out->quota_refused = atomic_load(&s->quota_refused);
+	out->quota_gcs = atomic_load(&s->quota_gcs);
 	out->garbage_bytes = ws.log_bytes - ws.segments * CS_SEG_HEADER > out->live_bytes
 	                         ? ws.log_bytes - ws.segments * CS_SEG_HEADER - out->live_bytes
 	                         : 0;

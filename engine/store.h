@@ -36,6 +36,9 @@ struct cs_store {
 	pthread_rwlock_t lock; /* guards idx, names, pins, cover and the counters below */
 	struct idx *idx;
 	uint64_t live_bytes;
+	_Atomic uint64_t quota_used;     /* Q1 of store.c */
+	_Atomic uint64_t quota_refused;  /* puts refused by the quota */
+	_Atomic uint64_t quota_gcs;      /* collections run for the quota */
 	struct names *names; /* owned; changed only by holders of name_mu (S5) */
 	pthread_mutex_t name_mu;
 
@@ -72,6 +75,14 @@ int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_
 /* cs_name_set() (pin 0) or cs_name_set_pinned() (pin 1), without clearing the thread's
  * error: for an add that names its root at its end (file.c). S7 of store.c. */
 int store_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size, int pin);
+
+/* Drops n bytes of live block data (a deleted or swept block): from live_bytes and from the
+ * quota's use (Q1 of store.c). Called with the write lock held. */
+static inline void store_live_drop(cs_store *s, uint64_t n)
+{
+	s->live_bytes -= n;
+	atomic_fetch_sub(&s->quota_used, n);
+}
 
 /* The index entry of key, under the read lock. Returns 0 or CS_ENOTFOUND. */
 struct idx_val;

@@ -145,6 +145,29 @@ typedef struct cs_options {
 	cs_io_backend io;            /* default CS_IO_AUTO */
 	uint64_t segment_bytes;      /* log segment size; default 256 MiB */
 	uint32_t batch_bytes;        /* group-commit buffer size; default 8 MiB */
+	/* Quota: an upper bound, in bytes, on the store's live block data (cs_stat.live_bytes,
+	 * the CLI's physical_bytes: each live block's bytes once, as the index references
+	 * them); 0 (default) for none. A put of a block that is not present and would take the
+	 * live bytes past it fails with CS_EFULL, naming the limit and the use, and writes
+	 * nothing; puts of present blocks (deduplicated), reads, deletes, names, pins and GC go
+	 * on. Concurrent puts reserve their bytes atomically before they append, so the live
+	 * bytes never exceed the quota (a put racing another of the same new block may be
+	 * refused while both hold a reservation). Names and pins are not counted: they are
+	 * bounded by CS_NAMES_MAX and CS_PINS_MAX, and must stay settable and removable on a
+	 * full store. The quota is of this open: it is not stored, and a store found above it
+	 * at open takes no new block until deletes or a collection bring it below.
+	 * Why live bytes and not disk bytes: the log shrinks on disk only by compaction, which
+	 * copies the live records of old segments before it deletes them; that bounds the disk
+	 * at about live x 1.1 + two segments, so a live quota bounds the disk too, while a
+	 * disk quota would make compaction itself fail it, being full when it is most needed.
+	 * A full file system is the other CS_EFULL (see cs_block_put). */
+	uint64_t quota_bytes;
+	/* With quota_bytes: 1 to run cs_gc when a put would cross the quota, then try the put
+	 * once more (CS_EFULL if still over); 0 (default) to fail at once. A put that meets a
+	 * collection running on another thread waits for it to end instead, then tries once
+	 * more. The collection runs on the putting thread, within its put; an add in flight
+	 * keeps its own blocks through it (docs/GC.md). */
+	int quota_gc;
 	/* Called for recovery reports and warnings (torn tail truncated, salvaged records,
 	 * backend fallback). msg is borrowed for the call. May be NULL. */
 	void (*log)(void *ctx, int level, const char *msg);
@@ -180,7 +203,12 @@ CS_API int cs_store_close(cs_store *s);
  * CS_BLOCK_MAX), CS_EUNSUPPORTED (hash), CS_EPOISONED, CS_ECLOSED, -errno, and CS_EFULL:
  * the block needed a new log segment and creating it failed with ENOSPC or EDQUOT (the
  * message names which); nothing was written, the handle is not poisoned, and a later call
- * tries the creation again, so it succeeds once space is freed. */
+ * tries the creation again, so it succeeds once space is freed. CS_EFULL too when the block
+ * is not present and would take the live bytes past cs_options.quota_bytes (after a
+ * collection, with quota_gc): the message names the limit, the use and the block's size;
+ * nothing was written. With quota_gc, also the errors of that cs_gc (CS_ECLOSED,
+ * CS_ECORRUPT, CS_EPOISONED, -ENOMEM, -errno), nothing written. A full file system does not start a collection, which frees index
+ * entries but no disk (only compaction does) and needs log space for its own records. */
 CS_API int cs_block_put(cs_store *s, const void *data, size_t len, uint64_t codec,
 			uint64_t hash, cs_cid *out);
 
@@ -249,6 +277,11 @@ typedef struct cs_stat {
 				    * record headers), so an upper bound */
 	cs_gc_stat last_gc;        /* the last cs_gc on this handle (zero if none) */
 	int64_t last_gc_time_ns;   /* when it ended, Unix nanoseconds; 0 if none */
+	/* Quota (cs_options.quota_bytes). */
+	uint64_t quota_bytes;      /* the limit; 0 if none */
+	uint64_t quota_used;       /* live_bytes plus the bytes reserved by puts in flight */
+	uint64_t quota_refused;    /* puts refused with CS_EFULL by the quota since open */
+	uint64_t quota_gcs;        /* collections run because a put met the quota */
 } cs_stat;
 
 /* Fills *out. Never fails on a valid handle. */
