@@ -148,11 +148,16 @@ int gc_shade(cs_store *s, const uint8_t key[CS_KEY_MAX]);
 int gc_walk_shading(cs_store *s, const cs_cid *root, unsigned flags, struct gc_walk *w);
 
 /* Checks that the whole DAG under root is present, shading it for a running collection, and
- * returns with mu locked, such that either no collection is active or the active one has
- * the DAG shaded (E2, E4 of gc.c). mu is a lock that collection activation takes (name_mu),
- * held by the caller until its root is in its table. On error mu is not held. Errors:
- * CS_ENOTFOUND (names the first missing block), -ENOMEM, read errors of the walk. */
+ * returns with mu locked, such that every block of the DAG is present and either no
+ * collection is active or the active one has the DAG shaded (E2, E4 of gc.c). mu is a lock
+ * that collection activation takes (name_mu), held by the caller until its root is in its
+ * table. The DAG is walked without mu, then its blocks are looked up again with mu held.
+ * On error mu is not held. Errors: CS_ENOTFOUND (names the first missing block), -ENOMEM,
+ * read errors of the walk. */
 int gc_shade_dag_locked(cs_store *s, const cs_cid *root, pthread_mutex_t *mu);
+/* For tests: when set, called by gc_shade_dag_locked() between its walk and its lock, with
+ * no lock held, so a test can run a whole collection in that window. */
+extern void (*gc_test_before_lock)(cs_store *s);
 
 /* An add in flight (gc.c, E1): blocks it writes from store_hold_begin() on are never swept
  * by a collection that begins before store_hold_end(), although nothing roots them yet.

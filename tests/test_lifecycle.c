@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "store.h"
 #include "test_util.h"
 
 static char dir[256];
@@ -409,6 +410,41 @@ static void test_gc_basic(void **state)
 	CHECK(cs_store_close(s));
 }
 
+/* A whole collection between a name set's DAG walk and its lock: the walk saw the file's
+ * blocks, the collection swept them (nothing rooted them yet), and the name set must notice
+ * and refuse, not name a file that is gone. */
+static int g_hook_runs;
+
+static void gc_in_window(cs_store *s)
+{
+	if (g_hook_runs++ == 0)
+		CHECK(cs_gc(s, NULL));
+}
+
+static void test_gc_between_walk_and_name(void **state)
+{
+	cs_store *s = open_store();
+	cs_cid root;
+
+	/* A direct pin keeps the root through the collection, its leaves are garbage. */
+	add_file(s, 50, 5000, 1024, &root);
+	CHECK(cs_pin_add(s, &root, CS_PIN_DIRECT));
+	g_hook_runs = 0;
+	gc_test_before_lock = gc_in_window;
+	int rc = cs_name_set(s, "late", &root, 5000);
+	gc_test_before_lock = NULL;
+	assert_int_equal(g_hook_runs, 1);
+	assert_int_equal(rc, CS_ENOTFOUND);
+	assert_non_null(strstr(cs_errmsg(), "not in the store"));
+	assert_int_equal(cs_name_get(s, "late", NULL, NULL, NULL), CS_ENOTFOUND);
+	assert_int_equal(nblocks(s), 1); /* the root alone */
+	CHECK(cs_pin_rm(s, &root));
+	/* Without a collection in the window the name lands. */
+	add_file(s, 50, 5000, 1024, &root);
+	CHECK(cs_name_set(s, "late", &root, 5000));
+	CHECK(cs_store_close(s));
+}
+
 /* ---- GC under concurrent writers -------------------------------------------------------- */
 
 #define WRITERS 3
@@ -664,6 +700,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_pin_missing_block, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_name_pinned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_basic, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gc_between_walk_and_name, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_vs_close, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_busy, setup, teardown),
