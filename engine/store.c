@@ -24,6 +24,12 @@
  *   S6. A name mutation cannot fail after its append: the table node is allocated before,
  *       and the CS_NAMES_MAX check happens before (under name_mu, so no other mutation can
  *       slip in between).
+ *   S7. A pinned name set (store_name_set with pin) is one transaction of two records,
+ *       REC_NAME_SET then REC_PIN_ADD, which replay applies whole or not at all. It holds
+ *       life_mu (P1 of pin.c) and name_mu (S5) from its checks through the one append to
+ *       the update of both tables under one write lock, neither of which can fail (S6, P1):
+ *       no reader, and no collection (whose activation takes both mutexes, E4 of gc.c),
+ *       sees the name without the pin or the pin without the name.
  *   Q1. quota_used equals live_bytes plus the bytes reserved by puts between their
  *       reservation and their index update (or release); it changes only atomically, so it
  *       can be read and reserved from without the index lock.
@@ -38,12 +44,6 @@
  *       no lock of the store then (any put caller may start a collection), and tries once
  *       more. A put that meets a collection already running waits for its end instead
  *       (gc_cv), so two writers at the quota start one collection, not two.
- *   S7. A pinned name set (store_name_set with pin) is one transaction of two records,
- *       REC_NAME_SET then REC_PIN_ADD, which replay applies whole or not at all. It holds
- *       life_mu (P1 of pin.c) and name_mu (S5) from its checks through the one append to
- *       the update of both tables under one write lock, neither of which can fail (S6, P1):
- *       no reader, and no collection (whose activation takes both mutexes, E4 of gc.c),
- *       sees the name without the pin or the pin without the name.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -914,12 +914,10 @@ int store_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t s
 		/* With name_mu held on success, the whole DAG shaded for a running GC. */
 		goto out;
 	}
-	/* cs_block_has() semantics: a hash the store never holds is simply absent. Checked
-	 * after the shade, so a sweep cannot take the root between check and append. */
-	if ((rc = store_lookup(s, key, &iv)) == CS_ENOTFOUND) {
-		rc = root_absent(&v.root);
-	} else if (names_count(s->names) >= CS_NAMES_MAX &&
-	           names_get(s->names, (const uint8_t *)name, len, NULL) != 0) {
+	/* The whole DAG, root included, is present now and stays until the name is in the
+	 * table: looked up under name_mu (gc_shade_dag_locked) or walked under life_mu. */
+	if (names_count(s->names) >= CS_NAMES_MAX &&
+	    names_get(s->names, (const uint8_t *)name, len, NULL) != 0) {
 		/* Only name_mu holders change the table, so reading it here needs no rwlock. */
 		rc = cs_fail(CS_ELIMIT, "the store holds %u names, the most it can", CS_NAMES_MAX);
 	} else {
