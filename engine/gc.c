@@ -30,8 +30,9 @@
  *       before activation is in its table when the marker walks it; a root set after sees
  *       gc_active and shades (E2). A name set walks its DAG before it takes name_mu, so it
  *       shades and looks up the walk's blocks once more with name_mu held
- *       (gc_shade_dag_locked): a collection that ran whole in between is noticed. A root removed during the collection may or may not be
- *       marked from: its blocks may survive this collection, never a live one.
+ *       (gc_shade_dag_locked): a collection that ran whole in between is noticed. A root
+ *       removed during the collection may or may not be marked from: its blocks may
+ *       survive this collection, never a live one.
  * Marks come in two strengths (the count in the mark set): 1, shaded alone (a put of a
  * present block), and 2, marked with everything below it (the marker and DAG shades). A
  * DAG walk steps into a block unless it is marked 2, so a dag-pb block put during GC and

@@ -9,7 +9,8 @@
  *
  * life_mu serializes the mutations that decide whether a block may go: pin add and remove,
  * block delete, and each step of GC's sweep. name_mu serializes name mutations (S5 of
- * store.c); a pinned name set holds both, life_mu first (S7). mark_mu guards GC's mark set (gc.c, E1..E4). lock guards the in-memory tables.
+ * store.c); a pinned name set holds both, life_mu first (S7). mark_mu guards GC's mark set
+ * (gc.c, E1..E4). lock guards the in-memory tables.
  */
 #ifndef CS_STORE_H
 #define CS_STORE_H

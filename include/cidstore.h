@@ -397,9 +397,11 @@ typedef struct cs_add_options {
 	 * it). With name (borrowed for the cs_add_begin or cs_add_path call; copied) set, the
 	 * add ends by setting name to the root and the file's size as cs_name_set does, with
 	 * pin set as cs_name_set_pinned does, before it returns the root, while the add's
-	 * blocks are still held from a collection (docs/GC.md): no collection can take the
-	 * file between the add and its name. The name is checked at the start: an invalid one
-	 * fails before anything is written. An add that fails sets no name and no pin. */
+	 * blocks are still held from a collection (docs/GC.md): no collection takes what the
+	 * add wrote before it is named (blocks it found present are held only while a
+	 * collection runs; one taken makes the name set fail with CS_ENOTFOUND). The name is
+	 * checked at the start: an invalid one fails before anything is written. An add that
+	 * fails sets no name and no pin. */
 	const char *name; /* NULL (default): no name */
 	int pin;          /* 0 (default), or 1 with name: pin the root recursively too */
 } cs_add_options;

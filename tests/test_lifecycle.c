@@ -2,16 +2,16 @@
  * test_lifecycle.c - pins and garbage collection: what a user relies on to keep data alive.
  *
  * Proves: a recursive pin holds a whole file DAG and refuses the deletion of any block in it
- * (CS_EPINNED naming the pin), a direct pin only its root; pinning a DAG with a missing block
- * fails with CS_ENOTFOUND naming that block and pins nothing; pins survive reopen; every bad
- * input of the issue (pin of an absent CID, unpin of an unpinned CID, rm of a pinned block,
- * recursive to direct) gets its code. GC deletes exactly the blocks no name or pin reaches,
- * durably, and keeps everything rooted. Under concurrent writers that add files, name, pin,
- * unpin and re-put while another thread collects over and over, no rooted file ever loses a
- * block, and a put followed by a name set fails only when a collection overlapped it (the
- * documented rule); a pinned name set (an add's name and pin options, cs_name_set_pinned)
- * names and pins together, upgrades a direct pin, and writes nothing on bad input; a final quiet collection leaves exactly the reachable blocks. GC while
- * another thread closes the store returns CS_ECLOSED and close waits for it.
+ * (CS_EPINNED naming the pin), a direct pin only its root; pinning a DAG with a missing block fails
+ * with CS_ENOTFOUND naming that block and pins nothing; pins survive reopen; every bad input of the
+ * issue (pin of an absent CID, unpin of an unpinned CID, rm of a pinned block, recursive to direct)
+ * gets its code. GC deletes exactly the blocks no name or pin reaches, durably, and keeps
+ * everything rooted. Under concurrent writers that add files, name, pin, unpin and re-put while
+ * another thread collects over and over, no rooted file ever loses a block, and a put followed by a
+ * name set fails only when a collection overlapped it (the documented rule); a pinned name set (an
+ * add's name and pin options, cs_name_set_pinned) names and pins together, upgrades a direct pin,
+ * and writes nothing on bad input; a final quiet collection leaves exactly the reachable blocks. GC
+ * while another thread closes the store returns CS_ECLOSED and close waits for it.
  */
 #include <stdarg.h>
 #include <stddef.h>
