@@ -629,7 +629,11 @@ static void test_gc_vs_close(void **state)
 	pthread_t t;
 	atomic_store(&g_gc_rc, 1);
 	pthread_create(&t, NULL, gc_once, s);
-	usleep(1000);
+	/* Close must not race with the start of cs_gc (the handle's contract): wait until the
+	 * collection is active or over. A fixed sleep was too short under ASan, which then saw
+	 * cs_gc lock a store close had freed. */
+	while (!atomic_load(&s->gc_active) && atomic_load(&g_gc_rc) == 1)
+		usleep(100);
 	int crc = cs_store_close(s);
 	pthread_join(t, NULL);
 	assert_int_equal(crc, 0);
