@@ -5,8 +5,9 @@
  * the table in usage(): scripts can tell "absent" from "bad input" from "store locked".
  *
  * Invariants:
- *  1. add sets a name only after cs_add_path / cs_add_finish returned the root, which they
- *     return only once the whole DAG is durable: a name never points at a partial DAG.
+ *  1. add has cs_add_path / cs_add_finish set the name (and with --pin the pin, in the same
+ *     commit) once the whole DAG is durable: a name never points at a partial DAG, and a
+ *     crash never leaves a name without its pin.
  *  2. Bad input that can be seen before the store is touched (a missing or unreadable path,
  *     a directory without -r, a bad name, a bad option) is refused before the store opens.
  *  3. cat checks the structure of the wanted range (cs_file_check) before it writes a byte,
@@ -428,6 +429,11 @@ static json_t *stat_json(cs_store *s)
 	json_object_set_new(j, "pins", json_integer((json_int_t)st.pins));
 	json_object_set_new(j, "pins_recursive", json_integer((json_int_t)st.pins_recursive));
 	json_object_set_new(j, "garbage_bytes_estimate", json_integer((json_int_t)st.garbage_bytes));
+	json_object_set_new(j, "quota",
+	                    json_pack("{s:I, s:I, s:I, s:I}", "bytes", (json_int_t)st.quota_bytes,
+	                              "used", (json_int_t)st.quota_used, "refused",
+	                              (json_int_t)st.quota_refused, "gcs",
+	                              (json_int_t)st.quota_gcs));
 	json_object_set_new(
 	    j, "last_gc",
 	    json_pack("{s:I, s:I, s:I, s:f, s:I}", "freed_blocks", (json_int_t)st.last_gc.swept_blocks,
@@ -733,8 +739,8 @@ static const char *const add_help =
     "  root's CID. cdc is content-defined chunking (average N, default 262144: not a Kubo\n"
     "  chunker). Directories whose names and CIDs reach 262144 bytes, which Kubo would shard,\n"
     "  are refused. On a terminal, adds longer than a second show progress on stderr.\n"
-    "  --pin also pins the root recursively, after naming it (a crash between the two\n"
-    "  leaves the name without the pin).";
+    "  --pin also pins the root recursively, in the same commit as the name: after a\n"
+    "  crash the root has both or neither.";
 
 static int cmd_add(struct cli *c, int argc, char **argv)
 {
@@ -859,6 +865,9 @@ static int cmd_add(struct cli *c, int argc, char **argv)
 	if (st_ != 0)
 		return st_;
 
+	/* Invariant 1: the add sets the name (and the pin) itself, once the DAG is durable. */
+	ao.name = name;
+	ao.pin = pin;
 	int status = open_store(c);
 	if (status != 0)
 		return status;
@@ -878,21 +887,13 @@ static int cmd_add(struct cli *c, int argc, char **argv)
 	}
 	progress_end(&pg);
 	if (status == 0) {
-		/* Invariant 1: the root is durable; only now does a name point at it. */
-		rc = cs_name_set(c->store, name, &root, size);
-		if (rc != 0) {
-			status = fail(rc, "added, but cannot set name '%s'", name);
-		} else if (pin && (rc = cs_pin_add(c->store, &root, CS_PIN_RECURSIVE)) != 0) {
-			status = fail(rc, "added and named '%s', but cannot pin it", name);
-		} else {
-			char text[CS_CID_TEXT_MAX];
-			if ((rc = cs_cid_format(&root, text, sizeof(text))) < 0)
-				status = fail(rc, "cannot format CID");
-			else if (quiet)
-				printf("%s\n", text);
-			else
-				printf("%s\t%s\n", text, name);
-		}
+		char text[CS_CID_TEXT_MAX];
+		if ((rc = cs_cid_format(&root, text, sizeof(text))) < 0)
+			status = fail(rc, "cannot format CID");
+		else if (quiet)
+			printf("%s\n", text);
+		else
+			printf("%s\t%s\n", text, name);
 	}
 	if (fflush(stdout) != 0 && status == 0)
 		status = fail(-errno, "cannot write to stdout");
@@ -1166,7 +1167,8 @@ static int cmd_checkpoint(struct cli *c, int argc, char **argv)
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: cidstore [--dir DIR] [--durability sync|interval|none] COMMAND ...\n"
+	        "usage: cidstore [--dir DIR] [--durability sync|interval|none]\n"
+	        "                [--quota BYTES [--quota-gc]] COMMAND ...\n"
 	        "\n"
 	        "commands:\n"
 	        "  add [-r] [--name N] [--cid-version 0|1] [--chunker size-N|cdc] [--hash H]\n"
@@ -1191,7 +1193,10 @@ static void usage(FILE *out)
 	        "\n"
 	        "DIR defaults to $CIDSTORE_DIR, else $XDG_DATA_HOME/cidstore, else\n"
 	        "~/.local/share/cidstore; it is created on first use. CIDSTORE_IO=uring|psync\n"
-	        "chooses the I/O backend. COMMAND --help describes each command.\n\n%s",
+	        "chooses the I/O backend. --quota refuses (exit 6) a put of a new block that would\n"
+	        "take the live block bytes (stat's physical_bytes) past BYTES; with --quota-gc such\n"
+	        "a put first runs gc and tries once more. The quota holds for this command only.\n"
+	        "COMMAND --help describes each command.\n\n%s",
 	        exit_table);
 }
 
@@ -1200,6 +1205,8 @@ int main(int argc, char **argv)
 	static const struct option lo[] = {
 	    {"dir", required_argument, 0, 'd'},
 	    {"durability", required_argument, 0, 'D'},
+	    {"quota", required_argument, 0, 'Q'},
+	    {"quota-gc", no_argument, 0, 'G'},
 	    {"help", no_argument, 0, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -1226,6 +1233,13 @@ int main(int argc, char **argv)
 			else
 				return usage_error("unknown durability '%s'", optarg);
 			break;
+		case 'Q':
+			if (parse_u64(optarg, &c.opts.quota_bytes) != 0)
+				return usage_error("--quota takes a number of bytes, not '%s'", optarg);
+			break;
+		case 'G':
+			c.opts.quota_gc = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1234,6 +1248,8 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (c.opts.quota_gc && c.opts.quota_bytes == 0)
+		return usage_error("--quota-gc needs --quota");
 	if (optind >= argc) {
 		fputs("cidstore: no command given\n", stderr);
 		usage(stderr);

@@ -32,6 +32,9 @@
  *     and directory. Names are never used as paths: entries are opened relative to their
  *     directory's fd by one name that holds no '/' and is neither "." nor "..".
  *  5. The scan pass writes nothing: a tree it refuses leaves the store as it was.
+ *  6. An add with a name in its options checks the name before it writes, and sets it (with
+ *     the pin, in one transaction: S8 of store.c) after the sync and before its hold on the
+ *     blocks ends, so no collection can take the file between the add and its name.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -52,11 +55,18 @@
 
 #define ADD_FD_BUF (1u << 20) /* read size of cs_add_fd: four default chunks, no copies */
 
+/* The name an add sets at its end (cs_add_options.name, .pin), copied at its start. */
+struct add_name {
+	char name[CS_NAME_MAX + 1]; /* empty: none */
+	int pin;
+};
+
 struct cs_add {
 	cs_store *s;
 	struct ufs_builder *b;
 	struct addpipe *pipe;   /* hashes b's leaves (owned) */
 	struct store_hold hold; /* keeps what the add writes from a collection (gc.c, E1) */
+	struct add_name name;
 };
 
 static int store_emit(void *ctx, const uint8_t *data, size_t len, uint64_t codec, uint64_t hash,
@@ -147,6 +157,29 @@ static int params_of(const cs_add_options *o, struct ufs_params *p)
 	return ufs_params_check(p);
 }
 
+/* Checks and copies o's name and pin (o may be NULL), before anything is written. */
+static int name_of(const cs_add_options *o, struct add_name *n)
+{
+	char why[128];
+
+	*n = (struct add_name){.pin = o != NULL ? o->pin : 0};
+	if (n->pin != 0 && n->pin != 1)
+		return cs_fail(CS_EINVAL, "pin is %d: use 0 or 1", n->pin);
+	if (o == NULL || o->name == NULL)
+		return n->pin ? cs_fail(CS_EINVAL, "pin without a name: use cs_pin_add") : 0;
+	size_t len = strlen(o->name);
+	if (name_check((const uint8_t *)o->name, len, why, sizeof(why)) != 0)
+		return cs_fail(CS_EINVAL, "%s", why);
+	memcpy(n->name, o->name, len + 1);
+	return 0;
+}
+
+/* Sets the add's name, if any, to root (invariant 6). */
+static int set_name(cs_store *s, const struct add_name *n, const cs_cid *root, uint64_t size)
+{
+	return n->name[0] != '\0' ? store_name_set(s, n->name, root, size, n->pin) : 0;
+}
+
 CS_API int cs_add_begin(cs_store *s, const cs_add_options *o, cs_add **out)
 {
 	struct ufs_params p;
@@ -156,12 +189,15 @@ CS_API int cs_add_begin(cs_store *s, const cs_add_options *o, cs_add **out)
 	cs_clear_error();
 	if (s == NULL || out == NULL)
 		return cs_fail(CS_EINVAL, "store or out is NULL");
-	if ((rc = params_of(o, &p)) < 0 || (rc = threads_of(o, &threads)) < 0)
+	struct add_name n;
+	if ((rc = params_of(o, &p)) < 0 || (rc = threads_of(o, &threads)) < 0 ||
+	    (rc = name_of(o, &n)) < 0)
 		return rc;
 	cs_add *a = calloc(1, sizeof(*a));
 	if (a == NULL)
 		return cs_fail(-ENOMEM, "out of memory for an add");
 	a->s = s;
+	a->name = n;
 	if ((rc = builder_new(s, &p, threads, &a->b, &a->pipe)) < 0) {
 		free(a);
 		return rc;
@@ -194,6 +230,8 @@ CS_API int cs_add_finish(cs_add *a, cs_cid *root, uint64_t *size)
 		rc = ufs_builder_finish(a->b, &r, &n);
 		if (rc == 0)
 			rc = cs_store_sync(a->s); /* invariant 1 */
+		if (rc == 0)
+			rc = set_name(a->s, &a->name, &r, n); /* invariant 6: held until freed */
 		if (rc == 0) {
 			*root = r;
 			if (size != NULL)
@@ -300,6 +338,9 @@ CS_API int cs_dir_begin(cs_store *s, const cs_add_options *o, cs_dir **out)
 		return cs_fail(CS_EINVAL, "store or out is NULL");
 	if ((rc = params_of(o, &p)) < 0)
 		return rc;
+	if (o != NULL && (o->name != NULL || o->pin != 0))
+		return cs_fail(CS_EINVAL, "a directory being built takes no name or pin: name its "
+		                          "root with cs_name_set once it is finished");
 	cs_dir *d = calloc(1, sizeof(*d));
 	if (d == NULL)
 		return cs_fail(-ENOMEM, "out of memory for a directory");
@@ -766,6 +807,7 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 {
 	struct walker w = {.s = s, .cb = cb};
 	struct store_hold hold; /* gc.c, E1: what the add writes stays until it returns */
+	struct add_name name;
 	struct stat st;
 	cs_cid r;
 	uint64_t n = 0, tsize;
@@ -777,7 +819,8 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 		return cs_fail(CS_EINVAL, "store, path or root is NULL");
 	if (flags & ~(unsigned)CS_ADD_RECURSIVE)
 		return cs_fail(CS_EINVAL, "unknown flags 0x%x", flags);
-	if ((rc = params_of(o, &w.p)) < 0 || (rc = threads_of(o, &threads)) < 0)
+	if ((rc = params_of(o, &w.p)) < 0 || (rc = threads_of(o, &threads)) < 0 ||
+	    (rc = name_of(o, &name)) < 0)
 		return rc;
 	w.min_cid = min_cid_len(&w.p);
 	/* Room for the caller's path (or the base name) and UFS_DIR_DEPTH_MAX names below. */
@@ -833,7 +876,8 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 		if ((rc = walk_tree(&w, fd, &r, &n)) != 0)
 			goto out;
 	}
-	if ((rc = cs_store_sync(s)) < 0) /* invariant 1 */
+	if ((rc = cs_store_sync(s)) < 0 || /* invariant 1 */
+	    (rc = set_name(s, &name, &r, n)) < 0) /* invariant 6: before the hold ends */
 		goto out;
 	*root = r;
 	if (size != NULL)

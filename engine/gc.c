@@ -28,8 +28,11 @@
  *   E4. Roots: activation holds life_mu and name_mu, which every pin and name mutation holds
  *       from its check through its table update (P1 of pin.c, S5 of store.c). A root set
  *       before activation is in its table when the marker walks it; a root set after sees
- *       gc_active and shades (E2). A root removed during the collection may or may not be
- *       marked from: its blocks may survive this collection, never a live one.
+ *       gc_active and shades (E2). A name set walks its DAG before it takes name_mu, so it
+ *       shades and looks up the walk's blocks once more with name_mu held
+ *       (gc_shade_dag_locked): a collection that ran whole in between is noticed. A root
+ *       removed during the collection may or may not be marked from: its blocks may
+ *       survive this collection, never a live one.
  * Marks come in two strengths (the count in the mark set): 1, shaded alone (a put of a
  * present block), and 2, marked with everything below it (the marker and DAG shades). A
  * DAG walk steps into a block unless it is marked 2, so a dag-pb block put during GC and
@@ -116,24 +119,44 @@ int gc_walk_shading(cs_store *s, const cs_cid *root, unsigned flags, struct gc_w
 	return dag_walk(s, root, flags, shade_visit, w, NULL);
 }
 
+void (*gc_test_before_lock)(cs_store *s);
+
 int gc_shade_dag_locked(cs_store *s, const cs_cid *root, pthread_mutex_t *mu)
 {
-	/* Bounded in practice: each retry means another collection became active meanwhile. */
+	/* Bounded in practice: a retry means that a sweep took a block of the DAG between the
+	 * walk and the lock; the next walk then fails on it, unless it was put again since. */
 	for (;;) {
-		unsigned epoch = atomic_load(&s->gc_epoch);
-		int was_active = active(s);
 		struct gc_walk w = {s, KEYSET_INIT};
 		/* Strict about missing blocks: a name never lands on a DAG a collection has
-		 * begun to take (or that was broken before). */
+		 * begun to take (or that was broken before). The walk reads the dag-pb nodes
+		 * without mu, so that name mutations do not wait for its reads. */
 		int rc = gc_walk_shading(s, root, DAG_LENIENT, &w);
-		keyset_free(&w.seen);
-		if (rc != 0)
+		if (rc != 0) {
+			keyset_free(&w.seen);
 			return rc;
+		}
+		/* A whole collection may have run since the walk looked, sweeping a block it
+		 * found (E4: activation takes mu, not the walk). With mu held none can begin, so
+		 * the walk's blocks are shaded for the active one, if any, and looked up again:
+		 * present now, each stays until the caller's root is in its table (E2, E3). */
+		if (gc_test_before_lock != NULL)
+			gc_test_before_lock(s);
 		pthread_mutex_lock(mu);
-		/* Activation holds mu, so neither can change until the caller lets go. */
-		if (!active(s) || (was_active && atomic_load(&s->gc_epoch) == epoch))
+		int whole = 1;
+		for (size_t i = 0; whole && rc == 0 && i < w.seen.cap; i++) {
+			struct idx_val v;
+			const uint8_t *k = w.seen.keys + i * CS_KEY_MAX;
+			if (w.seen.count[i] == 0)
+				continue;
+			if ((rc = gc_shade(s, k)) == 0)
+				whole = store_lookup(s, k, &v) == 0;
+		}
+		keyset_free(&w.seen);
+		if (rc == 0 && whole)
 			return 0;
 		pthread_mutex_unlock(mu);
+		if (rc != 0)
+			return rc;
 	}
 }
 
@@ -243,7 +266,7 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 			for (int j = 0; j < n; j++) { /* S2: appended first */
 				struct idx_val old;
 				CS_ASSERT(idx_del(s->idx, p->keys[idx[j]], &old) == 0);
-				s->live_bytes -= old.len;
+				store_live_drop(s, old.len);
 				st->swept_bytes += old.len;
 			}
 			pthread_rwlock_unlock(&s->lock);

@@ -15,7 +15,8 @@
  *   P1. Pin mutations hold life_mu from their table check through the log append to the
  *       table update, so table order equals log order (as S5 of store.c for names), and no
  *       block delete or GC sweep step runs between a pin's DAG check and its append: a
- *       recursive pin, once added, has its whole DAG present.
+ *       recursive pin, once added, has its whole DAG present. The table update after the
+ *       append cannot fail: its nodes are reserved before (pin_add_prepare).
  *   P2. When cover_ok, cover[k] = the number of pins p such that k is in p's DAG (p's root
  *       for a direct pin), counting each pin once per block however many paths lead there.
  *       Any failure to keep P2 (out of memory, a read error while walking) drops the map
@@ -113,12 +114,11 @@ static void cover_drop(cs_store *s)
 }
 
 /* Adds (delta 1) or removes (delta -1) one pin's blocks to the cover map; drops the map on
- * failure (P2) and returns -ENOMEM. Called with life_mu held. */
-static int cover_apply(cs_store *s, struct keyset *blocks, int delta)
+ * failure (P2) and returns -ENOMEM. Called with life_mu and the write lock held. */
+static int cover_apply_locked(cs_store *s, struct keyset *blocks, int delta)
 {
 	int ok = 1;
 
-	pthread_rwlock_wrlock(&s->lock);
 	for (size_t i = 0; ok && i < blocks->cap; i++) {
 		if (blocks->count[i] == 0)
 			continue;
@@ -132,8 +132,16 @@ static int cover_apply(cs_store *s, struct keyset *blocks, int delta)
 		keyset_free(&s->cover);
 		s->cover_ok = 0;
 	}
-	pthread_rwlock_unlock(&s->lock);
 	return ok ? 0 : cs_fail(-ENOMEM, "out of memory for the pins' cover map");
+}
+
+/* cover_apply_locked() taking the write lock. Called with life_mu held. */
+static int cover_apply(cs_store *s, struct keyset *blocks, int delta)
+{
+	pthread_rwlock_wrlock(&s->lock);
+	int rc = cover_apply_locked(s, blocks, delta);
+	pthread_rwlock_unlock(&s->lock);
+	return rc;
 }
 
 /* Builds the cover map from every pin. Called with life_mu held. */
@@ -266,81 +274,97 @@ static int wait_appended(cs_store *s)
 	return ws.next_seq > 1 ? wal_wait(s->wal, ws.next_seq - 1) : 0;
 }
 
-CS_API int cs_pin_add(cs_store *s, const cs_cid *root, int kind)
+int pin_add_prepare(cs_store *s, const cs_cid *root, int kind, struct pin_add *p)
 {
-	uint8_t key[CS_KEY_MAX];
-	struct gc_walk c = {s, KEYSET_INIT};
-	struct idx_val old;
-	struct wal_pos pos;
 	cs_cid_info info;
-	uint64_t seq = 0;
-	int rc, had;
+	int rc;
 
-	cs_clear_error();
+	*p = (struct pin_add){.kind = kind, .c = {s, KEYSET_INIT}};
 	if (kind != CS_PIN_DIRECT && kind != CS_PIN_RECURSIVE)
 		return cs_fail(CS_EINVAL, "pin kind %d is neither direct (%d) nor recursive (%d)",
 		               kind, CS_PIN_DIRECT, CS_PIN_RECURSIVE);
-	if ((rc = check_root(root, key, &info)) != 0)
+	if ((rc = check_root(root, p->key, &info)) != 0)
 		return rc;
-
-	pthread_mutex_lock(&s->life_mu); /* P1 */
 	pthread_rwlock_rdlock(&s->lock);
-	had = idx_get(s->pins, key, &old) == 0;
+	p->had = idx_get(s->pins, p->key, &p->old) == 0;
 	uint64_t npins = idx_count(s->pins);
 	pthread_rwlock_unlock(&s->lock);
-	if (had && (pin_kind(&old) == kind || pin_kind(&old) == CS_PIN_RECURSIVE)) {
-		pthread_mutex_unlock(&s->life_mu);
-		if (pin_kind(&old) != kind) {
+	if (p->had && (pin_kind(&p->old) == kind || pin_kind(&p->old) == CS_PIN_RECURSIVE)) {
+		if (pin_kind(&p->old) != kind) {
 			char text[CS_CID_TEXT_MAX];
-			return cs_fail(
-			    CS_EINVAL,
-			    "%s is pinned recursively; remove that pin before pinning it "
-			    "directly",
-			    cid_text(root, text));
+			return cs_fail(CS_EINVAL,
+			               "%s is pinned recursively; remove that pin before pinning "
+			               "it directly",
+			               cid_text(root, text));
 		}
-		return wait_appended(s); /* pinned already; its record may still be on its way */
+		return 0; /* pinned so already: nothing to append */
 	}
-	if (!had && npins >= CS_PINS_MAX) {
-		rc = cs_fail(CS_ELIMIT, "the store holds %u pins, the most it can", CS_PINS_MAX);
-		goto out;
-	}
-	if ((rc = pin_walk(s, root, kind, 0, &c)) != 0)
-		goto out;
-	ckpt_enter(s);
-	if ((rc = append_pin(s, REC_PIN_ADD, (uint8_t)kind, root, &pos, &seq)) != 0) {
-		ckpt_leave(s);
-		goto out;
-	}
-	struct idx_val v = {pos.seg, pos.off, pin_len(kind, info.version), (uint32_t)info.codec};
+	if (!p->had && npins >= CS_PINS_MAX)
+		return cs_fail(CS_ELIMIT, "the store holds %u pins, the most it can", CS_PINS_MAX);
+	if ((rc = pin_walk(s, root, kind, 0, &p->c)) != 0)
+		return rc;
+	/* The table update after the append must not fail (P1): reserve its nodes now. Only
+	 * life_mu holders change the pin table, so the reservation is still there then. */
 	pthread_rwlock_wrlock(&s->lock);
-	int put = idx_put(s->pins, key, &v, NULL);
-	if (put >= 0) {
-		s->pins_recursive += kind == CS_PIN_RECURSIVE;
-		s->pins_recursive -= had && pin_kind(&old) == CS_PIN_RECURSIVE;
-	}
+	rc = idx_reserve(s->pins);
 	pthread_rwlock_unlock(&s->lock);
-	if (put < 0) {
-		/* The log holds a pin the table could not take: take it back in the log too, so
-		 * the next open agrees with what the caller was told. */
-		rc = cs_fail(-ENOMEM, "out of memory for the pin table");
-		if (!had)
-			(void)append_pin(s, REC_PIN_DEL, 0, root, NULL, &seq);
-		ckpt_leave(s);
-		goto out;
-	}
-	ckpt_leave(s);
+	if (rc != 0)
+		return cs_fail(rc, "out of memory for the pin table");
+	p->needed = 1;
+	p->val = (struct idx_val){0, 0, pin_len(kind, info.version), (uint32_t)info.codec};
+	rec_pin_meta(p->meta, (uint8_t)kind, root->len);
+	p->parts[0] = (struct iovec){p->meta, sizeof(p->meta)};
+	p->parts[1] = (struct iovec){(void *)root->bytes, root->len};
+	p->rec = (struct wal_rec){.type = REC_PIN_ADD, .parts = p->parts, .nparts = 2};
+	return 0;
+}
+
+void pin_add_apply(cs_store *s, struct pin_add *p, struct wal_pos pos)
+{
+	CS_ASSERT(p->needed);
+	p->val.seg = pos.seg;
+	p->val.off = pos.off;
+	CS_ASSERT(idx_put(s->pins, p->key, &p->val, NULL) >= 0); /* reserved by prepare */
+	s->pins_recursive += p->kind == CS_PIN_RECURSIVE;
+	s->pins_recursive -= p->had && pin_kind(&p->old) == CS_PIN_RECURSIVE; /* P3 */
 	if (s->cover_ok) {
 		/* An upgrade from direct: the root was counted once already. */
-		if (had)
-			(void)keyset_dec(&c.seen, key);
-		(void)cover_apply(s, &c.seen, 1); /* on failure the map is dropped (P2) */
+		if (p->had)
+			(void)keyset_dec(&p->c.seen, p->key);
+		(void)cover_apply_locked(s, &p->c.seen, 1); /* on failure the map is dropped (P2) */
 	}
-out:
+}
+
+void pin_add_done(struct pin_add *p)
+{
+	keyset_free(&p->c.seen);
+}
+
+CS_API int cs_pin_add(cs_store *s, const cs_cid *root, int kind)
+{
+	struct pin_add p;
+	struct wal_pos pos;
+	uint64_t seq = 0;
+	int rc;
+
+	cs_clear_error();
+	pthread_mutex_lock(&s->life_mu); /* P1 */
+	rc = pin_add_prepare(s, root, kind, &p);
+	if (rc == 0 && p.needed) {
+		ckpt_enter(s);
+		if ((rc = wal_append(s->wal, &p.rec, 1, &pos, &seq)) == 0) {
+			pthread_rwlock_wrlock(&s->lock);
+			pin_add_apply(s, &p, pos); /* S2: appended first */
+			pthread_rwlock_unlock(&s->lock);
+		}
+		ckpt_leave(s);
+	}
 	pthread_mutex_unlock(&s->life_mu);
-	keyset_free(&c.seen);
+	pin_add_done(&p);
 	if (rc != 0)
 		return rc;
-	return wal_wait(s->wal, seq);
+	/* Pinned already: its record may still be on its way to disk. */
+	return p.needed ? wal_wait(s->wal, seq) : wait_appended(s);
 }
 
 CS_API int cs_pin_rm(cs_store *s, const cs_cid *root)

@@ -27,6 +27,26 @@
  *   S7. Every mutation holds ckpt_lock shared from before its append until its table update
  *       is done, never across a wait for durability (C1 of ckpt.c): a checkpoint's mark sees
  *       the log and the tables agree.
+ *   S8. A pinned name set (store_name_set with pin) is one transaction of two records,
+ *       REC_NAME_SET then REC_PIN_ADD, which replay applies whole or not at all. It holds
+ *       life_mu (P1 of pin.c) and name_mu (S5) from its checks through the one append to
+ *       the update of both tables under one write lock, neither of which can fail (S6, P1):
+ *       no reader, and no collection (whose activation takes both mutexes, E4 of gc.c),
+ *       sees the name without the pin or the pin without the name.
+ *   Q1. quota_used equals live_bytes plus the bytes reserved by puts between their
+ *       reservation and their index update (or release); it changes only atomically, so it
+ *       can be read and reserved from without the index lock.
+ *   Q2. A put of a block that is not present reserves its length before it appends, with a
+ *       compare-and-swap that refuses to take quota_used past quota_bytes, so concurrent
+ *       puts never overshoot: live_bytes <= quota_used <= quota_bytes, unless the store was
+ *       above its quota at open (it then takes no new block until deletes bring it below).
+ *       A failed append or index update, or a racing put of the same block that got there
+ *       first, releases the reservation.
+ *   Q3. A put of a present block reserves nothing: deduplicated puts never count.
+ *   Q4. With quota_gc a refused reservation runs cs_gc on the putting thread, which holds
+ *       no lock of the store then (any put caller may start a collection), and tries once
+ *       more. A put that meets a collection already running waits for its end instead
+ *       (gc_cv), so two writers at the quota start one collection, not two.
  *
  * Open loads the checkpoint, if there is a usable one, and replays the log after it; any
  * refusal replays the whole log (ckpt.c, docs/FORMAT.md section 12).
@@ -92,6 +112,8 @@ static int check_options(const cs_options *o)
 	    o->batch_bytes > o->segment_bytes / 2)
 		return cs_fail(CS_EINVAL, "batch_bytes %u is outside %u..min(%u, segment_bytes/2)",
 		               o->batch_bytes, CS_BATCH_MIN, CS_BATCH_MAX);
+	if (o->quota_gc != 0 && o->quota_gc != 1)
+		return cs_fail(CS_EINVAL, "quota_gc is %d: use 0 or 1", o->quota_gc);
 	if (o->flags & ~(unsigned)(CS_OPEN_CREATE | CS_OPEN_SALVAGE))
 		return cs_fail(CS_EINVAL, "unknown open flags 0x%x", o->flags);
 	return 0;
@@ -385,6 +407,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	if ((rc = replay(s, &ro)) != 0)
 		goto fail;
 	CS_DASSERT(names_check_tree(s->names) == 0);
+	atomic_store(&s->quota_used, s->live_bytes); /* Q1: no put in flight yet */
 
 	struct wal_config wc = {
 	    .dirfd = s->dir.dirfd,
@@ -506,6 +529,80 @@ static int put_check(const void *data, size_t len, uint64_t codec, uint64_t hash
 	return 0;
 }
 
+/* Reserves len bytes of the quota (Q2), or fails with no message. */
+static int quota_try(cs_store *s, size_t len)
+{
+	uint64_t q = s->opts.quota_bytes, cur = atomic_load(&s->quota_used);
+
+	/* Bounded: each failed exchange means another put or delete changed the use. */
+	do {
+		if (q != 0 && (len > q || cur > q - len))
+			return CS_EFULL;
+	} while (!atomic_compare_exchange_weak(&s->quota_used, &cur, cur + len));
+	return 0;
+}
+
+/* Makes room for a put by a collection (quota_gc): runs one and sets *freed to what it
+ * freed, or waits for the one another thread runs and sets *freed to UINT64_MAX (Q4).
+ * Returns 0 when a collection ended, or the error of the one it ran. */
+static int quota_collect(cs_store *s, uint64_t *freed)
+{
+	cs_gc_stat g;
+
+	*freed = 0;
+	int rc = cs_gc(s, &g); /* no lock is held here: any caller may start one */
+	if (rc == 0) {
+		atomic_fetch_add(&s->quota_gcs, 1);
+		*freed = g.swept_bytes;
+	} else if (rc == CS_EBUSY) {
+		pthread_mutex_lock(&s->life_mu);
+		while (s->gc_running)
+			pthread_cond_wait(&s->gc_cv, &s->life_mu);
+		pthread_mutex_unlock(&s->life_mu);
+		*freed = UINT64_MAX;
+		rc = 0;
+	}
+	return rc;
+}
+
+/* Reserves len bytes of the quota for a put of a block not present (Q2), running or
+ * waiting for a collection first when quota_gc says so. Errors: CS_EFULL naming the limit
+ * and the use, and the errors of the collection (CS_ECLOSED, CS_ECORRUPT, ...). */
+static int quota_reserve(cs_store *s, size_t len)
+{
+	uint64_t q = s->opts.quota_bytes, freed = 0;
+	int rc, collected = 0;
+
+	if (quota_try(s, len) == 0)
+		return 0;
+	if (s->opts.quota_gc) {
+		if ((rc = quota_collect(s, &freed)) != 0) {
+			char why[256];
+			snprintf(why, sizeof(why), "%s", cs_errmsg());
+			return cs_fail(rc,
+			               "quota of %llu bytes reached, and the collection run to make "
+			               "room failed: %s",
+			               (unsigned long long)q, why);
+		}
+		collected = 1;
+		if (quota_try(s, len) == 0)
+			return 0;
+	}
+	char after[96] = "";
+	if (collected && freed == UINT64_MAX)
+		snprintf(after, sizeof(after), " (after another thread's collection)");
+	else if (collected)
+		snprintf(after, sizeof(after), " (after a collection that freed %llu bytes)",
+		         (unsigned long long)freed);
+	atomic_fetch_add(&s->quota_refused, 1);
+	return cs_fail(CS_EFULL,
+	               "quota of %llu bytes reached: live blocks and puts in flight take %llu "
+	               "bytes, and this block needs %zu more%s; delete blocks or names and "
+	               "collect, or raise the quota",
+	               (unsigned long long)q, (unsigned long long)atomic_load(&s->quota_used),
+	               len, after);
+}
+
 int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash, int wait,
               cs_cid *out)
 {
@@ -545,6 +642,8 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 		return ws.next_seq > 1 ? wal_wait(s->wal, ws.next_seq - 1) : 0;
 	}
 
+	if ((rc = quota_reserve(s, len)) != 0) /* Q2: before anything is written */
+		return rc;
 	rec_block_meta(meta, (uint16_t)hash, (uint8_t)dlen, (uint32_t)codec);
 	struct iovec parts[3] = {
 	    {meta, sizeof(meta)},
@@ -557,13 +656,16 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 	ckpt_enter(s);
 	if ((rc = wal_append(s->wal, &rec, 1, &pos, &seq)) != 0) {
 		ckpt_leave(s);
+		atomic_fetch_sub(&s->quota_used, len); /* Q1: released */
 		return rc;
 	}
 	v = (struct idx_val){pos.seg, pos.off, (uint32_t)len, (uint32_t)codec};
 	pthread_rwlock_wrlock(&s->lock);
 	rc = idx_put(s->idx, key, &v, NULL); /* S2: appended first */
 	if (rc == 0)
-		s->live_bytes += len;
+		s->live_bytes += len; /* Q1: the reservation is now live */
+	else
+		atomic_fetch_sub(&s->quota_used, len); /* a racing put of it won, or no memory */
 	pthread_rwlock_unlock(&s->lock);
 	ckpt_leave(s);
 	if (rc < 0)
@@ -676,7 +778,7 @@ CS_API int cs_block_delete(cs_store *s, const cs_cid *cid)
 	if ((rc = wal_append(s->wal, &rec, 1, NULL, &seq)) == 0) {
 		pthread_rwlock_wrlock(&s->lock);
 		if (idx_del(s->idx, key, &v) == 0) /* a racing GC sweep cannot: it holds life_mu */
-			s->live_bytes -= v.len;
+			store_live_drop(s, v.len);
 		pthread_rwlock_unlock(&s->lock);
 	}
 	ckpt_leave(s);
@@ -728,6 +830,10 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out)
 	out->open_seconds = s->open_seconds;
 	out->checkpoint_seq = atomic_load(&s->ckpt_seq);
 	out->checkpoint_time_ns = atomic_load(&s->ckpt_time_ns);
+	out->quota_bytes = s->opts.quota_bytes;
+	out->quota_used = atomic_load(&s->quota_used);
+	out->quota_refused = atomic_load(&s->quota_refused);
+	out->quota_gcs = atomic_load(&s->quota_gcs);
 	out->garbage_bytes = ws.log_bytes - ws.segments * CS_SEG_HEADER > out->live_bytes
 	                         ? ws.log_bytes - ws.segments * CS_SEG_HEADER - out->live_bytes
 	                         : 0;
@@ -862,59 +968,64 @@ int64_t store_realtime_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size)
+/* The message for a root that is not in the store. */
+static int root_absent(const cs_cid *root)
+{
+	char text[CS_CID_TEXT_MAX];
+	if (cs_cid_format(root, text, sizeof(text)) < 0)
+		snprintf(text, sizeof(text), "(unprintable)");
+	return cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
+}
+
+int store_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size, int pin)
 {
 	uint8_t meta[REC_NAME_SET_META], key[CS_KEY_MAX];
 	struct name_node *node = NULL;
+	struct pin_add p = {.c = {s, KEYSET_INIT}};
+	struct wal_pos pos[2];
 	struct idx_val iv;
 	struct name_val v;
 	size_t len;
 	uint64_t seq = 0;
 	int rc;
 
-	cs_clear_error();
 	if ((rc = check_name(name, &len)) != 0)
 		return rc;
 	if (root == NULL)
 		return cs_fail(CS_EINVAL, "no root CID given");
 	if (root->len > CS_CID_MAX || cs_cid_from_bytes(root->bytes, root->len, &v.root) != 0)
 		return cs_fail(CS_EINVAL, "the root is not a valid binary CID");
+	/* The root first, for the plainer message. */
+	if (cid_key(&v.root, key) != 0 || store_lookup(s, key, &iv) != 0)
+		return root_absent(&v.root);
 	if ((rc = names_node_new((const uint8_t *)name, len, &node)) != 0) /* S6 */
 		return rc;
 	v.size = size;
 
-	/* The root first, for the plainer message; then, with name_mu held on return, the whole
-	 * DAG, shaded for a running GC (E2, E4). */
-	if (cid_key(&v.root, key) != 0 || store_lookup(s, key, &iv) != 0) {
-		char text[CS_CID_TEXT_MAX];
-		if (cs_cid_format(&v.root, text, sizeof(text)) < 0)
-			snprintf(text, sizeof(text), "(unprintable)");
-		names_node_free(node);
-		return cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
+	if (pin) {
+		/* S8: life_mu, then name_mu, through to the table updates. No collection can
+		 * activate while life_mu is held, so the pin's walk under it shades the DAG for
+		 * an active one and needs no retry (E2, E4 of gc.c). */
+		pthread_mutex_lock(&s->life_mu);
+		rc = pin_add_prepare(s, &v.root, CS_PIN_RECURSIVE, &p);
+		if (rc != 0) {
+			pthread_mutex_unlock(&s->life_mu);
+			goto out;
+		}
+		pthread_mutex_lock(&s->name_mu);
+	} else if ((rc = gc_shade_dag_locked(s, &v.root, &s->name_mu)) != 0) {
+		/* With name_mu held on success, the whole DAG shaded for a running GC. */
+		goto out;
 	}
-	if ((rc = gc_shade_dag_locked(s, &v.root, &s->name_mu)) != 0) {
-		names_node_free(node);
-		return rc;
-	}
-	/* cs_block_has() semantics: a hash the store never holds is simply absent. Checked
-	 * after the shade, so a sweep cannot take the root between check and append. */
-	rc = cid_key(&v.root, key);
-	if (rc == 0)
-		rc = store_lookup(s, key, &iv);
-	if (rc == CS_ENOTFOUND) {
-		char text[CS_CID_TEXT_MAX];
-		if (cs_cid_format(&v.root, text, sizeof(text)) < 0)
-			snprintf(text, sizeof(text), "(unprintable)");
-		rc = cs_fail(CS_ENOTFOUND, "root %s is not in the store", text);
-	}
-	/* Only name_mu holders change the table, so reading it here needs no rwlock. The time
-	 * is taken under name_mu so that times grow in log order (unless the clock steps). */
-	if (rc != 0) {
-		/* the root is absent */
-	} else if (names_count(s->names) >= CS_NAMES_MAX &&
+	/* The whole DAG, root included, is present now and stays until the name is in the
+	 * table: looked up under name_mu (gc_shade_dag_locked) or walked under life_mu. */
+	if (names_count(s->names) >= CS_NAMES_MAX &&
 	    names_get(s->names, (const uint8_t *)name, len, NULL) != 0) {
+		/* Only name_mu holders change the table, so reading it here needs no rwlock. */
 		rc = cs_fail(CS_ELIMIT, "the store holds %u names, the most it can", CS_NAMES_MAX);
 	} else {
+		/* The time is taken under name_mu so that times grow in log order (unless the
+		 * clock steps). */
 		v.time_ns = store_realtime_ns();
 		rec_name_set_meta(meta, (uint16_t)len, v.root.len, size, v.time_ns);
 		struct iovec parts[3] = {
@@ -922,22 +1033,42 @@ CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64
 		    {(void *)name, len},
 		    {v.root.bytes, v.root.len},
 		};
-		struct wal_rec rec = {.type = REC_NAME_SET, .parts = parts, .nparts = 3};
+		struct wal_rec recs[2] = {{.type = REC_NAME_SET, .parts = parts, .nparts = 3}};
+		if (p.needed)
+			recs[1] = p.rec;
 		ckpt_enter(s);
-		rc = wal_append(s->wal, &rec, 1, NULL, &seq);
+		rc = wal_append(s->wal, recs, p.needed ? 2 : 1, pos, &seq); /* S8: one txn */
 		if (rc == 0) {
 			pthread_rwlock_wrlock(&s->lock);
 			names_put(s->names, node, &v); /* S2, S5: appended first; cannot fail (S6) */
+			if (p.needed)
+				pin_add_apply(s, &p, pos[1]); /* cannot fail either (P1 of pin.c) */
 			pthread_rwlock_unlock(&s->lock);
 			node = NULL;
 		}
 		ckpt_leave(s);
 	}
 	pthread_mutex_unlock(&s->name_mu);
+	if (pin)
+		pthread_mutex_unlock(&s->life_mu);
+out:
+	pin_add_done(&p);
 	names_node_free(node);
 	if (rc != 0)
 		return rc;
 	return wal_wait(s->wal, seq);
+}
+
+CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size)
+{
+	cs_clear_error();
+	return store_name_set(s, name, root, size, 0);
+}
+
+CS_API int cs_name_set_pinned(cs_store *s, const char *name, const cs_cid *root, uint64_t size)
+{
+	cs_clear_error();
+	return store_name_set(s, name, root, size, 1);
 }
 
 CS_API int cs_name_get(cs_store *s, const char *name, cs_cid *root, uint64_t *size,

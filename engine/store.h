@@ -9,10 +9,10 @@
  *
  * ckpt_mu lets one checkpoint run at a time. life_mu serializes the mutations that decide
  * whether a block may go: pin add and remove, block delete, and each step of GC's sweep.
- * name_mu serializes name mutations (S5 of store.c). mark_mu guards GC's mark set (gc.c,
- * E1..E4). ckpt_lock is held shared by every mutation from its log append through its table
- * update, and exclusively by a checkpoint while it marks the log (C1 of ckpt.c). lock guards
- * the in-memory tables.
+ * name_mu serializes name mutations (S5 of store.c); a pinned name set holds both, life_mu
+ * first (S8). mark_mu guards GC's mark set (gc.c, E1..E4). ckpt_lock is held shared by every
+ * mutation from its log append through its table update, and exclusively by a checkpoint
+ * while it marks the log (C1 of ckpt.c). lock guards the in-memory tables.
  */
 #ifndef CS_STORE_H
 #define CS_STORE_H
@@ -39,6 +39,9 @@ struct cs_store {
 	pthread_rwlock_t lock; /* guards idx, names, pins, cover and the counters below */
 	struct idx *idx;
 	uint64_t live_bytes;
+	_Atomic uint64_t quota_used;     /* Q1 of store.c */
+	_Atomic uint64_t quota_refused;  /* puts refused by the quota */
+	_Atomic uint64_t quota_gcs;      /* collections run for the quota */
 	struct names *names; /* owned; changed only by holders of name_mu (S5) */
 	pthread_mutex_t name_mu;
 
@@ -122,6 +125,18 @@ void ckpt_stop(cs_store *s);
 int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_t hash,
 	      int wait, cs_cid *out);
 
+/* cs_name_set() (pin 0) or cs_name_set_pinned() (pin 1), without clearing the thread's
+ * error: for an add that names its root at its end (file.c). S8 of store.c. */
+int store_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size, int pin);
+
+/* Drops n bytes of live block data (a deleted or swept block): from live_bytes and from the
+ * quota's use (Q1 of store.c). Called with the write lock held. */
+static inline void store_live_drop(cs_store *s, uint64_t n)
+{
+	s->live_bytes -= n;
+	atomic_fetch_sub(&s->quota_used, n);
+}
+
 /* The index entry of key, under the read lock. Returns 0 or CS_ENOTFOUND. */
 int store_lookup(cs_store *s, const uint8_t key[CS_KEY_MAX], struct idx_val *v);
 
@@ -156,6 +171,38 @@ int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct id
 /* Replay of the pin records (pin.c), called by store.c's apply callback. */
 int pin_apply(cs_store *s, const struct rec_view *r);
 
+/* A DAG walk that admits each block once (its own set) and shades it for a running
+ * collection (E2 of gc.c): what a pin add or a name set walks. */
+struct gc_walk {
+	cs_store *s;
+	struct keyset seen; /* the blocks admitted; freed by the caller */
+};
+
+/* A pin add in the making, from its checks to its table update, all under life_mu (P1 of
+ * pin.c). pin_add_prepare() checks kind, root, table and limit, walks and shades the DAG
+ * (strictly: every block present, every dag-pb node decoding), reserves the table's nodes
+ * and builds the record p->rec, whose parts borrow p and root until pin_add_done(). With
+ * p->needed 0 the root is pinned so already and there is nothing to append. Otherwise the
+ * caller appends p->rec, alone or within a transaction, and then calls pin_add_apply() with
+ * the record's position under the write lock: it updates the table, pins_recursive and the
+ * cover map, and cannot fail. pin_add_done() frees p's walk on every path. Errors of prepare:
+ * those of cs_pin_add() but CS_EPOISONED, CS_EFULL. */
+struct pin_add {
+	uint8_t key[CS_KEY_MAX];
+	int kind;
+	int had;            /* the root was pinned (directly, since this is no no-op) */
+	int needed;         /* a record to append */
+	struct idx_val old; /* the pin it replaces, if had */
+	struct idx_val val; /* the table's new value; the position is filled by apply */
+	struct gc_walk c;   /* the DAG's blocks, for the cover map */
+	uint8_t meta[REC_PIN_META];
+	struct iovec parts[2];
+	struct wal_rec rec;
+};
+int pin_add_prepare(cs_store *s, const cs_cid *root, int kind, struct pin_add *p);
+void pin_add_apply(cs_store *s, struct pin_add *p, struct wal_pos pos);
+void pin_add_done(struct pin_add *p);
+
 /* Is key held by a pin? Returns 0 when not, or CS_EPINNED with a message naming a pin that
  * holds it (the CID text of cid for the message). Called with life_mu held. Errors also
  * -ENOMEM, and the DAG walk's when the cover map is built. */
@@ -166,20 +213,19 @@ int pin_check_held(cs_store *s, const uint8_t key[CS_KEY_MAX], const cs_cid *cid
  * Errors: -ENOMEM (the caller must fail its operation). */
 int gc_shade(cs_store *s, const uint8_t key[CS_KEY_MAX]);
 
-/* A DAG walk that admits each block once (its own set) and shades it for a running
- * collection (E2 of gc.c): what a pin add or a name set walks. */
-struct gc_walk {
-	cs_store *s;
-	struct keyset seen; /* the blocks admitted; freed by the caller */
-};
 int gc_walk_shading(cs_store *s, const cs_cid *root, unsigned flags, struct gc_walk *w);
 
 /* Checks that the whole DAG under root is present, shading it for a running collection, and
- * returns with mu locked, such that either no collection is active or the active one has
- * the DAG shaded (E2, E4 of gc.c). mu is a lock that collection activation takes (name_mu),
- * held by the caller until its root is in its table. On error mu is not held. Errors:
- * CS_ENOTFOUND (names the first missing block), -ENOMEM, read errors of the walk. */
+ * returns with mu locked, such that every block of the DAG is present and either no
+ * collection is active or the active one has the DAG shaded (E2, E4 of gc.c). mu is a lock
+ * that collection activation takes (name_mu), held by the caller until its root is in its
+ * table. The DAG is walked without mu, then its blocks are looked up again with mu held.
+ * On error mu is not held. Errors: CS_ENOTFOUND (names the first missing block), -ENOMEM,
+ * read errors of the walk. */
 int gc_shade_dag_locked(cs_store *s, const cs_cid *root, pthread_mutex_t *mu);
+/* For tests: when set, called by gc_shade_dag_locked() between its walk and its lock, with
+ * no lock held, so a test can run a whole collection in that window. */
+extern void (*gc_test_before_lock)(cs_store *s);
 
 /* An add in flight (gc.c, E1): blocks it writes from store_hold_begin() on are never swept
  * by a collection that begins before store_hold_end(), although nothing roots them yet.

@@ -145,6 +145,29 @@ typedef struct cs_options {
 	cs_io_backend io;            /* default CS_IO_AUTO */
 	uint64_t segment_bytes;      /* log segment size; default 256 MiB */
 	uint32_t batch_bytes;        /* group-commit buffer size; default 8 MiB */
+	/* Quota: an upper bound, in bytes, on the store's live block data (cs_stat.live_bytes,
+	 * the CLI's physical_bytes: each live block's bytes once, as the index references
+	 * them); 0 (default) for none. A put of a block that is not present and would take the
+	 * live bytes past it fails with CS_EFULL, naming the limit and the use, and writes
+	 * nothing; puts of present blocks (deduplicated), reads, deletes, names, pins and GC go
+	 * on. Concurrent puts reserve their bytes atomically before they append, so the live
+	 * bytes never exceed the quota (a put racing another of the same new block may be
+	 * refused while both hold a reservation). Names and pins are not counted: they are
+	 * bounded by CS_NAMES_MAX and CS_PINS_MAX, and must stay settable and removable on a
+	 * full store. The quota is of this open: it is not stored, and a store found above it
+	 * at open takes no new block until deletes or a collection bring it below.
+	 * Why live bytes and not disk bytes: the log shrinks on disk only by compaction, which
+	 * copies the live records of old segments before it deletes them; that bounds the disk
+	 * at about live x 1.1 + two segments, so a live quota bounds the disk too, while a
+	 * disk quota would make compaction itself fail it, being full when it is most needed.
+	 * A full file system is the other CS_EFULL (see cs_block_put). */
+	uint64_t quota_bytes;
+	/* With quota_bytes: 1 to run cs_gc when a put would cross the quota, then try the put
+	 * once more (CS_EFULL if still over); 0 (default) to fail at once. A put that meets a
+	 * collection running on another thread waits for it to end instead, then tries once
+	 * more. The collection runs on the putting thread, within its put; an add in flight
+	 * keeps its own blocks through it (docs/GC.md). */
+	int quota_gc;
 	/* Called for recovery reports and warnings (torn tail truncated, salvaged records,
 	 * backend fallback). msg is borrowed for the call. May be NULL. */
 	void (*log)(void *ctx, int level, const char *msg);
@@ -185,7 +208,12 @@ CS_API int cs_store_close(cs_store *s);
  * CS_BLOCK_MAX), CS_EUNSUPPORTED (hash), CS_EPOISONED, CS_ECLOSED, -errno, and CS_EFULL:
  * the block needed a new log segment and creating it failed with ENOSPC or EDQUOT (the
  * message names which); nothing was written, the handle is not poisoned, and a later call
- * tries the creation again, so it succeeds once space is freed. */
+ * tries the creation again, so it succeeds once space is freed. CS_EFULL too when the block
+ * is not present and would take the live bytes past cs_options.quota_bytes (after a
+ * collection, with quota_gc): the message names the limit, the use and the block's size;
+ * nothing was written. With quota_gc, also the errors of that cs_gc (CS_ECLOSED,
+ * CS_ECORRUPT, CS_EPOISONED, -ENOMEM, -errno), nothing written. A full file system does not start a collection, which frees index
+ * entries but no disk (only compaction does) and needs log space for its own records. */
 CS_API int cs_block_put(cs_store *s, const void *data, size_t len, uint64_t codec,
 			uint64_t hash, cs_cid *out);
 
@@ -258,6 +286,11 @@ typedef struct cs_stat {
 	/* Checkpoints: the last one written, or the one the last open loaded. */
 	uint64_t checkpoint_seq;     /* records below this seq are in it; 0 if none */
 	int64_t checkpoint_time_ns;  /* when it was begun, Unix nanoseconds; 0 if none */
+	/* Quota (cs_options.quota_bytes). */
+	uint64_t quota_bytes;      /* the limit; 0 if none */
+	uint64_t quota_used;       /* live_bytes plus the bytes reserved by puts in flight */
+	uint64_t quota_refused;    /* puts refused with CS_EFULL by the quota since open */
+	uint64_t quota_gcs;        /* collections run because a put met the quota */
 } cs_stat;
 
 /* Fills *out. Never fails on a valid handle. */
@@ -380,6 +413,17 @@ typedef struct cs_add_options {
 	uint32_t chunk_size; /* fixed: 1..CS_ADD_CHUNK_MAX, default 262144; CDC: the average */
 	unsigned hash_threads; /* threads hashing the add's leaves, 1..CS_ADD_THREADS_MAX; 0
 				* (default) = the online CPUs, at most CS_ADD_THREADS_MAX */
+	/* Naming the result (cs_add_begin / cs_add_fd / cs_add_path; cs_dir_begin refuses
+	 * it). With name (borrowed for the cs_add_begin or cs_add_path call; copied) set, the
+	 * add ends by setting name to the root and the file's size as cs_name_set does, with
+	 * pin set as cs_name_set_pinned does, before it returns the root, while the add's
+	 * blocks are still held from a collection (docs/GC.md): no collection takes what the
+	 * add wrote before it is named (blocks it found present are held only while a
+	 * collection runs; one taken makes the name set fail with CS_ENOTFOUND). The name is
+	 * checked at the start: an invalid one fails before anything is written. An add that
+	 * fails sets no name and no pin. */
+	const char *name; /* NULL (default): no name */
+	int pin;          /* 0 (default), or 1 with name: pin the root recursively too */
 } cs_add_options;
 
 /* Fills o with the defaults: the v1 profile with fixed 262144-byte chunks. */
@@ -401,7 +445,8 @@ typedef struct cs_add cs_add;
  * raw_leaves or chunker unknown; chunk_size 0 or, for CDC, not a power of two of at least
  * 1024; CIDv0 with a hash other than sha2-256), CS_ELIMIT (chunk_size above the limit,
  * hash_threads above CS_ADD_THREADS_MAX), CS_EUNSUPPORTED (hash), -ENOMEM, -EAGAIN (a
- * hashing thread could not be started). */
+ * hashing thread could not be started); CS_EINVAL also for an invalid name, or pin without
+ * a name. */
 CS_API int cs_add_begin(cs_store *s, const cs_add_options *o, cs_add **out);
 
 /* Appends len bytes of data (borrowed for the call; copied, so it may be reused at once) to
@@ -417,8 +462,9 @@ CS_API int cs_add_write(cs_add *a, const void *data, size_t len);
 
 /* Ends the file: puts its last chunk and the nodes above it, then makes every block of the
  * add durable (cs_store_sync) before it sets *root to the file's root CID and *size (may be
- * NULL) to its length in bytes. Frees a, on success and on failure. Errors: as
- * cs_add_write, and those of cs_store_sync. */
+ * NULL) to its length in bytes; with a name in the add's options, sets it (and the pin) first.
+ * Frees a, on success and on failure. Errors: as cs_add_write, those of cs_store_sync, and
+ * with a name those of cs_name_set / cs_name_set_pinned (the blocks stay, unnamed). */
 CS_API int cs_add_finish(cs_add *a, cs_cid *root, uint64_t *size);
 
 /* Drops an add without finishing it and frees a. Blocks it already put stay in the store
@@ -565,7 +611,9 @@ typedef struct cs_add_callbacks {
  *  CS_ELIMIT     a name over CS_DIR_NAME_MAX bytes or a symlink target over 4096 bytes;
  *                directories nested deeper than CS_ADD_DEPTH_MAX; a directory reaching
  *                CS_DIR_SHARD_BYTES
- *  a nonzero value returned by cb->entry, and the errors of cs_add_write and cs_store_sync. */
+ *  a nonzero value returned by cb->entry, and the errors of cs_add_write and cs_store_sync,
+ *  and with a name in o (checked before anything is written) those of cs_name_set /
+ *  cs_name_set_pinned. */
 CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, unsigned flags,
 		       const cs_add_callbacks *cb, cs_cid *root, uint64_t *size);
 
@@ -606,6 +654,17 @@ CS_API int cs_name_check(const char *name);
  * its checksum), CS_ELIMIT (a new name while 2^24 are held),
  * CS_EPOISONED, CS_EFULL, CS_ECLOSED, -ENOMEM, -errno. */
 CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size);
+
+/* As cs_name_set(), and pins root recursively (as cs_pin_add(root, CS_PIN_RECURSIVE)) in the
+ * same commit: the name's record and the pin's are one transaction in the log, applied whole
+ * or not at all at open, and the name and pin tables change together, so neither a crash nor
+ * a concurrent reader or cs_gc ever sees one without the other. A root pinned recursively
+ * already is only named. Every block of the DAG must be present and every dag-pb node must
+ * decode (the pin's rule). Errors: those of cs_name_set(), and CS_ECORRUPT (a dag-pb node of
+ * the DAG does not decode), CS_ELIMIT (CS_PINS_MAX pins are held and root is not one); on
+ * any error neither the name nor the pin changed. */
+CS_API int cs_name_set_pinned(cs_store *s, const char *name, const cs_cid *root,
+			      uint64_t size);
 
 /* Looks name up; any of root, size, time_ns may be NULL. Never waits for a commit.
  * Errors: CS_ENOTFOUND, CS_EINVAL (an invalid name, which is never set). */

@@ -537,6 +537,11 @@ void idx_destroy(struct idx *t)
 	free(t);
 }
 
+int idx_reserve(struct idx *t)
+{
+	return pool_reserve(t, (size_t)t->height + 1); /* I8: what put_full() may take */
+}
+
 int idx_get(const struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *val)
 {
 	const struct node *x = descend(t, key, NULL);

@@ -38,6 +38,11 @@ int idx_get(const struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *val
 int idx_put(struct idx *t, const uint8_t key[IDX_KEY], const struct idx_val *val,
 	    struct idx_val *old);
 
+/* Makes sure the next idx_put() on t cannot fail: reserves the free nodes the deepest split
+ * takes (I8 of btree.c). For a writer that must not fail after it appended to the log.
+ * Errors: -ENOMEM (the tree is unchanged). */
+int idx_reserve(struct idx *t);
+
 /* Removes key. Returns 0 (old value copied to *old when not NULL) or CS_ENOTFOUND. */
 int idx_del(struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *old);
 

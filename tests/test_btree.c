@@ -665,6 +665,40 @@ static void test_enomem_leaves_tree_unchanged(void **state)
 	idx_destroy(t);
 }
 
+/* After idx_reserve() the next put cannot fail, not even when every slab allocation fails:
+ * what a writer that appended to the log relies on. */
+static void test_reserve_then_put(void **state)
+{
+	struct model m;
+	struct idx *t = new_tree();
+	int refused = 0;
+
+	rng_state = 11;
+	model_init(&m, 80000);
+	for (size_t j = 0; j < m.n; j++) {
+		struct idx_val v = make_val(rng());
+
+		idx_test_fail_slab(t, 1);
+		int rc = idx_reserve(t);
+		if (rc == -ENOMEM) {
+			refused++;
+			rc = idx_reserve(t); /* the countdown is spent */
+		}
+		assert_int_equal(rc, 0);
+		idx_test_fail_slab(t, 1); /* any slab the put wanted would fail */
+		assert_int_equal(idx_put(t, m.key[j], &v, NULL), 0);
+		m.present[j] = 1;
+		m.val[j] = v;
+		m.count++;
+	}
+	idx_test_fail_slab(t, 0);
+	compare(t, &m);
+	print_message("%d reservations refused with -ENOMEM among %zu\n", refused, m.n);
+	assert_true(refused >= 5);
+	model_free(&m);
+	idx_destroy(t);
+}
+
 /* idx_check() notices each broken invariant and names it. */
 static void test_check_detects_corruption(void **state)
 {
@@ -721,6 +755,7 @@ int main(void)
 		cmocka_unit_test(test_bytes_per_entry),
 		cmocka_unit_test(test_bulk_load),
 		cmocka_unit_test(test_enomem_leaves_tree_unchanged),
+		cmocka_unit_test(test_reserve_then_put),
 		cmocka_unit_test(test_check_detects_corruption),
 	};
 

@@ -4,7 +4,8 @@
 # roots, every option, stdin, -r trees), cat (whole and by range), ls, name rm; and each bad
 # input of the Files issue (missing, unreadable, a directory without -r, a name with a
 # newline, a non-UnixFS node, a missing leaf, blocksizes that disagree) gives its code with
-# no name set and nothing on stdout; progress appears on a terminal only.
+# no name set and nothing on stdout; progress appears on a terminal only. add --pin names and
+# pins (from a path or stdin); pins and gc as the Lifecycle issue asks; --quota.
 # Usage: test_cli.sh PATH/TO/cidstore
 set -u
 bin=$1
@@ -331,6 +332,30 @@ expect 2 "pin no CID" -- "$bin" pin add
 expect 2 "pin recursive to direct" -- "$bin" pin add --direct "$keep"
 expect 0 "pin rm" -- "$bin" pin rm "$keep"
 expect 0 "block rm unpinned" -- "$bin" block rm "$leaf"
+# add --pin from stdin names and pins in one go; a bad name with --pin writes nothing.
+expect 0 "add --pin stdin" -- "$bin" add --pin --quiet --name piped - <"$tmp/drop"
+piped=$(cat "$tmp/out")
+expect 0 "pin ls after stdin" -- "$bin" pin ls
+[ "$(cat "$tmp/out")" = "$piped	recursive" ] && ok || bad "stdin --pin: $(cat "$tmp/out")"
+"$bin" stat >"$tmp/before"
+expect 2 "add --pin bad name" -- "$bin" add --pin --name "$(printf 'a\tb')" "$tmp/keep"
+"$bin" stat >"$tmp/after"
+python3 -c 'import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); assert a["next_seq"]==b["next_seq"] and a["names"]==b["names"], (a,b)' \
+	"$tmp/before" "$tmp/after" && ok || bad "add --pin with a bad name wrote something"
+# Quota: a put past --quota exits 6 naming the limit and writes nothing; stat shows the
+# quota; with --quota-gc the garbage goes first and the put succeeds.
+export CIDSTORE_DIR=$tmp/quota
+head -c 3000 /dev/urandom >"$tmp/q1"
+head -c 3000 /dev/urandom >"$tmp/q2"
+expect 0 "put under quota" -- "$bin" --quota 4000 block put "$tmp/q1"
+expect 6 "put over quota" -- "$bin" --quota 4000 block put "$tmp/q2"
+grep -q "quota of 4000 bytes reached" "$tmp/err" && ok || bad "quota message: $(cat "$tmp/err")"
+expect 0 "stat with quota" -- "$bin" --quota 4000 stat
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["quota"]; assert d["bytes"]==4000 and d["used"]==3000, d' \
+	"$tmp/out" && ok || bad "stat quota: $(cat "$tmp/out")"
+expect 0 "put over quota with gc" -- "$bin" --quota 4000 --quota-gc block put "$tmp/q2"
+expect 2 "quota not a number" -- "$bin" --quota 4k stat
+expect 2 "quota-gc without quota" -- "$bin" --quota-gc stat
 export CIDSTORE_DIR=$tmp/store
 
 # --help for every command, and the exit-code table.

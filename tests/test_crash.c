@@ -2102,6 +2102,251 @@ static void test_enospc(void **state)
 	g_buf = NULL;
 }
 
+/* ---- (e) A pinned name set: one transaction ----------------------------------------- */
+
+#define PN_LEN   20000 /* the file: 20 leaves of 1 KiB under one node */
+#define PN_CHUNK 1024
+
+static uint8_t *pn_file;
+static char pn_name[CS_NAME_MAX + 1];
+
+/* Adds pn_file with the name pn_name and a recursive pin, as `cidstore add --pin` does. */
+static int pn_add(cs_store *s, cs_cid *root)
+{
+	cs_add_options ao;
+	cs_add *a;
+	int rc;
+
+	cs_add_options_init(&ao);
+	ao.chunk_size = PN_CHUNK;
+	ao.name = pn_name;
+	ao.pin = 1;
+	if ((rc = cs_add_begin(s, &ao, &a)) != 0)
+		return rc;
+	if ((rc = cs_add_write(a, pn_file, PN_LEN)) != 0) {
+		cs_add_abort(a);
+		return rc;
+	}
+	return cs_add_finish(a, root, NULL);
+}
+
+/* Reopens dir with the real backend: the name and the pin are both there, with the whole
+ * file under them, or neither is. Returns 1 for both, 0 for neither. */
+static int pn_check(const char *dir, const cs_cid *root, const char *where)
+{
+	cs_options o = tu_opts();
+	cs_store *s;
+	cs_stat st;
+	cs_cid got;
+	int kind = 0;
+	size_t n;
+
+	store_io_factory = NULL;
+	int rc = cs_store_open(dir, &o, &s);
+	if (rc != 0)
+		fail_msg("%s: reopen failed: %s: %s", where, cs_strerror(rc), cs_errmsg());
+	int named = cs_name_get(s, pn_name, &got, NULL, NULL) == 0;
+	rc = cs_pin_test(s, root, &kind, NULL);
+	if (rc != 0 && rc != CS_ENOTFOUND)
+		fail_msg("%s: pin test: %s: %s", where, cs_strerror(rc), cs_errmsg());
+	int pinned = rc == 0;
+	if (named != pinned)
+		fail_msg("%s: the name is %s but the pin %s", where, named ? "set" : "absent",
+		         pinned ? "is there" : "is not");
+	assert_int_equal(cs_store_stat(s, &st), 0);
+	if (st.names != (uint64_t)named || st.pins != (uint64_t)pinned ||
+	    st.pins_recursive != (uint64_t)pinned)
+		fail_msg("%s: stat counts %llu names, %llu pins (%llu recursive)", where,
+		         (unsigned long long)st.names, (unsigned long long)st.pins,
+		         (unsigned long long)st.pins_recursive);
+	if (named) {
+		if (kind != CS_PIN_RECURSIVE || got.len != root->len ||
+		    memcmp(got.bytes, root->bytes, root->len) != 0)
+			fail_msg("%s: the name or pin is not the added root's", where);
+		rc = cs_cat(s, root, 0, g_buf, PN_LEN, &n, NULL);
+		if (rc != 0 || n != PN_LEN || memcmp(g_buf, pn_file, PN_LEN) != 0)
+			fail_msg("%s: the named, pinned file does not read back: %s", where,
+			         cs_strerror(rc));
+	}
+	if ((rc = cs_store_close(s)) != 0)
+		fail_msg("%s: close after reopen: %s", where, cs_strerror(rc));
+	return named;
+}
+
+/* Power cuts at every I/O operation of an add with a pinned name (sync mode), every policy:
+ * after reopen the name and the pin are both there with their whole DAG, or neither is, and
+ * both are there whenever the add had returned success. */
+static void test_crash_add_pinned(void **state)
+{
+	char wdir[512], idir[512], where[300];
+	cs_options o = tu_opts();
+	cs_cid root = {0};
+	uint64_t n = 0, states = 0, both = 0;
+
+	g_buf = malloc(CS_BLOCK_MAX);
+	pn_file = malloc(PN_LEN);
+	assert_non_null(g_buf);
+	assert_non_null(pn_file);
+	tu_fill(pn_file, PN_LEN, 77);
+	path_in(wdir, sizeof(wdir), "pn-w");
+	path_in(idir, sizeof(idir), "pn-img");
+	/* A long name and a short one, so that in some runs the sector boundary a torn write
+	 * keeps falls between the name's record and the pin's. */
+	for (int round = 0; round < 2; round++) {
+		memset(pn_name, 0, sizeof(pn_name));
+		memset(pn_name, 'n', round == 0 ? 3 : 250);
+		/* The root, learned from a run with the real backend. */
+		cs_store *s0;
+		fresh_store(wdir);
+		assert_int_equal(cs_store_open(wdir, &o, &s0), 0);
+		assert_int_equal(pn_add(s0, &root), 0);
+		assert_int_equal(cs_store_close(s0), 0);
+		for (uint64_t k = 0;; k++) {
+			cs_store *s;
+			cs_cid r;
+			fresh_store(wdir);
+			fault_reset();
+			fault_off_after(k);
+			store_io_factory = fault_factory;
+			int rc = cs_store_open(wdir, &o, &s), added = 0;
+			if (rc == 0) {
+				added = pn_add(s, &r) == 0;
+				if (added && (r.len != root.len ||
+				              memcmp(r.bytes, root.bytes, r.len) != 0))
+					fail_msg("the add gave another root");
+				(void)cs_store_close(s);
+			}
+			store_io_factory = NULL;
+			int off = fault_is_off();
+			if (!off && !added)
+				fail_msg("add with the power on failed");
+			int wfd = open(wdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			assert_true(wfd >= 0);
+			for (int pol = 0; pol < FAULT_NPOLICIES; pol++) {
+				int nseeds = pol == FAULT_KEEP || pol == FAULT_DROP ? 1 : 4;
+				for (int seed = 1; seed <= nseeds; seed++) {
+					fresh_store(idir);
+					int ifd = open(idir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+					assert_true(ifd >= 0);
+					fault_copy_files(wfd, ifd);
+					fault_power_cut(ifd, (enum fault_policy)pol, (uint64_t)seed,
+					                0, NULL);
+					close(ifd);
+					snprintf(where, sizeof(where),
+					         "name of %zu bytes, cut after op %llu, policy %s, "
+					         "seed %d",
+					         strlen(pn_name), (unsigned long long)k,
+					         fault_policy_name[pol], seed);
+					int has = pn_check(idir, &root, where);
+					if (added && !has)
+						fail_msg("%s: the add returned success, yet its name "
+						         "and pin are gone",
+						         where);
+					both += has;
+					states++;
+				}
+			}
+			close(wfd);
+			if (!off) {
+				n = k;
+				break;
+			}
+		}
+	}
+	rm_store(wdir);
+	rm_store(idir);
+	print_message("add --pin: %llu I/O ops, %llu states, %llu with name and pin\n",
+	              (unsigned long long)n, (unsigned long long)states,
+	              (unsigned long long)both);
+	assert_true(both > 0 && both < states);
+	free(pn_file);
+	free(g_buf);
+	g_buf = NULL;
+}
+
+/* The transaction torn at every 8-byte step from the start of the name's record to the end
+ * of the pin's (the bytes from there on zero, as a torn tail reads), and with any one byte
+ * of the pin's record flipped: the reopened store has neither the name nor the pin; with
+ * nothing torn, both. */
+static void test_torn_pinned_name(void **state)
+{
+	char wdir[512], idir[512], seg[600], where[200];
+	cs_options o = tu_opts();
+	cs_store *s;
+	cs_cid root;
+	struct stat st;
+
+	g_buf = malloc(CS_BLOCK_MAX);
+	pn_file = malloc(PN_LEN);
+	assert_non_null(g_buf);
+	assert_non_null(pn_file);
+	tu_fill(pn_file, PN_LEN, 78);
+	memset(pn_name, 0, sizeof(pn_name));
+	memset(pn_name, 't', 40);
+	path_in(wdir, sizeof(wdir), "pt-w");
+	path_in(idir, sizeof(idir), "pt-img");
+	fresh_store(wdir);
+	store_io_factory = NULL;
+	assert_int_equal(cs_store_open(wdir, &o, &s), 0);
+	assert_int_equal(pn_add(s, &root), 0);
+	assert_int_equal(cs_store_close(s), 0);
+
+	/* The name's record is the last-but-one of the log, the pin's the last. */
+	assert_int_equal(tu_last_segment(wdir, seg, sizeof(seg)), 0);
+	int fd = open(seg, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0 && fstat(fd, &st) == 0);
+	size_t len = (size_t)st.st_size < (1u << 20) ? (size_t)st.st_size : (1u << 20);
+	uint8_t *img = malloc(len);
+	assert_non_null(img);
+	fault_pread_all(fd, img, len, 0);
+	close(fd);
+	size_t name_off = 0;
+	for (size_t off = 64; off + 40 <= len; off += 8)
+		if (memcmp(img + off, "CIDR", 4) == 0 && img[off + 4] == 3)
+			name_off = off;
+	assert_true(name_off > 0);
+	size_t name_sz = (40 + 20 + strlen(pn_name) + root.len + 7) & ~(size_t)7;
+	size_t pin_off = name_off + name_sz, pin_sz = (40 + 4 + root.len + 7) & ~(size_t)7;
+	assert_int_equal(img[pin_off + 4], 5);                /* REC_PIN_ADD */
+	assert_int_equal(img[name_off + 5] & 0x5, 0x1);      /* CONT */
+	assert_int_equal(img[pin_off + 5] & 0x5, 0x4);       /* MID */
+	for (size_t i = pin_off + pin_sz; i < len; i++)
+		assert_int_equal(img[i], 0);
+
+	const char *segname = strrchr(seg, '/') + 1;
+	for (size_t cut = name_off; cut <= pin_off + pin_sz; cut += 8) {
+		char iseg[600];
+		copy_store(wdir, idir);
+		snprintf(iseg, sizeof(iseg), "%s/%s", idir, segname);
+		fd = open(iseg, O_WRONLY | O_CLOEXEC);
+		assert_true(fd >= 0);
+		memset(g_buf, 0, name_sz + pin_sz);
+		fault_pwrite_all(fd, g_buf, pin_off + pin_sz - cut, cut);
+		close(fd);
+		snprintf(where, sizeof(where), "log torn at offset %zu (name record at %zu, pin at %zu)",
+		         cut, name_off, pin_off);
+		assert_int_equal(pn_check(idir, &root, where), cut == pin_off + pin_sz);
+	}
+	for (size_t i = pin_off; i < pin_off + pin_sz; i++) {
+		char iseg[600];
+		uint8_t b = img[i] ^ 0x20;
+		copy_store(wdir, idir);
+		snprintf(iseg, sizeof(iseg), "%s/%s", idir, segname);
+		fd = open(iseg, O_WRONLY | O_CLOEXEC);
+		assert_true(fd >= 0);
+		fault_pwrite_all(fd, &b, 1, i);
+		close(fd);
+		snprintf(where, sizeof(where), "byte %zu of the pin's record flipped", i - pin_off);
+		assert_int_equal(pn_check(idir, &root, where), 0);
+	}
+	free(img);
+	rm_store(wdir);
+	rm_store(idir);
+	free(pn_file);
+	free(g_buf);
+	g_buf = NULL;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2110,6 +2355,8 @@ int main(void)
 	    cmocka_unit_test(test_create_enospc),
 	    cmocka_unit_test(test_enospc),
 	    cmocka_unit_test(test_crash_states),
+	    cmocka_unit_test(test_crash_add_pinned),
+	    cmocka_unit_test(test_torn_pinned_name),
 	};
 	/* CS_CRASH_ONLY=<pattern> runs the matching tests only (cmocka's filter). */
 	if (getenv("CS_CRASH_ONLY") != NULL)

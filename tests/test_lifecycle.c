@@ -2,15 +2,16 @@
  * test_lifecycle.c - pins and garbage collection: what a user relies on to keep data alive.
  *
  * Proves: a recursive pin holds a whole file DAG and refuses the deletion of any block in it
- * (CS_EPINNED naming the pin), a direct pin only its root; pinning a DAG with a missing block
- * fails with CS_ENOTFOUND naming that block and pins nothing; pins survive reopen; every bad
- * input of the issue (pin of an absent CID, unpin of an unpinned CID, rm of a pinned block,
- * recursive to direct) gets its code. GC deletes exactly the blocks no name or pin reaches,
- * durably, and keeps everything rooted. Under concurrent writers that add files, name, pin,
- * unpin and re-put while another thread collects over and over, no rooted file ever loses a
- * block, and a put followed by a name set fails only when a collection overlapped it (the
- * documented rule); a final quiet collection leaves exactly the reachable blocks. GC while
- * another thread closes the store returns CS_ECLOSED and close waits for it.
+ * (CS_EPINNED naming the pin), a direct pin only its root; pinning a DAG with a missing block fails
+ * with CS_ENOTFOUND naming that block and pins nothing; pins survive reopen; every bad input of the
+ * issue (pin of an absent CID, unpin of an unpinned CID, rm of a pinned block, recursive to direct)
+ * gets its code. GC deletes exactly the blocks no name or pin reaches, durably, and keeps
+ * everything rooted. Under concurrent writers that add files, name, pin, unpin and re-put while
+ * another thread collects over and over, no rooted file ever loses a block, and a put followed by a
+ * name set fails only when a collection overlapped it (the documented rule); a pinned name set (an
+ * add's name and pin options, cs_name_set_pinned) names and pins together, upgrades a direct pin,
+ * and writes nothing on bad input; a final quiet collection leaves exactly the reachable blocks. GC
+ * while another thread closes the store returns CS_ECLOSED and close waits for it.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "store.h"
 #include "test_util.h"
 
 static char dir[256];
@@ -249,6 +251,110 @@ static void test_pin_missing_block(void **state)
 	CHECK(cs_store_close(s));
 }
 
+/* ---- Pinned names ------------------------------------------------------------------------ */
+
+static uint64_t next_seq(cs_store *s)
+{
+	cs_stat st;
+	CHECK(cs_store_stat(s, &st));
+	return st.next_seq;
+}
+
+static void expect_counts(cs_store *s, uint64_t names, uint64_t pins, uint64_t recursive)
+{
+	cs_stat st;
+	CHECK(cs_store_stat(s, &st));
+	assert_int_equal(st.names, names);
+	assert_int_equal(st.pins, pins);
+	assert_int_equal(st.pins_recursive, recursive);
+}
+
+/* An add with a name and pin in its options names and pins its root; cs_name_set_pinned
+ * only names a root pinned recursively already and upgrades a direct pin; bad input (an
+ * invalid name, pin without a name, a name for a directory, a DAG with a block missing)
+ * writes nothing; all of it survives a reopen. */
+static void test_name_pinned(void **state)
+{
+	cs_store *s = open_store();
+	cs_add_options ao;
+	cs_add *a;
+	cs_cid root, other, got;
+	uint8_t buf[30000];
+	int kind;
+
+	cs_add_options_init(&ao);
+	ao.chunk_size = 1024;
+	ao.name = "docs/a";
+	ao.pin = 1;
+	tu_fill(buf, sizeof(buf), 31);
+	CHECK(cs_add_begin(s, &ao, &a));
+	CHECK(cs_add_write(a, buf, sizeof(buf)));
+	CHECK(cs_add_finish(a, &root, NULL));
+	CHECK(cs_name_get(s, "docs/a", &got, NULL, NULL));
+	assert_memory_equal(got.bytes, root.bytes, root.len);
+	CHECK(cs_pin_test(s, &root, &kind, NULL));
+	assert_int_equal(kind, CS_PIN_RECURSIVE);
+	expect_counts(s, 1, 1, 1);
+
+	/* Pinned recursively already: only the name is written. */
+	uint64_t seq = next_seq(s);
+	CHECK(cs_name_set_pinned(s, "docs/b", &root, sizeof(buf)));
+	assert_int_equal(next_seq(s), seq + 1);
+	expect_counts(s, 2, 1, 1);
+
+	/* A direct pin becomes recursive, in the name's transaction. */
+	add_file(s, 32, 5000, 1024, &other);
+	CHECK(cs_pin_add(s, &other, CS_PIN_DIRECT));
+	expect_counts(s, 2, 2, 1);
+	seq = next_seq(s);
+	CHECK(cs_name_set_pinned(s, "c", &other, 5000));
+	assert_int_equal(next_seq(s), seq + 2);
+	CHECK(cs_pin_test(s, &other, &kind, NULL));
+	assert_int_equal(kind, CS_PIN_RECURSIVE);
+	expect_counts(s, 3, 2, 2);
+
+	/* Bad input writes nothing. */
+	seq = next_seq(s);
+	ao.name = "bad\nname";
+	assert_int_equal(cs_add_begin(s, &ao, &a), CS_EINVAL);
+	assert_non_null(strstr(cs_errmsg(), "newline"));
+	assert_int_equal(cs_add_path(s, &ao, "/etc/hostname", 0, NULL, &got, NULL), CS_EINVAL);
+	ao.name = NULL;
+	assert_int_equal(cs_add_begin(s, &ao, &a), CS_EINVAL);
+	assert_non_null(strstr(cs_errmsg(), "without a name"));
+	ao.name = "d";
+	ao.pin = 0;
+	cs_dir *d;
+	assert_int_equal(cs_dir_begin(s, &ao, &d), CS_EINVAL);
+	assert_int_equal(cs_name_set_pinned(s, "", &root, 1), CS_EINVAL);
+	assert_int_equal(next_seq(s), seq);
+
+	/* A DAG with a block missing: neither the name nor the pin. Its first leaf is the raw
+	 * block of its first 1 KiB. */
+	cs_cid broken, leaf;
+	uint8_t first[1024];
+	add_file(s, 33, 40000, 1024, &broken);
+	tu_fill(first, sizeof(first), 33);
+	CHECK(cs_cid_compute(first, sizeof(first), CS_CODEC_RAW, CS_HASH_SHA2_256, &leaf));
+	CHECK(cs_block_delete(s, &leaf));
+	seq = next_seq(s);
+	int rc = cs_name_set_pinned(s, "broken", &broken, 40000);
+	if (rc == 0)
+		fail_msg("a pinned name set on a DAG with a block missing succeeded");
+	assert_int_equal(rc, CS_ENOTFOUND);
+	assert_int_equal(next_seq(s), seq);
+	assert_int_equal(cs_name_get(s, "broken", NULL, NULL, NULL), CS_ENOTFOUND);
+	expect_counts(s, 3, 2, 2);
+
+	CHECK(cs_store_close(s));
+	s = open_store();
+	expect_counts(s, 3, 2, 2);
+	CHECK(cs_pin_test(s, &root, &kind, NULL));
+	assert_int_equal(kind, CS_PIN_RECURSIVE);
+	assert_true(file_intact(s, &root, 31, sizeof(buf)));
+	CHECK(cs_store_close(s));
+}
+
 /* ---- GC -------------------------------------------------------------------------------- */
 
 static void test_gc_basic(void **state)
@@ -301,6 +407,41 @@ static void test_gc_basic(void **state)
 	uint64_t n = 0;
 	CHECK(cs_block_list(s, count_cb, &n));
 	assert_int_equal(n, 0);
+	CHECK(cs_store_close(s));
+}
+
+/* A whole collection between a name set's DAG walk and its lock: the walk saw the file's
+ * blocks, the collection swept them (nothing rooted them yet), and the name set must notice
+ * and refuse, not name a file that is gone. */
+static int g_hook_runs;
+
+static void gc_in_window(cs_store *s)
+{
+	if (g_hook_runs++ == 0)
+		CHECK(cs_gc(s, NULL));
+}
+
+static void test_gc_between_walk_and_name(void **state)
+{
+	cs_store *s = open_store();
+	cs_cid root;
+
+	/* A direct pin keeps the root through the collection, its leaves are garbage. */
+	add_file(s, 50, 5000, 1024, &root);
+	CHECK(cs_pin_add(s, &root, CS_PIN_DIRECT));
+	g_hook_runs = 0;
+	gc_test_before_lock = gc_in_window;
+	int rc = cs_name_set(s, "late", &root, 5000);
+	gc_test_before_lock = NULL;
+	assert_int_equal(g_hook_runs, 1);
+	assert_int_equal(rc, CS_ENOTFOUND);
+	assert_non_null(strstr(cs_errmsg(), "not in the store"));
+	assert_int_equal(cs_name_get(s, "late", NULL, NULL, NULL), CS_ENOTFOUND);
+	assert_int_equal(nblocks(s), 1); /* the root alone */
+	CHECK(cs_pin_rm(s, &root));
+	/* Without a collection in the window the name lands. */
+	add_file(s, 50, 5000, 1024, &root);
+	CHECK(cs_name_set(s, "late", &root, 5000));
 	CHECK(cs_store_close(s));
 }
 
@@ -488,7 +629,11 @@ static void test_gc_vs_close(void **state)
 	pthread_t t;
 	atomic_store(&g_gc_rc, 1);
 	pthread_create(&t, NULL, gc_once, s);
-	usleep(1000);
+	/* Close must not race with the start of cs_gc (the handle's contract): wait until the
+	 * collection is active or over. A fixed sleep was too short under ASan, which then saw
+	 * cs_gc lock a store close had freed. */
+	while (!atomic_load(&s->gc_active) && atomic_load(&g_gc_rc) == 1)
+		usleep(100);
 	int crc = cs_store_close(s);
 	pthread_join(t, NULL);
 	assert_int_equal(crc, 0);
@@ -557,7 +702,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_pin_holds_dag, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pin_direct_and_kinds, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pin_missing_block, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_name_pinned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_basic, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gc_between_walk_and_name, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_vs_close, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_busy, setup, teardown),
