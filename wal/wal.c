@@ -881,6 +881,8 @@ int wal_sync(struct wal *w)
 static void scatter(const struct iovec *dst, int ndst, const uint8_t *src)
 {
 	for (int i = 0; i < ndst; i++) {
+		if (dst[i].iov_len == 0)
+			continue; /* an empty piece, whose base may be NULL */
 		memcpy(dst[i].iov_base, src, dst[i].iov_len);
 		src += dst[i].iov_len;
 	}
@@ -910,6 +912,8 @@ static int read_file(int fd, uint64_t off, uint8_t *hdr, const struct iovec *dst
 			return 0;
 		for (int i = piece; i <= ndst && nv < 16; i++) {
 			size_t s = i == piece ? skip : 0;
+			if (PIECE_LEN(i) == s)
+				continue; /* an empty piece, whose base may be NULL */
 			v[nv].iov_base = (uint8_t *)PIECE_BASE(i) + s;
 			v[nv].iov_len = PIECE_LEN(i) - s;
 			nv++;
