@@ -134,4 +134,33 @@ struct wal_stat {
 
 void wal_stat(struct wal *w, struct wal_stat *out);
 
+/* One segment of the log as it stands, for compaction. */
+struct wal_seg_info {
+	uint32_t id;
+	uint32_t end;       /* offset past its last record */
+	uint64_t first_seq; /* its header's first seq */
+	uint64_t capacity;  /* its file's size */
+};
+
+/* Copies up to cap entries of the segment table, in id order, into out and returns how
+ * many. The last one is where appends go. */
+uint32_t wal_segments(struct wal *w, struct wal_seg_info *out, uint32_t cap);
+
+/* Reads the record at pos of a segment other than the last (whose records are all in its
+ * file) whatever its length: the header into *h and the payload into buf (cap bytes), and
+ * checks header and checksum. For scanning a segment record by record. Thread-safe.
+ * Errors: CS_EINVAL (pos is in the last segment), CS_ECORRUPT (no such segment, not a record
+ * there, a payload over cap bytes, a checksum mismatch; the message names the place),
+ * -errno. */
+int wal_read_any(struct wal *w, struct wal_pos pos, struct rec_hdr *h, uint8_t *buf, size_t cap);
+
+/* Removes segment id, which must not be the last, from the log: new reads of it fail as
+ * reads of an absent segment, reads in flight finish first (W11), then its fd is closed, its
+ * file removed and the directory synced through the backend. The caller has made durable
+ * what makes the segment's absence sound (docs/FORMAT.md, section 6: G7). Thread-safe; one
+ * drop at a time. Errors: CS_EINVAL (the last or an unknown segment), -errno from the
+ * removal or the directory sync: the segment is out of the table either way, and its file
+ * may or may not be gone after a crash, both of which recovery accepts. */
+int wal_drop_segment(struct wal *w, uint32_t id);
+
 #endif
