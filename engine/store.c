@@ -255,6 +255,7 @@ static void free_tables(cs_store *s)
 	keyset_free(&s->cover);
 	keyset_free(&s->marks);
 	names_destroy(s->names);
+	rec_drops_free(&s->rec.drops);
 	dir_close(&s->dir);
 	pthread_cond_destroy(&s->gc_cv);
 	pthread_mutex_destroy(&s->mark_mu);

@@ -33,6 +33,30 @@ struct rec_options {
 	void *log_ctx;
 };
 
+/* Seqs [from_seq, to_seq) lived in segments first_id..last_id, which compaction deleted
+ * (REC_SEG_DROP records). */
+struct rec_drop {
+	uint64_t from_seq, to_seq;
+	uint32_t first_id, last_id;
+};
+
+/* The dropped ranges known: sorted by from_seq, disjoint and not adjacent (two ranges that
+ * touch are one). What replay checks every seq gap between segments against, what
+ * compaction appends again when it deletes the segment holding the records that state them,
+ * and what a checkpoint of the index would save beside it. v is owned (rec_drops_free). */
+struct rec_drops {
+	struct rec_drop *v;
+	uint32_t n, cap;
+};
+
+/* Adds d, merging it with the ranges it overlaps or touches. Errors: -ENOMEM (unchanged). */
+int rec_drops_add(struct rec_drops *ds, const struct rec_drop *d);
+
+/* Is every seq of [from, to) inside one dropped range? (An empty range is.) */
+int rec_drops_cover(const struct rec_drops *ds, uint64_t from, uint64_t to);
+
+void rec_drops_free(struct rec_drops *ds);
+
 struct rec_result {
 	struct wal_seg *segs;  /* owned by the caller (free()); fds ready for wal_open() */
 	uint32_t nsegs;
@@ -46,9 +70,15 @@ struct rec_result {
 	uint64_t stray_files;      /* names in the directory that are not ours, left alone */
 	int last_closed;           /* the last segment's torn tail was left in place (salvage
 				    * resumed in it): appends must start the next segment */
+	struct rec_drops drops;    /* owned by the caller (rec_drops_free); empty on error:
+				    * the ranges the REC_SEG_DROP records of the log state */
 };
 
-/* Errors: CS_ECORRUPT, CS_EVERSION, CS_ELIMIT (more than CS_SEGMENTS_MAX segment files),
+/* REC_SEG_DROP records are applied by the replay itself (into result->drops), never
+ * handed to the apply callback; every other known type is. A seq gap before the first
+ * segment or between two segments is accepted only when result->drops covers it, checked
+ * once the whole log was read, since the records that justify a gap lie after it.
+ * Errors: CS_ECORRUPT, CS_EVERSION, CS_ELIMIT (more than CS_SEGMENTS_MAX segment files),
  * -ENOMEM, -errno, or the apply callback's return. On error no fd is left open and
  * result->segs is NULL. Names in the directory other than "LOCK", "CIDSTORE", segment names
  * ("%08x.seg", lowercase hex) and names starting "checkpoint" (reserved) are counted as
