@@ -120,6 +120,8 @@ int dag_walk(cs_store *s, const cs_cid *root, unsigned flags, dag_visit_fn visit
 		CS_ASSERT(cs_cid_inspect(&cid, &info) == 0);
 		if (info.codec == CS_CODEC_DAG_PB)
 			rc = expand(s, &w, key, &v, &cid, flags);
+		if (rc == CS_ENOTFOUND) /* deleted (and its segment compacted) since the lookup */
+			rc = (flags & DAG_MISSING_OK) ? 0 : missing(&cid);
 	}
 	free(w.stack);
 	free(w.buf);

@@ -257,6 +257,7 @@ static int sweep_piece(cs_store *s, struct piece *p, cs_gc_stat *st)
 			struct idx_val old;
 			CS_ASSERT(idx_del(s->idx, p->keys[idx[j]], &old) == 0);
 			s->live_bytes -= old.len;
+			store_live_add(s, old.seg, -store_block_bytes(old.len));
 			st->swept_bytes += old.len;
 		}
 		pthread_rwlock_unlock(&s->lock);
@@ -310,6 +311,28 @@ static void deactivate(cs_store *s)
 	pthread_mutex_unlock(&s->mark_mu);
 }
 
+int gc_exclusive_begin(cs_store *s)
+{
+	pthread_mutex_lock(&s->life_mu);
+	if (s->gc_running || s->closing) {
+		pthread_mutex_unlock(&s->life_mu);
+		return s->closing ? closed_error()
+		                  : cs_fail(CS_EBUSY, "a garbage collection or compaction is "
+		                                      "already running");
+	}
+	s->gc_running = 1;
+	pthread_mutex_unlock(&s->life_mu);
+	return 0;
+}
+
+void gc_exclusive_end(cs_store *s)
+{
+	pthread_mutex_lock(&s->life_mu);
+	s->gc_running = 0;
+	pthread_cond_broadcast(&s->gc_cv);
+	pthread_mutex_unlock(&s->life_mu);
+}
+
 CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 {
 	cs_gc_stat st = {0};
@@ -317,13 +340,9 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 	int rc;
 
 	cs_clear_error();
+	if ((rc = gc_exclusive_begin(s)) != 0)
+		return rc;
 	pthread_mutex_lock(&s->life_mu);
-	if (s->gc_running || s->closing) {
-		pthread_mutex_unlock(&s->life_mu);
-		return s->closing ? closed_error()
-		                  : cs_fail(CS_EBUSY, "a garbage collection is already running");
-	}
-	s->gc_running = 1;
 	/* E4: no pin (life_mu) or name (name_mu) mutation is between its check and its table
 	 * update while the collection turns active. */
 	pthread_mutex_lock(&s->name_mu);
@@ -356,16 +375,24 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 	if (rc == 0)
 		rc = src;
 	st.sweep_seconds = now_s() - t1;
+	/* Then give back the space (compact.c), still alone (C6). */
+	if (rc == 0 && s->opts.compact_threshold > 0) {
+		cs_compact_stat cst = {0};
+		rc = compact_run(s, s->opts.compact_threshold, &cst);
+		st.segments_compacted = cst.segments_compacted;
+		st.bytes_copied = cst.bytes_copied;
+		st.bytes_reclaimed = cst.bytes_reclaimed;
+		st.compact_seconds = cst.seconds;
+	}
 	st.seconds = now_s() - t0;
 
 	pthread_mutex_lock(&s->life_mu);
-	s->gc_running = 0;
 	if (rc == 0) {
 		s->last_gc = st;
 		s->last_gc_time_ns = store_realtime_ns();
 	}
-	pthread_cond_broadcast(&s->gc_cv);
 	pthread_mutex_unlock(&s->life_mu);
+	gc_exclusive_end(s);
 	if (out != NULL)
 		*out = st;
 	return rc;

@@ -68,6 +68,7 @@ CS_API void cs_options_init(cs_options *o)
 	o->io = CS_IO_AUTO;
 	o->segment_bytes = CS_SEG_DEFAULT;
 	o->batch_bytes = CS_BATCH_DEFAULT;
+	o->compact_threshold = CS_COMPACT_THRESHOLD_DEFAULT;
 }
 
 static int check_options(const cs_options *o)
@@ -85,6 +86,9 @@ static int check_options(const cs_options *o)
 	    o->batch_bytes > o->segment_bytes / 2)
 		return cs_fail(CS_EINVAL, "batch_bytes %u is outside %u..min(%u, segment_bytes/2)",
 		               o->batch_bytes, CS_BATCH_MIN, CS_BATCH_MAX);
+	if (!(o->compact_threshold >= 0 && o->compact_threshold <= 1))
+		return cs_fail(CS_EINVAL, "compact_threshold %g is outside 0..1",
+		               o->compact_threshold);
 	if (o->flags & ~(unsigned)(CS_OPEN_CREATE | CS_OPEN_SALVAGE))
 		return cs_fail(CS_EINVAL, "unknown open flags 0x%x", o->flags);
 	return 0;
@@ -150,16 +154,57 @@ static int apply_name_set(cs_store *s, const struct rec_view *r)
 		return bad_name_record(r, "its root is not a valid CID");
 	v.size = ns.size;
 	v.time_ns = ns.time_ns;
+	v.seg = r->pos.seg;
+	v.off = r->pos.off;
+	struct name_val old;
+	int had = names_get(s->names, ns.name, ns.name_len, &old) == 0;
 	int rc = names_set(s->names, ns.name, ns.name_len, &v);
 	if (rc == CS_ELIMIT)
 		return cs_fail(CS_ELIMIT, "segment %08x offset %u: the log sets more than %u names",
 		               r->pos.seg, r->pos.off, CS_NAMES_MAX);
-	return rc < 0 ? rc : 0;
+	if (rc < 0)
+		return rc;
+	if (had)
+		store_live_add(s, old.seg, -store_name_bytes(ns.name_len, old.root.len));
+	store_live_add(s, v.seg, store_name_bytes(ns.name_len, v.root.len));
+	return 0;
+}
+
+/* Removes name (len bytes) from the table, and its record from the live bytes (C1): for
+ * every removal, replayed or new. Under the write lock, or in replay. With before not NULL,
+ * only if its record lies before *before (a carried delete, C3 of compact.c). */
+static void name_remove(cs_store *s, const uint8_t *name, size_t len,
+                        const struct wal_pos *before)
+{
+	struct name_val old;
+
+	if (names_get(s->names, name, len, &old) != 0)
+		return;
+	if (before != NULL && wal_pos_cmp((struct wal_pos){old.seg, old.off}, *before) >= 0)
+		return;
+	CS_ASSERT(names_del(s->names, name, len) == 0);
+	store_live_add(s, old.seg, -store_name_bytes(len, old.root.len));
+}
+
+/* Removes key's block from the index and the live bytes; with before not NULL, only if its
+ * record lies before *before. Under the write lock, or in replay. */
+static void block_remove(cs_store *s, const uint8_t key[CS_KEY_MAX],
+                         const struct wal_pos *before)
+{
+	struct idx_val old;
+
+	if (idx_get(s->idx, key, &old) != 0)
+		return;
+	if (before != NULL && wal_pos_cmp((struct wal_pos){old.seg, old.off}, *before) >= 0)
+		return;
+	CS_ASSERT(idx_del(s->idx, key, NULL) == 0);
+	s->live_bytes -= old.len;
+	store_live_add(s, old.seg, -store_block_bytes(old.len));
 }
 
 /* Replays a REC_NAME_DEL. An absent name is no error: the writer only deletes present
  * names, but under salvage the set may be among the records lost. */
-static int apply_name_del(cs_store *s, const struct rec_view *r)
+static int apply_name_del(cs_store *s, const struct rec_view *r, const struct wal_pos *before)
 {
 	struct rec_name_del nd;
 	char why[96];
@@ -168,8 +213,41 @@ static int apply_name_del(cs_store *s, const struct rec_view *r)
 		return bad_name_record(r, "its lengths disagree");
 	if (name_check(nd.name, nd.name_len, why, sizeof(why)) != 0)
 		return bad_name_record(r, why);
-	names_del(s->names, nd.name, nd.name_len);
+	name_remove(s, nd.name, nd.name_len, before);
 	return 0;
+}
+
+/* Replays a REC_CARRY (C3 of compact.c): the delete it carries removes an entry only if the
+ * entry's record lies before the delete's original position, so a put, set or pin made after
+ * the original delete (and logged before this copy of it) stands. */
+static int apply_carry(cs_store *s, const struct rec_view *r)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct rec_carry c;
+
+	if (rec_carry_decode(r->payload, r->h.len, &c) != 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: malformed carry record",
+		               r->pos.seg, r->pos.off);
+	struct wal_pos orig = {c.seg, c.off};
+	if (wal_pos_cmp(orig, r->pos) >= 0)
+		return cs_fail(CS_ECORRUPT,
+		               "segment %08x offset %u: carry record of a delete at segment %08x "
+		               "offset %u, which does not lie before it",
+		               r->pos.seg, r->pos.off, c.seg, c.off);
+	struct rec_view inner = *r;
+	inner.h.type = c.type;
+	inner.h.len = c.len;
+	inner.payload = c.payload;
+	switch (c.type) {
+	case REC_DELETE:
+		CS_ASSERT(rec_key_decode(c.payload, c.len, key) == 0); /* rec_carry_decode */
+		block_remove(s, key, &orig);
+		return 0;
+	case REC_NAME_DEL:
+		return apply_name_del(s, &inner, &orig);
+	default:
+		return pin_apply(s, &inner, &orig);
+	}
 }
 
 /* Replay callback: applies one record of a complete transaction to the index (S1) or the
@@ -202,6 +280,9 @@ static int apply_record(void *ctx, const struct rec_view *r)
 		if (rc < 0)
 			return rc;
 		s->live_bytes += b.data_len - (rc == 1 ? old.len : 0);
+		if (rc == 1)
+			store_live_add(s, old.seg, -store_block_bytes(old.len));
+		store_live_add(s, v.seg, store_block_bytes(v.len));
 		return 0;
 	case REC_DELETE:
 		if (rec_key_decode(r->payload, r->h.len, key) != 0)
@@ -209,16 +290,17 @@ static int apply_record(void *ctx, const struct rec_view *r)
 			               "segment %08x offset %u: malformed delete "
 			               "record",
 			               r->pos.seg, r->pos.off);
-		if (idx_del(s->idx, key, &old) == 0)
-			s->live_bytes -= old.len;
+		block_remove(s, key, NULL);
 		return 0;
 	case REC_NAME_SET:
 		return apply_name_set(s, r);
 	case REC_NAME_DEL:
-		return apply_name_del(s, r);
+		return apply_name_del(s, r, NULL);
 	case REC_PIN_ADD:
 	case REC_PIN_DEL:
-		return pin_apply(s, r);
+		return pin_apply(s, r, NULL);
+	case REC_CARRY:
+		return apply_carry(s, r);
 	default:
 		if (r->h.flags & REC_F_SKIPPABLE)
 			return 0;
@@ -255,6 +337,8 @@ static void free_tables(cs_store *s)
 	keyset_free(&s->cover);
 	keyset_free(&s->marks);
 	names_destroy(s->names);
+	free(s->live);
+	rec_drops_free(&s->drops);
 	rec_drops_free(&s->rec.drops);
 	dir_close(&s->dir);
 	pthread_cond_destroy(&s->gc_cv);
@@ -295,7 +379,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	if (rc != 0)
 		goto fail;
 	if ((rc = idx_create(&s->idx)) != 0 || (rc = idx_create(&s->pins)) != 0 ||
-	    (rc = names_create(&s->names)) != 0)
+	    (rc = names_create(&s->names)) != 0 || (rc = store_live_init(s)) != 0)
 		goto fail;
 
 	struct rec_options ro = {
@@ -310,6 +394,8 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	if ((rc = rec_replay(&ro, &s->rec)) != 0)
 		goto fail;
 	CS_DASSERT(names_check_tree(s->names) == 0);
+	s->drops = s->rec.drops;
+	s->rec.drops = (struct rec_drops){0};
 
 	struct wal_config wc = {
 	    .dirfd = s->dir.dirfd,
@@ -456,19 +542,50 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 	if ((rc = wal_append(s->wal, &rec, 1, &pos, &seq)) != 0)
 		return rc;
 	v = (struct idx_val){pos.seg, pos.off, (uint32_t)len, (uint32_t)codec};
+	struct idx_val old;
 	pthread_rwlock_wrlock(&s->lock);
-	rc = idx_put(s->idx, key, &v, NULL); /* S2: appended first */
+	rc = idx_put(s->idx, key, &v, &old); /* S2: appended first */
 	if (rc == 0)
 		s->live_bytes += len;
+	if (rc == 1) /* a racing put of the same block got there first: this copy replaces it */
+		store_live_add(s, old.seg, -store_block_bytes(old.len));
+	if (rc >= 0)
+		store_live_add(s, pos.seg, store_block_bytes(v.len));
 	pthread_rwlock_unlock(&s->lock);
 	if (rc < 0)
 		return rc;
 	return wait ? wal_wait(s->wal, seq) : 0;
 }
 
-/* Reads the block at v into buf (v->len bytes) and checks the record names key. */
+static int read_block_at(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
+                         void *buf);
+
+/* Reads the block at v into buf (v->len bytes) and checks the record names key. A
+ * compaction may have moved the block and dropped its segment since v was looked up (C5 of
+ * compact.c): when a read fails and the index now holds the block elsewhere, the read is
+ * made again there; when the index no longer holds it, it was deleted meanwhile (and its
+ * segment compacted): CS_ENOTFOUND. Bounded: each retry follows a move, and a move needs a
+ * compaction of the segment the block was in; after a few, the error stands. */
 int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
-                      void *buf)
+                     void *buf)
+{
+	struct idx_val now = *v;
+	int rc;
+
+	for (int tries = 0;; tries++) {
+		rc = read_block_at(s, key, &now, buf);
+		struct idx_val then = now;
+		if (rc == 0 || tries == 4)
+			return rc;
+		if (store_lookup(s, key, &now) != 0)
+			return cs_fail(CS_ENOTFOUND, "the block was deleted while it was read");
+		if ((now.seg == then.seg && now.off == then.off) || now.len != v->len)
+			return rc;
+	}
+}
+
+static int read_block_at(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
+                         void *buf)
 {
 	uint8_t meta[CS_BLOCK_META], digest[CS_DIGEST_MAX];
 	struct iovec parts[3] = {
@@ -570,8 +687,7 @@ CS_API int cs_block_delete(cs_store *s, const cs_cid *cid)
 	if ((rc = wal_append(s->wal, &rec, 1, NULL, &seq)) != 0)
 		goto out;
 	pthread_rwlock_wrlock(&s->lock);
-	if (idx_del(s->idx, key, &v) == 0) /* a racing GC sweep cannot: it holds life_mu */
-		s->live_bytes -= v.len;
+	block_remove(s, key, NULL); /* present: a racing GC sweep holds life_mu too */
 	pthread_rwlock_unlock(&s->lock);
 out:
 	pthread_mutex_unlock(&s->life_mu);
@@ -705,6 +821,8 @@ static int verify_one(void *ctx, const uint8_t *key, const struct idx_val *v)
 	cs_cid cid;
 
 	int rc = store_read_block(vc->s, key, v, vc->buf);
+	if (rc == CS_ENOTFOUND)
+		return 0; /* deleted since the piece was copied: not ours to judge */
 	if (rc == 0 && (cid_hash(hash, vc->buf, v->len, digest) != 0 ||
 	                memcmp(digest, key + 2, CS_DIGEST_MAX) != 0))
 		rc = CS_ECORRUPT;
@@ -820,11 +938,18 @@ CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64
 		    {v.root.bytes, v.root.len},
 		};
 		struct wal_rec rec = {.type = REC_NAME_SET, .parts = parts, .nparts = 3};
-		rc = wal_append(s->wal, &rec, 1, NULL, &seq);
+		struct wal_pos pos;
+		rc = wal_append(s->wal, &rec, 1, &pos, &seq);
+		v.seg = pos.seg;
+		v.off = pos.off;
 	}
 	if (rc == 0) {
+		struct name_val old;
 		pthread_rwlock_wrlock(&s->lock);
+		if (names_get(s->names, (const uint8_t *)name, len, &old) == 0)
+			store_live_add(s, old.seg, -store_name_bytes(len, old.root.len));
 		names_put(s->names, node, &v); /* S2, S5: appended first; cannot fail (S6) */
+		store_live_add(s, v.seg, store_name_bytes(len, v.root.len));
 		pthread_rwlock_unlock(&s->lock);
 		node = NULL;
 	}
@@ -882,9 +1007,8 @@ CS_API int cs_name_delete(cs_store *s, const char *name)
 		rc = wal_append(s->wal, &rec, 1, NULL, &seq);
 	if (rc == 0) {
 		pthread_rwlock_wrlock(&s->lock);
-		rc = names_del(s->names, (const uint8_t *)name, len); /* S2: appended first */
+		name_remove(s, (const uint8_t *)name, len, NULL); /* S2: appended first */
 		pthread_rwlock_unlock(&s->lock);
-		CS_ASSERT(rc == 0); /* present under name_mu a moment ago */
 	}
 	pthread_mutex_unlock(&s->name_mu);
 	if (rc != 0)

@@ -21,6 +21,7 @@
 #include "cidstore.h"
 #include "dir.h"
 #include "keyset.h"
+#include "record.h"
 #include "replay.h"
 #include "wal.h"
 
@@ -58,9 +59,58 @@ struct cs_store {
 	cs_gc_stat last_gc;
 	int64_t last_gc_time_ns;
 
-	struct rec_result rec; /* what open found; rec.segs handed to the WAL */
+	struct rec_result rec; /* what open found; rec.segs handed to the WAL, rec.drops to
+				* `drops` below */
 	double open_seconds;
+
+	/* Compaction (compact.c). */
+	struct seg_live *live; /* under lock: live record bytes per segment (C1), id order,
+				* CS_SEGMENTS_MAX slots (so an update never allocates), nlive used */
+	uint32_t nlive;
+	struct rec_drops drops; /* the dropped ranges (C4); changed only by a compaction, which
+				 * runs alone (gc_running), and at open */
 };
+
+/* Live record bytes of one segment (C1 of compact.c). */
+struct seg_live {
+	uint32_t id;
+	uint64_t bytes;
+};
+
+/* Adds delta to the live bytes of segment seg (C1). Called with lock held for writing, or
+ * by replay (which runs alone). Never allocates. */
+void store_live_add(cs_store *s, uint32_t seg, int64_t delta);
+
+/* The bytes the record of a block of len data bytes takes in the log. */
+static inline int64_t store_block_bytes(uint32_t len)
+{
+	return rec_size(CS_BLOCK_META + CS_DIGEST_MAX + len);
+}
+
+/* ... of a REC_NAME_SET of a name of name_len bytes set to a CID of cid_len bytes. */
+static inline int64_t store_name_bytes(size_t name_len, uint8_t cid_len)
+{
+	return rec_size(REC_NAME_SET_META + (uint32_t)name_len + cid_len);
+}
+
+/* ... of a REC_PIN_ADD of a CID of cid_len bytes. */
+static inline int64_t store_pin_bytes(uint8_t cid_len)
+{
+	return rec_size(REC_PIN_META + cid_len);
+}
+
+/* Allocates s->live (at open). Errors: -ENOMEM. */
+int store_live_init(cs_store *s);
+
+/* Runs a compaction for cs_gc() or cs_compact(), the caller holding the right to run alone
+ * (gc_running). threshold: segments whose live fraction is below it are rewritten, and
+ * more (those with least live first) while the files exceed the space bound (compact.c). */
+int compact_run(cs_store *s, double threshold, cs_compact_stat *st);
+
+/* Compacts segment id alone, whatever its live fraction (tests: the carried-record cases
+ * need a chosen segment compacted and its older neighbours kept). Errors: as cs_compact,
+ * and CS_EINVAL (id is the last segment or unknown). */
+int store_compact_segment(cs_store *s, uint32_t id, cs_compact_stat *st);
 
 /* cs_block_put() with a choice: wait = 0 returns once the block is in the log's batch buffer
  * (readable at once, durable after the next cs_store_sync()) whatever the durability mode.
@@ -84,8 +134,13 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
 		     void *buf);
 
-/* Replay of the pin records (pin.c), called by store.c's apply callback. */
-int pin_apply(cs_store *s, const struct rec_view *r);
+/* Replay of the pin records (pin.c), called by store.c's apply callback. With before not
+ * NULL, r is a carried REC_PIN_DEL whose original lay at *before: it removes a pin only if
+ * the pin's record lies before that (C3 of compact.c). */
+int pin_apply(cs_store *s, const struct rec_view *r, const struct wal_pos *before);
+
+/* The live bytes (C1) the record of pin (key, v) takes. */
+int64_t pin_bytes(const uint8_t key[CS_KEY_MAX], const struct idx_val *v);
 
 /* Is key held by a pin? Returns 0 when not, or CS_EPINNED with a message naming a pin that
  * holds it (the CID text of cid for the message). Called with life_mu held. Errors also
@@ -124,6 +179,11 @@ void store_hold_end(cs_store *s, struct store_hold *h);
 
 /* Called by cs_store_close() before it tears down: stops a running cs_gc and waits. */
 void gc_stop(cs_store *s);
+
+/* Takes the right to run alone (gc_running) for a cs_gc or cs_compact, and gives it back.
+ * Errors: CS_EBUSY (one runs), CS_ECLOSED (the store is closing). */
+int gc_exclusive_begin(cs_store *s);
+void gc_exclusive_end(cs_store *s);
 
 int64_t store_realtime_ns(void);
 
