@@ -284,8 +284,9 @@ static int restate_drops(struct victim *v)
 	return rc;
 }
 
-/* Rewrites segment v->seg and deletes it (C2..C5). */
-static int compact_one(struct victim *v)
+/* Rewrites segment v->seg (C2..C4): appends what is current in it, the carries and its drop
+ * record. It is deleted later, after a sync (flush). */
+static int rewrite(struct victim *v)
 {
 	cs_store *s = v->s;
 	const uint32_t id = v->seg.id;
@@ -294,10 +295,11 @@ static int compact_one(struct victim *v)
 
 	/* A segment whose seqs a drop covers was rewritten already, and a crash came before
 	 * its file was deleted (C5): nothing in it is current. */
-	int done = v->end_seq > v->seg.first_seq &&
-	           rec_drops_cover(&s->drops, v->seg.first_seq, v->end_seq);
+	if (v->end_seq > v->seg.first_seq &&
+	    rec_drops_cover(&s->drops, v->seg.first_seq, v->end_seq) && live_of(s, id) == 0)
+		return 0;
 	/* Bounded: off grows by a whole record each pass, up to the segment's end. */
-	for (uint32_t off = CS_SEG_HEADER; !done && off < v->seg.end; off += rec_size(h.len)) {
+	for (uint32_t off = CS_SEG_HEADER; off < v->seg.end; off += rec_size(h.len)) {
 		if (stopping(s))
 			return cs_fail(CS_ECLOSED, "the store is closing: compaction stopped");
 		struct wal_pos at = {id, off};
@@ -336,35 +338,54 @@ static int compact_one(struct victim *v)
 		if (rc != 0)
 			return rc;
 	}
-	if (!done) {
-		if (restate && (rc = restate_drops(v)) != 0)
-			return rc;
-		if (v->end_seq > v->seg.first_seq) {
-			struct rec_drop d = {v->seg.first_seq, v->end_seq, id, id};
-			uint8_t pay[REC_SEG_DROP_LEN];
-			rec_seg_drop_encode(pay, &(struct rec_seg_drop){d.from_seq, d.to_seq, id, id});
-			struct iovec part = {pay, sizeof(pay)};
-			if ((rc = append(v, REC_SEG_DROP, &part, 1, NULL)) != 0)
-				return rc;
-			if ((rc = rec_drops_add(&s->drops, &d)) != 0)
-				return cs_fail(rc, "out of memory for the dropped ranges");
-		}
-		if ((rc = wal_sync(s->wal)) != 0) /* C5 */
-			return rc;
-	}
-	/* C2: every current record was moved. A segment that still holds one (which only a
-	 * log replayed under salvage might bring about) is kept. */
+	/* C2: every current record was moved, and none can become current again (entries
+	 * only ever move to the head). One that was not (which only a log replayed under
+	 * salvage might bring about) keeps the segment, before any drop names it. */
 	uint64_t left = live_of(s, id);
 	if (left != 0)
 		return cs_fail(CS_ECORRUPT,
 		               "segment %08x still holds %llu live bytes after its rewrite; kept",
 		               id, (unsigned long long)left);
-	if ((rc = wal_drop_segment(s->wal, id)) != 0)
+	if (restate && (rc = restate_drops(v)) != 0)
 		return rc;
-	live_forget(s, id);
-	v->st->segments_compacted++;
-	v->st->bytes_reclaimed += v->seg.capacity;
+	if (v->end_seq > v->seg.first_seq) {
+		struct rec_seg_drop d = {v->seg.first_seq, v->end_seq, id, id};
+		uint8_t pay[REC_SEG_DROP_LEN];
+		rec_seg_drop_encode(pay, &d);
+		struct iovec part = {pay, sizeof(pay)};
+		if ((rc = append(v, REC_SEG_DROP, &part, 1, NULL)) != 0)
+			return rc;
+		struct rec_drop r = {d.from_seq, d.to_seq, id, id};
+		if ((rc = rec_drops_add(&s->drops, &r)) != 0)
+			return cs_fail(rc, "out of memory for the dropped ranges");
+	}
 	return 0;
+}
+
+/* Syncs the log, then deletes the files of the segments segs[done[0..n)] rewritten and
+ * syncs the directory (C5), marking them gone once their removal is durable. */
+static int flush(cs_store *s, const struct wal_seg_info *segs, const uint32_t *done, uint32_t n,
+                 uint8_t *gone, cs_compact_stat *st)
+{
+	int rc = n > 0 ? wal_sync(s->wal) : 0;
+	uint32_t k = 0;
+
+	for (; k < n && rc == 0; k++) {
+		const struct wal_seg_info *e = &segs[done[k]];
+		if ((rc = wal_drop_segment(s->wal, e->id)) != 0)
+			break;
+		live_forget(s, e->id);
+		st->segments_compacted++;
+		st->bytes_reclaimed += e->capacity;
+	}
+	if (k > 0) {
+		int drc = wal_sync_dir(s->wal);
+		for (uint32_t j = 0; j < k && drc == 0; j++)
+			gone[done[j]] = 1;
+		if (rc == 0)
+			rc = drc;
+	}
+	return rc;
 }
 
 /* ---- Choosing victims ------------------------------------------------------------------- */
@@ -381,16 +402,22 @@ static int cand_cmp(const void *a, const void *b)
 	return x->frac < y->frac ? -1 : x->frac > y->frac;
 }
 
-/* Runs victims from the snapshot segs[0..n) (the last is the head, never a victim): those
- * chosen[] marks, in the order given. */
+/* Runs the victims order[0..norder) of the snapshot segs[0..n) (the last is the head, never
+ * a victim). They are rewritten in groups of about a segment of copies, each group made
+ * durable by one sync before its files go (C5): fewer syncs, and at most a group's copies
+ * on disk beside what they copy. On an error, the group rewritten so far is still synced and
+ * deleted (a full disk gets back what it can), and the error returned. */
 static int run_victims(cs_store *s, struct wal_seg_info *segs, uint32_t n, const uint32_t *order,
                        uint32_t norder, cs_compact_stat *st)
 {
 	uint8_t *buf = malloc(CS_REC_PAYLOAD_MAX);
-	uint8_t *gone = calloc(n, 1);
+	uint8_t *gone = calloc(n, 1); /* deleted, durably: no carry is kept for them (C3) */
+	uint32_t *group = malloc(n * sizeof(*group));
+	uint32_t ng = 0;
+	uint64_t group_from = st->bytes_copied;
 	int rc = 0;
 
-	if (buf == NULL || gone == NULL) {
+	if (buf == NULL || gone == NULL || group == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -403,12 +430,26 @@ static int run_victims(cs_store *s, struct wal_seg_info *segs, uint32_t n, const
 				break;
 			}
 		}
-		rc = compact_one(&v);
-		gone[i] = rc == 0;
+		if ((rc = rewrite(&v)) != 0)
+			break;
+		/* Not gone yet for the carries of the rest of its group: until its removal is
+		 * durable, a crash may leave its file, whose records replay applies. */
+		group[ng++] = i;
+		if (st->bytes_copied - group_from >= s->opts.segment_bytes || k + 1 == norder) {
+			rc = flush(s, segs, group, ng, gone, st);
+			ng = 0;
+			group_from = st->bytes_copied;
+		}
+	}
+	if (ng > 0) {
+		int frc = flush(s, segs, group, ng, gone, st);
+		if (rc == 0)
+			rc = frc;
 	}
 out:
 	free(buf);
 	free(gone);
+	free(group);
 	return rc;
 }
 

@@ -1153,9 +1153,15 @@ int wal_drop_segment(struct wal *w, uint32_t id)
 	seg_name(name, sizeof(name), id);
 	/* remove and sync_dir are plain syscalls in every backend (io.h): callable here. */
 	rc = w->io->ops->remove(w->io, w->dirfd, name);
-	if (rc == 0)
-		rc = w->io->ops->sync_dir(w->io, w->dirfd);
 	if (rc != 0)
 		return cs_fail(rc, "log: removing segment %08x: %s", id, cs_strerror(rc));
+	return 0;
+}
+
+int wal_sync_dir(struct wal *w)
+{
+	int rc = w->io->ops->sync_dir(w->io, w->dirfd);
+	if (rc != 0)
+		return cs_fail(rc, "log: syncing the store directory: %s", cs_strerror(rc));
 	return 0;
 }
