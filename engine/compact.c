@@ -160,32 +160,69 @@ static int append(struct victim *v, uint8_t type, const struct iovec *parts, int
 	return rc;
 }
 
-/* A REC_BLOCK of S at off, with payload p of len bytes (C2). */
-static int copy_block(struct victim *v, uint32_t off, const uint8_t *p, uint32_t len)
+/* Moves n live bytes from segment `from` to `to` (C1). Called with lock held for writing. */
+static void live_move(cs_store *s, uint32_t from, uint32_t to, int64_t n)
+{
+	store_live_add(s, from, -n);
+	store_live_add(s, to, n);
+}
+
+/* The record of S at off (type, payload p of len bytes) whose entry in table t (the index
+ * or the pin table) is keyed by key: copied, and the entry repointed, if the entry still
+ * points at it (C2). Called with life_mu held, which every change of either table holds. */
+static int copy_entry(struct victim *v, struct idx *t, const uint8_t key[CS_KEY_MAX],
+                      uint8_t type, uint32_t off, const uint8_t *p, uint32_t len)
 {
 	cs_store *s = v->s;
-	uint8_t key[CS_KEY_MAX];
 	struct idx_val now;
 	struct wal_pos pos;
-	int rc = 0;
+
+	pthread_rwlock_rdlock(&s->lock);
+	int cur = idx_get(t, key, &now) == 0 && now.seg == v->seg.id && now.off == off;
+	pthread_rwlock_unlock(&s->lock);
+	if (!cur)
+		return 0;
+	struct iovec part = {(void *)p, len};
+	int rc = append(v, type, &part, 1, &pos);
+	if (rc != 0)
+		return rc;
+	int64_t n = t == s->idx ? store_block_bytes(now.len) : pin_bytes(key, &now);
+	struct idx_val moved = now;
+	moved.seg = pos.seg;
+	moved.off = pos.off;
+	pthread_rwlock_wrlock(&s->lock);
+	CS_ASSERT(idx_put(t, key, &moved, NULL) == 1); /* a replace allocates nothing */
+	live_move(s, now.seg, pos.seg, n);
+	pthread_rwlock_unlock(&s->lock);
+	return 0;
+}
+
+/* A REC_BLOCK of S at off (C2). */
+static int copy_block(struct victim *v, uint32_t off, const uint8_t *p, uint32_t len)
+{
+	uint8_t key[CS_KEY_MAX];
 
 	CS_ASSERT(rec_key_decode(p, len, key) == 0); /* replay checked it */
-	pthread_mutex_lock(&s->life_mu);
-	if (store_lookup(s, key, &now) == 0 && now.seg == v->seg.id && now.off == off) {
-		struct iovec part = {(void *)p, len};
-		if ((rc = append(v, REC_BLOCK, &part, 1, &pos)) == 0) {
-			struct idx_val moved = now;
-			moved.seg = pos.seg;
-			moved.off = pos.off;
-			pthread_rwlock_wrlock(&s->lock);
-			CS_ASSERT(idx_put(s->idx, key, &moved, NULL) == 1); /* a replace allocates
-									       * nothing */
-			store_live_add(s, now.seg, -store_block_bytes(now.len));
-			store_live_add(s, pos.seg, store_block_bytes(now.len));
-			pthread_rwlock_unlock(&s->lock);
-		}
-	}
-	pthread_mutex_unlock(&s->life_mu);
+	pthread_mutex_lock(&v->s->life_mu); /* deletes and GC's sweep hold it */
+	int rc = copy_entry(v, v->s->idx, key, REC_BLOCK, off, p, len);
+	pthread_mutex_unlock(&v->s->life_mu);
+	return rc;
+}
+
+/* A REC_PIN_ADD of S at off (C2). */
+static int copy_pin(struct victim *v, uint32_t off, const uint8_t *p, uint32_t len)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct rec_pin pin;
+	cs_cid cid;
+
+	if (rec_pin_decode(REC_PIN_ADD, p, len, &pin) != 0 ||
+	    cs_cid_from_bytes(pin.cid, pin.cid_len, &cid) != 0 || cid_key(&cid, key) != 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: malformed pin record",
+		               v->seg.id, off);
+	pthread_mutex_lock(&v->s->life_mu); /* P1 of pin.c */
+	int rc = copy_entry(v, v->s->pins, key, REC_PIN_ADD, off, p, len);
+	pthread_mutex_unlock(&v->s->life_mu);
 	return rc;
 }
 
@@ -207,50 +244,11 @@ static int copy_name(struct victim *v, uint32_t off, const uint8_t *p, uint32_t 
 		if ((rc = append(v, REC_NAME_SET, &part, 1, &pos)) == 0) {
 			pthread_rwlock_wrlock(&s->lock);
 			CS_ASSERT(names_repoint(s->names, ns.name, ns.name_len, pos.seg, pos.off) == 0);
-			int64_t n = store_name_bytes(ns.name_len, now.root.len);
-			store_live_add(s, now.seg, -n);
-			store_live_add(s, pos.seg, n);
+			live_move(s, now.seg, pos.seg, store_name_bytes(ns.name_len, now.root.len));
 			pthread_rwlock_unlock(&s->lock);
 		}
 	}
 	pthread_mutex_unlock(&s->name_mu);
-	return rc;
-}
-
-/* A REC_PIN_ADD of S at off (C2). */
-static int copy_pin(struct victim *v, uint32_t off, const uint8_t *p, uint32_t len)
-{
-	cs_store *s = v->s;
-	uint8_t key[CS_KEY_MAX];
-	struct rec_pin pin;
-	struct idx_val now;
-	struct wal_pos pos;
-	cs_cid cid;
-	int rc = 0;
-
-	if (rec_pin_decode(REC_PIN_ADD, p, len, &pin) != 0 ||
-	    cs_cid_from_bytes(pin.cid, pin.cid_len, &cid) != 0 || cid_key(&cid, key) != 0)
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: malformed pin record",
-		               v->seg.id, off);
-	pthread_mutex_lock(&s->life_mu); /* P1 of pin.c */
-	pthread_rwlock_rdlock(&s->lock);
-	int cur = idx_get(s->pins, key, &now) == 0 && now.seg == v->seg.id && now.off == off;
-	pthread_rwlock_unlock(&s->lock);
-	if (cur) {
-		struct iovec part = {(void *)p, len};
-		if ((rc = append(v, REC_PIN_ADD, &part, 1, &pos)) == 0) {
-			struct idx_val moved = now;
-			moved.seg = pos.seg;
-			moved.off = pos.off;
-			pthread_rwlock_wrlock(&s->lock);
-			CS_ASSERT(idx_put(s->pins, key, &moved, NULL) == 1);
-			int64_t n = pin_bytes(key, &now);
-			store_live_add(s, now.seg, -n);
-			store_live_add(s, pos.seg, n);
-			pthread_rwlock_unlock(&s->lock);
-		}
-	}
-	pthread_mutex_unlock(&s->life_mu);
 	return rc;
 }
 

@@ -138,6 +138,26 @@ static int bad_name_record(const struct rec_view *r, const char *why)
 	               r->pos.seg, r->pos.off, (unsigned long long)r->h.seq, why);
 }
 
+/* Moves the live bytes (C1 of compact.c) of name's record, if it is set, to the record of
+ * v, which the table is about to take. Under the write lock, or in replay. */
+static void name_live_set(cs_store *s, const uint8_t *name, size_t len, const struct name_val *v)
+{
+	struct name_val old;
+
+	if (names_get(s->names, name, len, &old) == 0)
+		store_live_add(s, old.seg, -store_name_bytes(len, old.root.len));
+	store_live_add(s, v->seg, store_name_bytes(len, v->root.len));
+}
+
+/* The live bytes of an index put of v that returned rc (1: it replaced *old). */
+static void block_live_put(cs_store *s, int rc, const struct idx_val *old, const struct idx_val *v)
+{
+	if (rc == 1)
+		store_live_add(s, old->seg, -store_block_bytes(old->len));
+	if (rc >= 0)
+		store_live_add(s, v->seg, store_block_bytes(v->len));
+}
+
 /* Replays a REC_NAME_SET (S5): the same checks as cs_name_set(), but not the root's
  * presence, which a later delete of the block may have ended. */
 static int apply_name_set(cs_store *s, const struct rec_view *r)
@@ -156,18 +176,12 @@ static int apply_name_set(cs_store *s, const struct rec_view *r)
 	v.time_ns = ns.time_ns;
 	v.seg = r->pos.seg;
 	v.off = r->pos.off;
-	struct name_val old;
-	int had = names_get(s->names, ns.name, ns.name_len, &old) == 0;
+	name_live_set(s, ns.name, ns.name_len, &v); /* a failure below fails the open */
 	int rc = names_set(s->names, ns.name, ns.name_len, &v);
 	if (rc == CS_ELIMIT)
 		return cs_fail(CS_ELIMIT, "segment %08x offset %u: the log sets more than %u names",
 		               r->pos.seg, r->pos.off, CS_NAMES_MAX);
-	if (rc < 0)
-		return rc;
-	if (had)
-		store_live_add(s, old.seg, -store_name_bytes(ns.name_len, old.root.len));
-	store_live_add(s, v.seg, store_name_bytes(ns.name_len, v.root.len));
-	return 0;
+	return rc < 0 ? rc : 0;
 }
 
 /* Removes name (len bytes) from the table, and its record from the live bytes (C1): for
@@ -280,9 +294,7 @@ static int apply_record(void *ctx, const struct rec_view *r)
 		if (rc < 0)
 			return rc;
 		s->live_bytes += b.data_len - (rc == 1 ? old.len : 0);
-		if (rc == 1)
-			store_live_add(s, old.seg, -store_block_bytes(old.len));
-		store_live_add(s, v.seg, store_block_bytes(v.len));
+		block_live_put(s, rc, &old, &v);
 		return 0;
 	case REC_DELETE:
 		if (rec_key_decode(r->payload, r->h.len, key) != 0)
@@ -547,10 +559,7 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 	rc = idx_put(s->idx, key, &v, &old); /* S2: appended first */
 	if (rc == 0)
 		s->live_bytes += len;
-	if (rc == 1) /* a racing put of the same block got there first: this copy replaces it */
-		store_live_add(s, old.seg, -store_block_bytes(old.len));
-	if (rc >= 0)
-		store_live_add(s, pos.seg, store_block_bytes(v.len));
+	block_live_put(s, rc, &old, &v); /* 1: a racing put of the same block came first */
 	pthread_rwlock_unlock(&s->lock);
 	if (rc < 0)
 		return rc;
@@ -940,16 +949,15 @@ CS_API int cs_name_set(cs_store *s, const char *name, const cs_cid *root, uint64
 		struct wal_rec rec = {.type = REC_NAME_SET, .parts = parts, .nparts = 3};
 		struct wal_pos pos;
 		rc = wal_append(s->wal, &rec, 1, &pos, &seq);
-		v.seg = pos.seg;
-		v.off = pos.off;
+		if (rc == 0) {
+			v.seg = pos.seg;
+			v.off = pos.off;
+		}
 	}
 	if (rc == 0) {
-		struct name_val old;
 		pthread_rwlock_wrlock(&s->lock);
-		if (names_get(s->names, (const uint8_t *)name, len, &old) == 0)
-			store_live_add(s, old.seg, -store_name_bytes(len, old.root.len));
+		name_live_set(s, (const uint8_t *)name, len, &v);
 		names_put(s->names, node, &v); /* S2, S5: appended first; cannot fail (S6) */
-		store_live_add(s, v.seg, store_name_bytes(len, v.root.len));
 		pthread_rwlock_unlock(&s->lock);
 		node = NULL;
 	}

@@ -1267,6 +1267,37 @@ static void format_compaction_examples(void **state)
 	assert_int_equal(rec_seg_drop_decode(doc, (uint32_t)n, 41, &d), CS_ECORRUPT);
 }
 
+/* The dropped ranges merge what overlaps or touches, and cover a gap only inside one. */
+static void dropped_ranges(void **state)
+{
+	struct rec_drops ds = {0};
+	static const struct rec_drop add[] = {
+	    {10, 20, 2, 2}, {30, 40, 4, 4}, {1, 5, 1, 1}, {20, 30, 3, 3}, {12, 18, 2, 2},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(add) / sizeof(add[0]); i++)
+		assert_int_equal(rec_drops_add(&ds, &add[i]), 0);
+	assert_int_equal(ds.n, 2);
+	assert_int_equal(ds.v[0].from_seq, 1);
+	assert_int_equal(ds.v[0].to_seq, 5);
+	assert_int_equal(ds.v[1].from_seq, 10);
+	assert_int_equal(ds.v[1].to_seq, 40);
+	assert_int_equal(ds.v[1].first_id, 2);
+	assert_int_equal(ds.v[1].last_id, 4);
+	assert_true(rec_drops_cover(&ds, 10, 40));
+	assert_true(rec_drops_cover(&ds, 15, 35));
+	assert_true(rec_drops_cover(&ds, 1, 5));
+	assert_true(rec_drops_cover(&ds, 7, 7)); /* empty */
+	assert_false(rec_drops_cover(&ds, 4, 11));
+	assert_false(rec_drops_cover(&ds, 5, 10));
+	assert_false(rec_drops_cover(&ds, 39, 41));
+	assert_int_equal(rec_drops_add(&ds, &(struct rec_drop){5, 10, 9, 9}), 0);
+	assert_int_equal(ds.n, 1);
+	assert_true(rec_drops_cover(&ds, 1, 40));
+	rec_drops_free(&ds);
+}
+
 static void format_example(void **state)
 {
 	uint8_t doc[256], mine[256];
@@ -1359,6 +1390,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(apply_error_stops, setup, teardown),
 	    cmocka_unit_test(format_example),
 	    cmocka_unit_test(format_compaction_examples),
+	    cmocka_unit_test(dropped_ranges),
 	};
 	if (getenv("CS_TEST_FILTER") != NULL) /* run one test: CS_TEST_FILTER=midlog_bitflip */
 		cmocka_set_test_filter(getenv("CS_TEST_FILTER"));
