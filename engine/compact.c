@@ -370,9 +370,12 @@ static int flush(cs_store *s, const struct wal_seg_info *segs, const uint32_t *d
 
 	for (; k < n && rc == 0; k++) {
 		const struct wal_seg_info *e = &segs[done[k]];
-		if ((rc = wal_drop_segment(s->wal, e->id)) != 0)
+		rc = wal_drop_segment(s->wal, e->id);
+		if (rc == CS_EINVAL)
+			break; /* still in the log's table: nothing happened */
+		live_forget(s, e->id); /* out of the table, whether the unlink failed or not */
+		if (rc != 0)
 			break;
-		live_forget(s, e->id);
 		st->segments_compacted++;
 		st->bytes_reclaimed += e->capacity;
 	}
@@ -454,6 +457,7 @@ out:
 int compact_run(cs_store *s, double threshold, cs_compact_stat *st)
 {
 	double t0 = now_s();
+	*st = (cs_compact_stat){0};
 	struct wal_seg_info *segs = malloc(CS_SEGMENTS_MAX * sizeof(*segs));
 	struct cand *c = malloc(CS_SEGMENTS_MAX * sizeof(*c));
 	uint32_t *order = malloc(CS_SEGMENTS_MAX * sizeof(*order));
@@ -496,6 +500,7 @@ int store_compact_segment(cs_store *s, uint32_t id, cs_compact_stat *st)
 	struct wal_seg_info *segs = malloc(CS_SEGMENTS_MAX * sizeof(*segs));
 	int rc;
 
+	*st = (cs_compact_stat){0};
 	if (segs == NULL)
 		return -ENOMEM;
 	if ((rc = gc_exclusive_begin(s)) == 0) {

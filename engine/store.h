@@ -103,8 +103,9 @@ static inline int64_t store_pin_bytes(uint8_t cid_len)
 int store_live_init(cs_store *s);
 
 /* Runs a compaction for cs_gc() or cs_compact(), the caller holding the right to run alone
- * (gc_running). threshold: segments whose live fraction is below it are rewritten, and
- * more (those with least live first) while the files exceed the space bound (compact.c). */
+ * (gc_running), and fills *st. threshold: segments whose live fraction is below it are
+ * rewritten, and more (those with least live first) while the files exceed the space bound
+ * (compact.c). */
 int compact_run(cs_store *s, double threshold, cs_compact_stat *st);
 
 /* Compacts segment id alone, whatever its live fraction (tests: the carried-record cases

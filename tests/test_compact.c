@@ -758,12 +758,13 @@ static void test_power_cuts(void **state)
 
 #define KILL_LEN (1u << 20)
 
-enum { MSG_PUT = 1, MSG_PUT_ACK, MSG_DEL, MSG_DEL_ACK };
+enum { MSG_PUT = 1, MSG_PUT_ACK, MSG_DEL, MSG_DEL_ACK, MSG_COMPACT, MSG_COMPACT_DONE };
 
 struct kill_ctx {
 	char dir[512];
 	uint32_t round;
 	struct tu_model model;
+	int compacting; /* the child said it began a compaction and not that it ended */
 	uint64_t compactions;
 };
 
@@ -797,8 +798,12 @@ static void kill_child(void *arg, int fd)
 				_exit(6);
 			tu_send(fd, MSG_DEL_ACK, 0, old);
 		}
-		if (i % 5 == 0 && cs_compact(s, NULL) != 0)
-			_exit(7);
+		if (i % 5 == 0) {
+			tu_send(fd, MSG_COMPACT, 0, 0);
+			if (cs_compact(s, NULL) != 0)
+				_exit(7);
+			tu_send(fd, MSG_COMPACT_DONE, 0, 0);
+		}
 	}
 }
 
@@ -816,6 +821,13 @@ static void kill_msg(void *arg, const struct tu_msg *m)
 	case MSG_DEL_ACK:
 		tu_model_note(&k->model, m->seed, 1, 0);
 		break;
+	case MSG_COMPACT:
+		k->compacting = 1;
+		break;
+	case MSG_COMPACT_DONE:
+		k->compacting = 0;
+		k->compactions++;
+		break;
 	}
 }
 
@@ -828,13 +840,15 @@ static void test_kill(void **state)
 	path_in(k->dir, sizeof(k->dir), "kill");
 	tu_model_init(&k->model, 1u << 16);
 	uint8_t *want = malloc(KILL_LEN), *got = malloc(KILL_LEN);
-	uint64_t segs_max = 0;
+	uint64_t segs_max = 0, mid = 0;
 	for (int r = 0; r < rounds; r++) {
 		int status;
 		k->round = (uint32_t)r + 1;
+		k->compacting = 0;
 		double run_for = 0.3 + 0.15 * (r % 5);
 		if (tu_kill_round(kill_child, kill_msg, k, run_for, 1, &status) != 0)
 			fail_msg("round %d: the child ended with status %#x, not by SIGKILL", r, status);
+		mid += (uint64_t)k->compacting;
 		cs_options o = opts();
 		o.compact_threshold = 0;
 		cs_store *s = open_store(k->dir, &o);
@@ -847,9 +861,13 @@ static void test_kill(void **state)
 			segs_max = st.segments;
 		assert_int_equal(cs_store_close(s), 0);
 	}
-	print_message("compaction kill test: %d rounds, at most %llu segments, %llu operations "
-	              "in flight at a kill\n",
-	              rounds, (unsigned long long)segs_max, (unsigned long long)ambiguous);
+	print_message("compaction kill test: %d rounds (%llu killed inside a compaction), %llu "
+	              "compactions finished, at most %llu segments, %llu operations in flight at "
+	              "a kill\n",
+	              rounds, (unsigned long long)mid, (unsigned long long)k->compactions,
+	              (unsigned long long)segs_max, (unsigned long long)ambiguous);
+	if (!SLOW_BUILD && mid == 0)
+		fail_msg("no kill landed inside a compaction in %d rounds", rounds);
 	free(want);
 	free(got);
 	free(k->model.t);
