@@ -2,11 +2,12 @@
  * compact.c - compaction: rewrite the segments that hold mostly garbage at the head of the
  * log, then delete their files; and the live bytes per segment that choose them.
  *
- * For one victim segment S (never the last one, which appends go to):
+ * For each victim segment S (never the last one, which appends go to), in groups of about a
+ * segment of copies:
  *
  *   scan S ──> copy what is current, carry the deletes that still matter ──> append a
- *   segment-drop record ──> sync the log ──> drop S (wait for its readers, close, unlink,
- *   sync the directory)
+ *   segment-drop record ──> (the rest of the group) ──> sync the log ──> drop each S of the
+ *   group (wait for its readers, close, unlink) ──> sync the directory
  *
  * Invariants:
  *   C1. s->live[id] is the sum of the log bytes (rec_size) of the records in segment id
@@ -28,13 +29,16 @@
  *       bring that put back at the next replay. It is appended again as a REC_CARRY holding
  *       its original position P, and replay applies a carry only to an entry whose record
  *       lies before P, so a put made after the original delete (and logged before the carry)
- *       stands. A negative is left out only when no segment older than P's remains.
+ *       stands. A negative is left out only when no segment older than P's remains, a
+ *       removal counting only once it is durable (until the directory sync covers it, a
+ *       crash may leave the file, and replay applies its records).
  *   C4. S's file is deleted only once a REC_SEG_DROP record naming S's seqs is durable
  *       (FORMAT.md G7), so replay can tell the seq gap S leaves from lost records. The
  *       dropped ranges are s->drops (merged); when S holds drop records itself, every range
  *       is appended again before S goes, so each range stays stated somewhere in the log.
- *   C5. Order: copies and carries appended, the drop record appended, one wal_sync, then
- *       wal_drop_segment. One sync suffices: recovery keeps a prefix of the log (G3, §7.2),
+ *   C5. Order: copies and carries appended, the drop record appended (for each S of a
+ *       group), one wal_sync, then wal_drop_segment of each, then wal_sync_dir. One sync
+ *       suffices: recovery keeps a prefix of the log (G3, §7.2),
  *       so a drop record that survives a crash has every copy before it surviving too. A
  *       crash before the unlink leaves S on disk beside its copies, which come later in the
  *       log and win; the next compaction sees S's seqs covered by a drop and deletes it
