@@ -117,23 +117,39 @@ int gc_walk_shading(cs_store *s, const cs_cid *root, unsigned flags, struct gc_w
 	return dag_walk(s, root, flags, shade_visit, w, NULL);
 }
 
+/* Walks of gc_shade_dag_locked() made without mu before one is made holding it. */
+#define SHADE_TRIES 8
+
 int gc_shade_dag_locked(cs_store *s, const cs_cid *root, pthread_mutex_t *mu)
 {
-	/* Bounded in practice: each retry means another collection became active meanwhile. */
-	for (;;) {
+	/* The walk is good when no collection was activated while it ran: then either none
+	 * was active (nothing was swept meanwhile) or the one active at its start shaded every
+	 * block before the walk saw it present (E2, E3). A collection activated during the
+	 * walk may have swept, before the walk's end, blocks the walk had already seen: the
+	 * walk is made again. Checking only that none is active at the end would miss one
+	 * that began and ended inside the walk. Bounded: after SHADE_TRIES walks, the last
+	 * is made holding mu, which activation takes, so no collection can begin during it. */
+	for (int tries = 0;; tries++) {
+		int last = tries == SHADE_TRIES;
+		if (last)
+			pthread_mutex_lock(mu);
 		unsigned epoch = atomic_load(&s->gc_epoch);
-		int was_active = active(s);
 		struct gc_walk w = {s, KEYSET_INIT};
 		/* Strict about missing blocks: a name never lands on a DAG a collection has
 		 * begun to take (or that was broken before). */
 		int rc = gc_walk_shading(s, root, DAG_LENIENT, &w);
 		keyset_free(&w.seen);
-		if (rc != 0)
+		if (rc != 0) {
+			if (last)
+				pthread_mutex_unlock(mu);
 			return rc;
-		pthread_mutex_lock(mu);
-		/* Activation holds mu, so neither can change until the caller lets go. */
-		if (!active(s) || (was_active && atomic_load(&s->gc_epoch) == epoch))
+		}
+		if (!last)
+			pthread_mutex_lock(mu);
+		/* Activation holds mu, so the epoch cannot change until the caller lets go. */
+		if (atomic_load(&s->gc_epoch) == epoch)
 			return 0;
+		CS_ASSERT(!last);
 		pthread_mutex_unlock(mu);
 	}
 }
