@@ -1119,7 +1119,8 @@ static int cmd_gc(struct cli *c, int argc, char **argv)
 	cs_gc_stat g;
 	int st = check_args(argc, argv, 1,
 	                    "usage: cidstore gc\n  Deletes every block no name or pin reaches, "
-	                    "and prints what it freed as JSON.");
+	                    "compacts the log to give the space back, and prints what it freed "
+	                    "as JSON.");
 	if (st >= 0)
 		return st;
 	int status = open_store(c);
@@ -1128,11 +1129,38 @@ static int cmd_gc(struct cli *c, int argc, char **argv)
 	int rc = cs_gc(c->store, &g);
 	if (rc != 0)
 		return close_store(c, fail(rc, "garbage collection failed"));
-	json_t *j =
-	    json_pack("{s:I, s:I, s:I, s:I, s:f, s:f, s:f}", "roots", (json_int_t)g.roots, "marked",
-	              (json_int_t)g.marked, "freed_blocks", (json_int_t)g.swept_blocks,
-	              "freed_bytes", (json_int_t)g.swept_bytes, "mark_seconds", g.mark_seconds,
-	              "sweep_seconds", g.sweep_seconds, "seconds", g.seconds);
+	json_t *j = json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "roots", (json_int_t)g.roots,
+	    "marked", (json_int_t)g.marked, "freed_blocks", (json_int_t)g.swept_blocks,
+	    "freed_bytes", (json_int_t)g.swept_bytes, "segments_compacted",
+	    (json_int_t)g.segments_compacted, "bytes_copied", (json_int_t)g.bytes_copied,
+	    "bytes_reclaimed", (json_int_t)g.bytes_reclaimed, "mark_seconds", g.mark_seconds,
+	    "sweep_seconds", g.sweep_seconds, "compact_seconds", g.compact_seconds, "seconds",
+	    g.seconds);
+	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	putchar('\n');
+	json_decref(j);
+	return close_store(c, 0);
+}
+
+static int cmd_compact(struct cli *c, int argc, char **argv)
+{
+	cs_compact_stat k;
+	int st = check_args(argc, argv, 1,
+	                    "usage: cidstore compact\n  Rewrites the log segments that hold mostly "
+	                    "deleted data and deletes their files; prints what it did as JSON.");
+	if (st >= 0)
+		return st;
+	int status = open_store(c);
+	if (status != 0)
+		return status;
+	int rc = cs_compact(c->store, &k);
+	if (rc != 0)
+		return close_store(c, fail(rc, "compaction failed"));
+	json_t *j = json_pack("{s:I, s:I, s:I, s:f}", "segments_compacted",
+	                      (json_int_t)k.segments_compacted, "bytes_copied",
+	                      (json_int_t)k.bytes_copied, "bytes_reclaimed",
+	                      (json_int_t)k.bytes_reclaimed, "seconds", k.seconds);
 	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	putchar('\n');
 	json_decref(j);
@@ -1180,7 +1208,8 @@ static void usage(FILE *out)
 	        "  name rm NAME         remove a name (its blocks stay)\n"
 	        "  pin add [--direct] CID | pin rm CID | pin ls\n"
 	        "                       keep a DAG (or one block) through gc; list pins\n"
-	        "  gc                   delete every block no name or pin reaches\n"
+	        "  gc                   delete every block no name or pin reaches, then compact\n"
+	        "  compact              give back the space of deleted data (JSON report)\n"
 	        "  checkpoint           write a checkpoint now, so the next open is quick\n"
 	        "  block put [--codec raw|dag-pb] [--hash sha2-256|blake2b-256] [FILE|-]\n"
 	        "  block get CID        write a block's bytes to stdout\n"
@@ -1275,6 +1304,8 @@ int main(int argc, char **argv)
 		return cmd_block(&c, cargc, cargv);
 	if (strcmp(cmd, "pin") == 0)
 		return cmd_pin(&c, cargc, cargv);
+	if (strcmp(cmd, "compact") == 0)
+		return cmd_compact(&c, cargc, cargv);
 	if (strcmp(cmd, "gc") == 0)
 		return cmd_gc(&c, cargc, cargv);
 	if (strcmp(cmd, "checkpoint") == 0)

@@ -29,8 +29,12 @@
  *   C4. A checkpoint that cannot be used is never half used: any refusal drops the tables
  *       and replays the whole log, with a warning through opts.log.
  *
- * Counters derived from the tables (live_bytes, pins_recursive) are recomputed from the
- * loaded entries; replay then keeps them up to date as it does from an empty store.
+ * Counters derived from the tables (live_bytes, pins_recursive, the live bytes per segment of
+ * compact.c's C1, which is why a name entry keeps its record's position) are recomputed from
+ * the loaded entries; replay then keeps them up to date as it does from an empty store. The
+ * dropped ranges (compact.c's C4) are copied at the start mark: compaction adds one under
+ * ckpt_lock, with the append of the record that states it, and replay from the start needs
+ * those stated before it (FORMAT.md 12.3).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -105,7 +109,7 @@ static int put_names(cs_store *s, struct ckpt_writer *w)
 		for (int i = 0; i < n; i++) {
 			struct ckpt_name cn = {(const uint8_t *)p[i].name, p[i].len,
 			                       p[i].v.root.bytes, p[i].v.root.len, p[i].v.size,
-			                       p[i].v.time_ns};
+			                       p[i].v.time_ns, p[i].v.seg, p[i].v.off};
 			ckpt_put_name(w, &cn);
 		}
 		if (n > 0) {
@@ -118,16 +122,25 @@ static int put_names(cs_store *s, struct ckpt_writer *w)
 	return 0;
 }
 
-static void mark(cs_store *s, struct wal_mark *m, struct wal_seg_info *segs, uint32_t *nsegs)
+/* Takes a mark (C1); for the start mark (segs not NULL) also copies the dropped ranges,
+ * which compaction changes under ckpt_lock too. Errors: -ENOMEM. */
+static int mark(cs_store *s, struct wal_mark *m, struct wal_seg_info *segs, uint32_t *nsegs,
+                struct rec_drops *drops)
 {
+	int rc = 0;
+
 	pthread_rwlock_wrlock(&s->ckpt_lock); /* C1 */
 	wal_mark(s->wal, m, segs, segs != NULL ? CS_SEGMENTS_MAX : 0, nsegs);
+	for (uint32_t i = 0; drops != NULL && rc == 0 && i < s->drops.n; i++)
+		rc = rec_drops_add(drops, &s->drops.v[i]);
 	pthread_rwlock_unlock(&s->ckpt_lock);
+	return rc;
 }
 
 /* Writes the sections to fd. */
 static int write_sections(cs_store *s, int fd, const struct wal_seg_info *segs, uint32_t nsegs,
-                          struct ckpt_hdr *h, struct wal_mark *end)
+                          const struct rec_drops *drops, struct ckpt_hdr *h,
+                          struct wal_mark *end)
 {
 	struct ckpt_writer w;
 	struct piece *p = malloc(sizeof(*p));
@@ -162,12 +175,16 @@ static int write_sections(cs_store *s, int fd, const struct wal_seg_info *segs, 
 	ckpt_section_begin(&w, CKPT_SEC_STATS);
 	ckpt_put_stats(&w, &gc, gc_time);
 	ckpt_section_end(&w);
+	ckpt_section_begin(&w, CKPT_SEC_DROPS);
+	for (uint32_t i = 0; i < drops->n; i++)
+		ckpt_put_drop(&w, &drops->v[i]);
+	ckpt_section_end(&w);
 	free(p);
 	if (rc != 0) {
 		ckpt_write_abort(&w);
 		return rc;
 	}
-	mark(s, end, NULL, &unused); /* C3: every copied entry lies before it */
+	(void)mark(s, end, NULL, &unused, NULL); /* C3: every copied entry lies before it */
 	if (end->next_seq > 1 && end->last_seq != end->next_seq - 1) {
 		ckpt_write_abort(&w);
 		return cs_fail(CS_EBUSY, "checkpoint: the log's record %llu was lost to salvage; a "
@@ -194,6 +211,7 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 {
 	struct wal_seg_info *segs = malloc(CS_SEGMENTS_MAX * sizeof(*segs));
 	struct wal_mark start, end;
+	struct rec_drops drops = {0};
 	struct wal_stat ws;
 	uint32_t nsegs;
 	int rc = 0, fd = -1, dirfd = s->dir.dirfd;
@@ -205,7 +223,10 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 	if (mode == CKPT_DUE && (s->opts.checkpoint_bytes == 0 ||
 	                         ws.log_bytes < s->ckpt_log_bytes + s->opts.checkpoint_bytes))
 		goto out;
-	mark(s, &start, segs, &nsegs);
+	if ((rc = mark(s, &start, segs, &nsegs, &drops)) != 0) {
+		rc = cs_fail(rc, "checkpoint: out of memory for the dropped ranges");
+		goto out;
+	}
 	if (ckpt_test_hook != NULL)
 		ckpt_test_hook(s);
 	if (mode == CKPT_CHANGED && start.next_seq == atomic_load(&s->ckpt_seq))
@@ -225,7 +246,7 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 		rc = fs_error(errno, "creating " CKPT_TMP_FILE);
 		goto out;
 	}
-	if ((rc = write_sections(s, fd, segs, nsegs, &h, &end)) != 0)
+	if ((rc = write_sections(s, fd, segs, nsegs, &drops, &h, &end)) != 0)
 		goto out;
 	if (fdatasync(fd) != 0) {
 		rc = fs_error(errno, "fdatasync of " CKPT_TMP_FILE);
@@ -251,6 +272,7 @@ out:
 		unlinkat(dirfd, CKPT_TMP_FILE, 0); /* the last checkpoint stays as it was */
 	}
 	pthread_mutex_unlock(&s->ckpt_mu);
+	rec_drops_free(&drops);
 	free(segs);
 	return rc;
 }
@@ -407,10 +429,13 @@ static int load_entry(void *ctx, size_t i, uint8_t key[CS_KEY_MAX], struct idx_v
 		return cs_fail(CS_ECORRUPT, "checkpoint: %s entry %zu has a hash the store never "
 		                            "writes",
 		               l->pins ? "pin" : "block", i);
-	if (l->pins)
+	if (l->pins) {
 		l->s->pins_recursive += (v->len & 0xff) == CS_PIN_RECURSIVE;
-	else
+		store_live_add(l->s, v->seg, pin_bytes(key, v));
+	} else {
 		l->s->live_bytes += v->len;
+		store_live_add(l->s, v->seg, store_block_bytes(v->len));
+	}
 	return 0;
 }
 
@@ -432,17 +457,21 @@ static int load_names(cs_store *s, const struct ckpt_section *sec)
 			               (unsigned long long)i);
 		v.size = n.size;
 		v.time_ns = n.time_ns;
+		v.seg = n.seg;
+		v.off = n.off;
 		int rc = names_set(s->names, n.name, n.name_len, &v);
 		if (rc == CS_ELIMIT)
 			return cs_fail(CS_ECORRUPT, "checkpoint: more than %u names", CS_NAMES_MAX);
 		if (rc < 0)
 			return rc;
+		store_live_add(s, v.seg, store_name_bytes(n.name_len, v.root.len));
 	}
 	return 0;
 }
 
 int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 {
+	struct rec_drops drops = {0};
 	struct ckpt c;
 	uint8_t *buf;
 	size_t len = 0;
@@ -473,7 +502,14 @@ int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 	for (size_t i = 0; i < sg->count; i++) {
 		struct ckpt_seg g;
 		ckpt_seg_at(sg, i, &g);
-		(*segs)[i] = (struct wal_seg_info){g.id, g.end, g.first_seq};
+		(*segs)[i] = (struct wal_seg_info){g.id, g.end, g.first_seq, 0};
+	}
+	const struct ckpt_section *sd = &c.sec[CKPT_SEC_DROPS];
+	for (size_t i = 0; i < sd->count; i++) {
+		struct rec_drop d;
+		ckpt_drop_at(sd, i, &d);
+		if ((rc = rec_drops_add(&drops, &d)) != 0)
+			goto out;
 	}
 	*start = (struct rec_start){
 	    .pos = {c.h.start_seg, c.h.start_off},
@@ -484,6 +520,7 @@ int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 	    .salvaged = (c.h.flags & CKPT_F_SALVAGED) != 0,
 	    .segs = *segs,
 	    .nsegs = (uint32_t)sg->count,
+	    .drops = drops,
 	};
 	atomic_store(&s->ckpt_seq, c.h.start_seq);
 	atomic_store(&s->ckpt_time_ns, c.h.created_ns);
@@ -491,6 +528,7 @@ out:
 	if (buf != NULL)
 		munmap(buf, len ? len : 1);
 	if (rc != 0) {
+		rec_drops_free(&drops);
 		free(*segs);
 		*segs = NULL;
 	}

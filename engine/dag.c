@@ -124,6 +124,8 @@ int dag_walk(cs_store *s, const cs_cid *root, unsigned flags, dag_visit_fn visit
 		found++;
 		if (codec == CS_CODEC_DAG_PB)
 			rc = expand(s, &w, key, &v, &cid, flags);
+		if (rc == CS_ENOTFOUND) /* deleted (and its segment compacted) since the lookup */
+			rc = (flags & DAG_MISSING_OK) ? 0 : missing(&cid);
 	}
 	free(w.stack);
 	free(w.buf);

@@ -266,7 +266,7 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 			for (int j = 0; j < n; j++) { /* S2: appended first */
 				struct idx_val old;
 				CS_ASSERT(idx_del(s->idx, p->keys[idx[j]], &old) == 0);
-				store_live_drop(s, old.len);
+				store_live_drop(s, &old);
 				st->swept_bytes += old.len;
 			}
 			pthread_rwlock_unlock(&s->lock);
@@ -303,6 +303,28 @@ static void deactivate(cs_store *s)
 	pthread_mutex_unlock(&s->mark_mu);
 }
 
+int gc_exclusive_begin(cs_store *s)
+{
+	pthread_mutex_lock(&s->life_mu);
+	if (s->gc_running || s->closing) {
+		pthread_mutex_unlock(&s->life_mu);
+		return s->closing ? closed_error()
+		                  : cs_fail(CS_EBUSY, "a garbage collection or compaction is "
+		                                      "already running");
+	}
+	s->gc_running = 1;
+	pthread_mutex_unlock(&s->life_mu);
+	return 0;
+}
+
+void gc_exclusive_end(cs_store *s)
+{
+	pthread_mutex_lock(&s->life_mu);
+	s->gc_running = 0;
+	pthread_cond_broadcast(&s->gc_cv);
+	pthread_mutex_unlock(&s->life_mu);
+}
+
 CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 {
 	cs_gc_stat st = {0};
@@ -310,13 +332,9 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 	int rc;
 
 	cs_clear_error();
+	if ((rc = gc_exclusive_begin(s)) != 0)
+		return rc;
 	pthread_mutex_lock(&s->life_mu);
-	if (s->gc_running || s->closing) {
-		pthread_mutex_unlock(&s->life_mu);
-		return s->closing ? closed_error()
-		                  : cs_fail(CS_EBUSY, "a garbage collection is already running");
-	}
-	s->gc_running = 1;
 	/* E4: no pin (life_mu) or name (name_mu) mutation is between its check and its table
 	 * update while the collection turns active. */
 	pthread_mutex_lock(&s->name_mu);
@@ -325,7 +343,6 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 	for (const struct store_hold *h = s->holds; h != NULL; h = h->next)
 		if (wal_pos_cmp(h->from, s->gc_from) < 0)
 			s->gc_from = h->from;
-	atomic_fetch_add(&s->gc_epoch, 1);
 	atomic_store_explicit(&s->gc_active, 1, memory_order_release);
 	pthread_mutex_unlock(&s->mark_mu);
 	pthread_mutex_unlock(&s->name_mu);
@@ -349,16 +366,24 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 	if (rc == 0)
 		rc = src;
 	st.sweep_seconds = now_s() - t1;
+	/* Then give back the space (compact.c), still alone (C6). */
+	if (rc == 0 && s->opts.compact_threshold > 0) {
+		cs_compact_stat cst = {0};
+		rc = compact_run(s, s->opts.compact_threshold, &cst);
+		st.segments_compacted = cst.segments_compacted;
+		st.bytes_copied = cst.bytes_copied;
+		st.bytes_reclaimed = cst.bytes_reclaimed;
+		st.compact_seconds = cst.seconds;
+	}
 	st.seconds = now_s() - t0;
 
 	pthread_mutex_lock(&s->life_mu);
-	s->gc_running = 0;
 	if (rc == 0) {
 		s->last_gc = st;
 		s->last_gc_time_ns = store_realtime_ns();
 	}
-	pthread_cond_broadcast(&s->gc_cv);
 	pthread_mutex_unlock(&s->life_mu);
+	gc_exclusive_end(s);
 	if (out != NULL)
 		*out = st;
 	return rc;

@@ -350,6 +350,22 @@ int names_del(struct names *t, const uint8_t *name, size_t len)
 	return 0;
 }
 
+int names_repoint(struct names *t, const uint8_t *name, size_t len, uint32_t seg, uint32_t off)
+{
+	struct name_node *n = t->root;
+
+	while (n != NULL) { /* bounded by the height (N2) */
+		int c = cmp(name, len, n);
+		if (c == 0) {
+			n->v.seg = seg;
+			n->v.off = off;
+			return 0;
+		}
+		n = n->child[c > 0];
+	}
+	return CS_ENOTFOUND;
+}
+
 int names_get(const struct names *t, const uint8_t *name, size_t len, struct name_val *out)
 {
 	const struct name_node *n = t->root;

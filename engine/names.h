@@ -32,6 +32,7 @@ struct name_val {
 	cs_cid root;
 	uint64_t size;
 	int64_t time_ns;
+	uint32_t seg, off; /* where its REC_NAME_SET lies in the log (compaction copies it) */
 };
 
 /* One entry copied out of the table by names_next(). */
@@ -72,6 +73,10 @@ int names_put(struct names *t, struct name_node *node, const struct name_val *v)
 /* names_node_new() and names_put() in one, for replay. Returns 0 (added) or 1 (replaced).
  * Errors: CS_ELIMIT (a new name while CS_NAMES_MAX are held; no message), -ENOMEM. */
 int names_set(struct names *t, const uint8_t *name, size_t len, const struct name_val *v);
+
+/* Moves name's record position to (seg, off), its value unchanged: compaction copied the
+ * record. Never allocates. Returns 0 or CS_ENOTFOUND (no message). */
+int names_repoint(struct names *t, const uint8_t *name, size_t len, uint32_t seg, uint32_t off);
 
 /* Removes name. Returns 0 or CS_ENOTFOUND (no message). */
 int names_del(struct names *t, const uint8_t *name, size_t len);

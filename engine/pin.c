@@ -52,6 +52,13 @@ static int pin_cid(const uint8_t key[CS_KEY_MAX], const struct idx_val *v, cs_ci
 	return cid_from_key(key, v->codec, out);
 }
 
+int64_t pin_bytes(const uint8_t key[CS_KEY_MAX], const struct idx_val *v)
+{
+	cs_cid cid;
+	CS_ASSERT(pin_cid(key, v, &cid) == 0); /* the table holds valid pins only */
+	return store_pin_bytes(cid.len);
+}
+
 static const char *cid_text(const cs_cid *cid, char buf[CS_CID_TEXT_MAX])
 {
 	if (cs_cid_format(cid, buf, CS_CID_TEXT_MAX) < 0)
@@ -327,6 +334,9 @@ void pin_add_apply(cs_store *s, struct pin_add *p, struct wal_pos pos)
 	CS_ASSERT(idx_put(s->pins, p->key, &p->val, NULL) >= 0); /* reserved by prepare */
 	s->pins_recursive += p->kind == CS_PIN_RECURSIVE;
 	s->pins_recursive -= p->had && pin_kind(&p->old) == CS_PIN_RECURSIVE; /* P3 */
+	if (p->had)
+		store_live_add(s, p->old.seg, -pin_bytes(p->key, &p->old));
+	store_live_add(s, p->val.seg, pin_bytes(p->key, &p->val));
 	if (s->cover_ok) {
 		/* An upgrade from direct: the root was counted once already. */
 		if (p->had)
@@ -400,6 +410,7 @@ CS_API int cs_pin_rm(cs_store *s, const cs_cid *root)
 	pthread_rwlock_wrlock(&s->lock);
 	CS_ASSERT(idx_del(s->pins, key, NULL) == 0); /* present under life_mu */
 	s->pins_recursive -= pin_kind(&v) == CS_PIN_RECURSIVE;
+	store_live_add(s, v.seg, -pin_bytes(key, &v));
 	pthread_rwlock_unlock(&s->lock);
 	ckpt_leave(s);
 	if (s->cover_ok) {
@@ -468,7 +479,7 @@ CS_API int cs_pin_test(cs_store *s, const cs_cid *cid, int *kind, cs_cid *via)
 
 /* ---- Replay ---------------------------------------------------------------------------- */
 
-int pin_apply(cs_store *s, const struct rec_view *r)
+int pin_apply(cs_store *s, const struct rec_view *r, const struct wal_pos *before)
 {
 	struct rec_pin p;
 	uint8_t key[CS_KEY_MAX];
@@ -484,9 +495,14 @@ int pin_apply(cs_store *s, const struct rec_view *r)
 		               r->pos.seg, r->pos.off, (unsigned long long)r->h.seq);
 	if (r->h.type == REC_PIN_DEL) {
 		/* An absent pin is no error: under salvage its add may be among the records lost.
-		 */
-		if (idx_del(s->pins, key, &old) == 0)
-			s->pins_recursive -= pin_kind(&old) == CS_PIN_RECURSIVE;
+		 * A carried delete removes only a pin older than its original (C3). */
+		if (idx_get(s->pins, key, &old) != 0 ||
+		    (before != NULL &&
+		     wal_pos_cmp((struct wal_pos){old.seg, old.off}, *before) >= 0))
+			return 0;
+		CS_ASSERT(idx_del(s->pins, key, NULL) == 0);
+		s->pins_recursive -= pin_kind(&old) == CS_PIN_RECURSIVE;
+		store_live_add(s, old.seg, -pin_bytes(key, &old));
 		return 0;
 	}
 	struct idx_val v = {r->pos.seg, r->pos.off, pin_len(p.kind, info.version),
@@ -494,8 +510,11 @@ int pin_apply(cs_store *s, const struct rec_view *r)
 	int rc = idx_put(s->pins, key, &v, &old);
 	if (rc < 0)
 		return rc;
-	if (rc == 1)
+	if (rc == 1) {
 		s->pins_recursive -= pin_kind(&old) == CS_PIN_RECURSIVE;
+		store_live_add(s, old.seg, -pin_bytes(key, &old));
+	}
+	store_live_add(s, v.seg, pin_bytes(key, &v));
 	s->pins_recursive += p.kind == CS_PIN_RECURSIVE;
 	if (rc == 0 && idx_count(s->pins) > CS_PINS_MAX)
 		return cs_fail(CS_ELIMIT, "segment %08x offset %u: the log sets more than %u pins",

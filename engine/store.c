@@ -70,10 +70,7 @@
 #include "wal.h"
 
 
-static void logf_(const cs_options *o, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void logf_(const cs_options *o, int level, const char *fmt, ...)
+void store_logf(const cs_options *o, int level, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -95,6 +92,7 @@ CS_API void cs_options_init(cs_options *o)
 	o->segment_bytes = CS_SEG_DEFAULT;
 	o->batch_bytes = CS_BATCH_DEFAULT;
 	o->checkpoint_bytes = CS_CKPT_BYTES_DEFAULT;
+	o->compact_threshold = CS_COMPACT_THRESHOLD_DEFAULT;
 }
 
 static int check_options(const cs_options *o)
@@ -114,6 +112,9 @@ static int check_options(const cs_options *o)
 		               o->batch_bytes, CS_BATCH_MIN, CS_BATCH_MAX);
 	if (o->quota_gc != 0 && o->quota_gc != 1)
 		return cs_fail(CS_EINVAL, "quota_gc is %d: use 0 or 1", o->quota_gc);
+	if (!(o->compact_threshold >= 0 && o->compact_threshold <= 1))
+		return cs_fail(CS_EINVAL, "compact_threshold %g is outside 0..1",
+		               o->compact_threshold);
 	if (o->flags & ~(unsigned)(CS_OPEN_CREATE | CS_OPEN_SALVAGE))
 		return cs_fail(CS_EINVAL, "unknown open flags 0x%x", o->flags);
 	return 0;
@@ -151,7 +152,7 @@ static int make_backend(const cs_options *o, struct io **out)
 			return cs_fail(rc, "io_uring refused by the kernel: %s", strerror(-rc));
 		return 0;
 	}
-	logf_(o, CS_LOG_INFO, "io_uring unavailable (%s); using psync", strerror(-rc));
+	store_logf(o, CS_LOG_INFO, "io_uring unavailable (%s); using psync", strerror(-rc));
 	return io_psync_backend(out);
 }
 
@@ -161,6 +162,26 @@ static int bad_name_record(const struct rec_view *r, const char *why)
 {
 	return cs_fail(CS_ECORRUPT, "segment %08x offset %u: malformed name record (seq %llu): %s",
 	               r->pos.seg, r->pos.off, (unsigned long long)r->h.seq, why);
+}
+
+/* Moves the live bytes (C1 of compact.c) of name's record, if it is set, to the record of
+ * v, which the table is about to take. Under the write lock, or in replay. */
+static void name_live_set(cs_store *s, const uint8_t *name, size_t len, const struct name_val *v)
+{
+	struct name_val old;
+
+	if (names_get(s->names, name, len, &old) == 0)
+		store_live_add(s, old.seg, -store_name_bytes(len, old.root.len));
+	store_live_add(s, v->seg, store_name_bytes(len, v->root.len));
+}
+
+/* The live bytes of an index put of v that returned rc (1: it replaced *old). */
+static void block_live_put(cs_store *s, int rc, const struct idx_val *old, const struct idx_val *v)
+{
+	if (rc == 1)
+		store_live_add(s, old->seg, -store_block_bytes(old->len));
+	if (rc >= 0)
+		store_live_add(s, v->seg, store_block_bytes(v->len));
 }
 
 /* Replays a REC_NAME_SET (S5): the same checks as cs_name_set(), but not the root's
@@ -179,6 +200,9 @@ static int apply_name_set(cs_store *s, const struct rec_view *r)
 		return bad_name_record(r, "its root is not a valid CID");
 	v.size = ns.size;
 	v.time_ns = ns.time_ns;
+	v.seg = r->pos.seg;
+	v.off = r->pos.off;
+	name_live_set(s, ns.name, ns.name_len, &v); /* a failure below fails the open */
 	int rc = names_set(s->names, ns.name, ns.name_len, &v);
 	if (rc == CS_ELIMIT)
 		return cs_fail(CS_ELIMIT, "segment %08x offset %u: the log sets more than %u names",
@@ -186,9 +210,40 @@ static int apply_name_set(cs_store *s, const struct rec_view *r)
 	return rc < 0 ? rc : 0;
 }
 
+/* Removes name (len bytes) from the table, and its record from the live bytes (C1): for
+ * every removal, replayed or new. Under the write lock, or in replay. With before not NULL,
+ * only if its record lies before *before (a carried delete, C3 of compact.c). */
+static void name_remove(cs_store *s, const uint8_t *name, size_t len,
+                        const struct wal_pos *before)
+{
+	struct name_val old;
+
+	if (names_get(s->names, name, len, &old) != 0)
+		return;
+	if (before != NULL && wal_pos_cmp((struct wal_pos){old.seg, old.off}, *before) >= 0)
+		return;
+	CS_ASSERT(names_del(s->names, name, len) == 0);
+	store_live_add(s, old.seg, -store_name_bytes(len, old.root.len));
+}
+
+/* Removes key's block from the index and the live bytes; with before not NULL, only if its
+ * record lies before *before. Under the write lock, or in replay. */
+static void block_remove(cs_store *s, const uint8_t key[CS_KEY_MAX],
+                         const struct wal_pos *before)
+{
+	struct idx_val old;
+
+	if (idx_get(s->idx, key, &old) != 0)
+		return;
+	if (before != NULL && wal_pos_cmp((struct wal_pos){old.seg, old.off}, *before) >= 0)
+		return;
+	CS_ASSERT(idx_del(s->idx, key, NULL) == 0);
+	store_live_drop(s, &old);
+}
+
 /* Replays a REC_NAME_DEL. An absent name is no error: the writer only deletes present
  * names, but under salvage the set may be among the records lost. */
-static int apply_name_del(cs_store *s, const struct rec_view *r)
+static int apply_name_del(cs_store *s, const struct rec_view *r, const struct wal_pos *before)
 {
 	struct rec_name_del nd;
 	char why[96];
@@ -197,8 +252,41 @@ static int apply_name_del(cs_store *s, const struct rec_view *r)
 		return bad_name_record(r, "its lengths disagree");
 	if (name_check(nd.name, nd.name_len, why, sizeof(why)) != 0)
 		return bad_name_record(r, why);
-	names_del(s->names, nd.name, nd.name_len);
+	name_remove(s, nd.name, nd.name_len, before);
 	return 0;
+}
+
+/* Replays a REC_CARRY (C3 of compact.c): the delete it carries removes an entry only if the
+ * entry's record lies before the delete's original position, so a put, set or pin made after
+ * the original delete (and logged before this copy of it) stands. */
+static int apply_carry(cs_store *s, const struct rec_view *r)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct rec_carry c;
+
+	if (rec_carry_decode(r->payload, r->h.len, &c) != 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: malformed carry record",
+		               r->pos.seg, r->pos.off);
+	struct wal_pos orig = {c.seg, c.off};
+	if (wal_pos_cmp(orig, r->pos) >= 0)
+		return cs_fail(CS_ECORRUPT,
+		               "segment %08x offset %u: carry record of a delete at segment %08x "
+		               "offset %u, which does not lie before it",
+		               r->pos.seg, r->pos.off, c.seg, c.off);
+	struct rec_view inner = *r;
+	inner.h.type = c.type;
+	inner.h.len = c.len;
+	inner.payload = c.payload;
+	switch (c.type) {
+	case REC_DELETE:
+		CS_ASSERT(rec_key_decode(c.payload, c.len, key) == 0); /* rec_carry_decode */
+		block_remove(s, key, &orig);
+		return 0;
+	case REC_NAME_DEL:
+		return apply_name_del(s, &inner, &orig);
+	default:
+		return pin_apply(s, &inner, &orig);
+	}
 }
 
 /* Replay callback: applies one record of a complete transaction to the index (S1) or the
@@ -231,6 +319,7 @@ static int apply_record(void *ctx, const struct rec_view *r)
 		if (rc < 0)
 			return rc;
 		s->live_bytes += b.data_len - (rc == 1 ? old.len : 0);
+		block_live_put(s, rc, &old, &v);
 		return 0;
 	case REC_DELETE:
 		if (rec_key_decode(r->payload, r->h.len, key) != 0)
@@ -238,16 +327,17 @@ static int apply_record(void *ctx, const struct rec_view *r)
 			               "segment %08x offset %u: malformed delete "
 			               "record",
 			               r->pos.seg, r->pos.off);
-		if (idx_del(s->idx, key, &old) == 0)
-			s->live_bytes -= old.len;
+		block_remove(s, key, NULL);
 		return 0;
 	case REC_NAME_SET:
 		return apply_name_set(s, r);
 	case REC_NAME_DEL:
-		return apply_name_del(s, r);
+		return apply_name_del(s, r, NULL);
 	case REC_PIN_ADD:
 	case REC_PIN_DEL:
-		return pin_apply(s, r);
+		return pin_apply(s, r, NULL);
+	case REC_CARRY:
+		return apply_carry(s, r);
 	default:
 		if (r->h.flags & REC_F_SKIPPABLE)
 			return 0;
@@ -284,6 +374,9 @@ static void free_tables(cs_store *s)
 	keyset_free(&s->cover);
 	keyset_free(&s->marks);
 	names_destroy(s->names);
+	free(s->live);
+	rec_drops_free(&s->drops);
+	rec_drops_free(&s->rec.drops);
 	dir_close(&s->dir);
 	pthread_cond_destroy(&s->gc_cv);
 	pthread_cond_destroy(&s->ckpt_cv);
@@ -306,6 +399,7 @@ static int reset_tables(cs_store *s)
 	s->idx = s->pins = NULL;
 	s->names = NULL;
 	s->live_bytes = 0;
+	s->nlive = 0; /* C1 of compact.c: rebuilt by the replay */
 	s->pins_recursive = 0;
 	memset(&s->last_gc, 0, sizeof(s->last_gc));
 	s->last_gc_time_ns = 0;
@@ -336,12 +430,13 @@ static int replay(cs_store *s, struct rec_options *ro)
 		rc = rec_replay(ro, &s->rec);
 		ro->start = NULL;
 		free(segs);
+		rec_drops_free(&start.drops);
 		if (rc != REC_STALE)
 			return rc;
 	}
 	if (rc != CS_ENOTFOUND) {
 		snprintf(why, sizeof(why), "%s", cs_errmsg());
-		logf_(&s->opts, CS_LOG_WARN, "%s (%s); replaying the whole log", why,
+		store_logf(&s->opts, CS_LOG_WARN, "%s (%s); replaying the whole log", why,
 		      rc == REC_STALE ? "the checkpoint does not match the log" : cs_strerror(rc));
 		if ((rc = reset_tables(s)) != 0)
 			return rc;
@@ -392,7 +487,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	if (rc != 0)
 		goto fail;
 	if ((rc = idx_create(&s->idx)) != 0 || (rc = idx_create(&s->pins)) != 0 ||
-	    (rc = names_create(&s->names)) != 0)
+	    (rc = names_create(&s->names)) != 0 || (rc = store_live_init(s)) != 0)
 		goto fail;
 
 	struct rec_options ro = {
@@ -408,6 +503,8 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 		goto fail;
 	CS_DASSERT(names_check_tree(s->names) == 0);
 	atomic_store(&s->quota_used, s->live_bytes); /* Q1: no put in flight yet */
+	s->drops = s->rec.drops;
+	s->rec.drops = (struct rec_drops){0};
 
 	struct wal_config wc = {
 	    .dirfd = s->dir.dirfd,
@@ -445,7 +542,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	}
 	s->open_seconds = now_seconds() - t0;
 	if (s->rec.torn_bytes || s->rec.salvaged_records || s->rec.salvaged_bytes)
-		logf_(&s->opts, CS_LOG_WARN,
+		store_logf(&s->opts, CS_LOG_WARN,
 		      "opened %s: %llu records replayed, %llu torn-tail "
 		      "bytes truncated, %llu records / %llu bytes lost to salvage",
 		      dir, (unsigned long long)s->rec.records,
@@ -475,7 +572,7 @@ CS_API int cs_store_close(cs_store *s)
 		/* The log holds everything: a failed checkpoint costs the next open time only. */
 		int crc = ckpt_take(s, CKPT_CHANGED);
 		if (crc != 0)
-			logf_(&s->opts, CS_LOG_WARN, "checkpoint at close failed: %s: %s",
+			store_logf(&s->opts, CS_LOG_WARN, "checkpoint at close failed: %s: %s",
 			      cs_strerror(crc), cs_errmsg());
 	}
 	cs_clear_error();
@@ -660,12 +757,14 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 		return rc;
 	}
 	v = (struct idx_val){pos.seg, pos.off, (uint32_t)len, (uint32_t)codec};
+	struct idx_val old;
 	pthread_rwlock_wrlock(&s->lock);
-	rc = idx_put(s->idx, key, &v, NULL); /* S2: appended first */
+	rc = idx_put(s->idx, key, &v, &old); /* S2: appended first */
 	if (rc == 0)
 		s->live_bytes += len; /* Q1: the reservation is now live */
 	else
 		atomic_fetch_sub(&s->quota_used, len); /* a racing put of it won, or no memory */
+	block_live_put(s, rc, &old, &v); /* 1: a racing put of the same block came first */
 	pthread_rwlock_unlock(&s->lock);
 	ckpt_leave(s);
 	if (rc < 0)
@@ -673,9 +772,35 @@ int store_put_hashed(cs_store *s, const uint8_t *digest, const void *data, size_
 	return wait ? wal_wait(s->wal, seq) : 0;
 }
 
-/* Reads the block at v into buf (v->len bytes) and checks the record names key. */
+static int read_block_at(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
+                         void *buf);
+
+/* Reads the block at v into buf (v->len bytes) and checks the record names key. A
+ * compaction may have moved the block and dropped its segment since v was looked up (C5 of
+ * compact.c): when a read fails and the index now holds the block elsewhere, the read is
+ * made again there; when the index no longer holds it, it was deleted meanwhile (and its
+ * segment compacted): CS_ENOTFOUND. Bounded: each retry follows a move, and a move needs a
+ * compaction of the segment the block was in; after a few, the error stands. */
 int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
-                      void *buf)
+                     void *buf)
+{
+	struct idx_val now = *v;
+	int rc;
+
+	for (int tries = 0;; tries++) {
+		rc = read_block_at(s, key, &now, buf);
+		struct idx_val then = now;
+		if (rc == 0 || tries == 4)
+			return rc;
+		if (store_lookup(s, key, &now) != 0)
+			return cs_fail(CS_ENOTFOUND, "the block was deleted while it was read");
+		if ((now.seg == then.seg && now.off == then.off) || now.len != v->len)
+			return rc;
+	}
+}
+
+static int read_block_at(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
+                         void *buf)
 {
 	uint8_t meta[CS_BLOCK_META], digest[CS_DIGEST_MAX];
 	struct iovec parts[3] = {
@@ -777,8 +902,7 @@ CS_API int cs_block_delete(cs_store *s, const cs_cid *cid)
 	ckpt_enter(s);
 	if ((rc = wal_append(s->wal, &rec, 1, NULL, &seq)) == 0) {
 		pthread_rwlock_wrlock(&s->lock);
-		if (idx_del(s->idx, key, &v) == 0) /* a racing GC sweep cannot: it holds life_mu */
-			store_live_drop(s, v.len);
+		block_remove(s, key, NULL); /* present: a racing GC sweep holds life_mu too */
 		pthread_rwlock_unlock(&s->lock);
 	}
 	ckpt_leave(s);
@@ -914,6 +1038,8 @@ static int verify_one(void *ctx, const uint8_t *key, const struct idx_val *v)
 	cs_cid cid;
 
 	int rc = store_read_block(vc->s, key, v, vc->buf);
+	if (rc == CS_ENOTFOUND)
+		return 0; /* deleted since the piece was copied: not ours to judge */
 	if (rc == 0 && (cid_hash(hash, vc->buf, v->len, digest) != 0 ||
 	                memcmp(digest, key + 2, CS_DIGEST_MAX) != 0))
 		rc = CS_ECORRUPT;
@@ -1039,7 +1165,10 @@ int store_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t s
 		ckpt_enter(s);
 		rc = wal_append(s->wal, recs, p.needed ? 2 : 1, pos, &seq); /* S8: one txn */
 		if (rc == 0) {
+			v.seg = pos[0].seg;
+			v.off = pos[0].off;
 			pthread_rwlock_wrlock(&s->lock);
+			name_live_set(s, (const uint8_t *)name, len, &v);
 			names_put(s->names, node, &v); /* S2, S5: appended first; cannot fail (S6) */
 			if (p.needed)
 				pin_add_apply(s, &p, pos[1]); /* cannot fail either (P1 of pin.c) */
@@ -1119,9 +1248,8 @@ CS_API int cs_name_delete(cs_store *s, const char *name)
 		rc = wal_append(s->wal, &rec, 1, NULL, &seq);
 		if (rc == 0) {
 			pthread_rwlock_wrlock(&s->lock);
-			rc = names_del(s->names, (const uint8_t *)name, len); /* S2: appended first */
+			name_remove(s, (const uint8_t *)name, len, NULL); /* S2: appended first */
 			pthread_rwlock_unlock(&s->lock);
-			CS_ASSERT(rc == 0); /* present under name_mu a moment ago */
 		}
 		ckpt_leave(s);
 	}

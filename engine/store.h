@@ -25,6 +25,7 @@
 #include "cidstore.h"
 #include "dir.h"
 #include "keyset.h"
+#include "record.h"
 #include "replay.h"
 #include "wal.h"
 
@@ -55,7 +56,6 @@ struct cs_store {
 	/* Garbage collection (gc.c). */
 	pthread_mutex_t mark_mu;
 	atomic_int gc_active;  /* a mark or sweep runs; writers shade (E2); set under mark_mu */
-	atomic_uint gc_epoch;  /* collections activated so far */
 	struct keyset marks;   /* under mark_mu: blocks GC must keep */
 	struct wal_pos gc_from; /* E1: blocks at or past this position are kept */
 	struct store_hold *holds; /* under mark_mu: adds in flight, oldest last */
@@ -65,7 +65,8 @@ struct cs_store {
 	cs_gc_stat last_gc;
 	int64_t last_gc_time_ns;
 
-	struct rec_result rec; /* what open found; rec.segs handed to the WAL */
+	struct rec_result rec; /* what open found; rec.segs handed to the WAL, rec.drops to
+				* `drops` below */
 	double open_seconds;
 
 	/* Checkpoints (ckpt.c). */
@@ -79,6 +80,13 @@ struct cs_store {
 	int ckpt_quit;               /* under ckpt_wait_mu */
 	int ckpt_thread_on;
 	pthread_t ckpt_thread;
+
+	/* Compaction (compact.c). */
+	struct seg_live *live; /* under lock: live record bytes per segment (C1), id order,
+				* CS_SEGMENTS_MAX slots (so an update never allocates), nlive used */
+	uint32_t nlive;
+	struct rec_drops drops; /* the dropped ranges (C4); changed only by a compaction, which
+				 * runs alone (gc_running), and at open */
 };
 
 /* C1 of ckpt.c: every mutation holds the checkpoint lock shared from before its log append
@@ -101,8 +109,9 @@ static inline void ckpt_leave(cs_store *s)
 enum ckpt_mode { CKPT_FORCE, CKPT_CHANGED, CKPT_DUE };
 int ckpt_take(cs_store *s, enum ckpt_mode mode);
 
-/* Loads the checkpoint file into the store's empty tables and fills *start (its segs
- * allocated: free(*segs) after the replay) with where replay resumes. Errors: CS_ENOTFOUND
+/* Loads the checkpoint file into the store's empty tables (and their live bytes per
+ * segment) and fills *start with where replay resumes: its segs allocated (free(*segs) after
+ * the replay), its drops owned (rec_drops_free()); both untouched on error. Errors: CS_ENOTFOUND
  * (no checkpoint), CS_ECORRUPT, CS_EVERSION (each with a message; the tables may be partly
  * filled), -ENOMEM, -errno. */
 int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs);
@@ -119,6 +128,52 @@ extern void (*ckpt_test_hook)(cs_store *s);
 int ckpt_start(cs_store *s);
 void ckpt_stop(cs_store *s);
 
+/* Live record bytes of one segment (C1 of compact.c). */
+struct seg_live {
+	uint32_t id;
+	uint64_t bytes;
+};
+
+/* Passes a message to opts->log, if set (the recovery reports and warnings of cs_options). */
+void store_logf(const cs_options *o, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Adds delta to the live bytes of segment seg (C1). Called with lock held for writing, or
+ * by replay (which runs alone). Never allocates. */
+void store_live_add(cs_store *s, uint32_t seg, int64_t delta);
+
+/* The bytes the record of a block of len data bytes takes in the log. */
+static inline int64_t store_block_bytes(uint32_t len)
+{
+	return rec_size(CS_BLOCK_META + CS_DIGEST_MAX + len);
+}
+
+/* ... of a REC_NAME_SET of a name of name_len bytes set to a CID of cid_len bytes. */
+static inline int64_t store_name_bytes(size_t name_len, uint8_t cid_len)
+{
+	return rec_size(REC_NAME_SET_META + (uint32_t)name_len + cid_len);
+}
+
+/* ... of a REC_PIN_ADD of a CID of cid_len bytes. */
+static inline int64_t store_pin_bytes(uint8_t cid_len)
+{
+	return rec_size(REC_PIN_META + cid_len);
+}
+
+/* Allocates s->live (at open). Errors: -ENOMEM. */
+int store_live_init(cs_store *s);
+
+/* Runs a compaction for cs_gc() or cs_compact(), the caller holding the right to run alone
+ * (gc_running), and fills *st. threshold: segments whose live fraction is below it are
+ * rewritten, and more (those with least live first) while the files exceed the space bound
+ * (compact.c). */
+int compact_run(cs_store *s, double threshold, cs_compact_stat *st);
+
+/* Compacts segment id alone, whatever its live fraction (tests: the carried-record cases
+ * need a chosen segment compacted and its older neighbours kept). Errors: as cs_compact,
+ * and CS_EINVAL (id is the last segment or unknown). */
+int store_compact_segment(cs_store *s, uint32_t id, cs_compact_stat *st);
+
 /* cs_block_put() with a choice: wait = 0 returns once the block is in the log's batch buffer
  * (readable at once, durable after the next cs_store_sync()) whatever the durability mode.
  * For writers of many blocks that make them durable together, as an add does at its end. */
@@ -129,12 +184,14 @@ int store_put(cs_store *s, const void *data, size_t len, uint64_t codec, uint64_
  * error: for an add that names its root at its end (file.c). S8 of store.c. */
 int store_name_set(cs_store *s, const char *name, const cs_cid *root, uint64_t size, int pin);
 
-/* Drops n bytes of live block data (a deleted or swept block): from live_bytes and from the
- * quota's use (Q1 of store.c). Called with the write lock held. */
-static inline void store_live_drop(cs_store *s, uint64_t n)
+/* Drops the live block whose entry was v (a deleted or swept block): from live_bytes, from
+ * the quota's use (Q1 of store.c) and from its segment's live bytes (C1 of compact.c). Called
+ * with the write lock held. */
+static inline void store_live_drop(cs_store *s, const struct idx_val *v)
 {
-	s->live_bytes -= n;
-	atomic_fetch_sub(&s->quota_used, n);
+	s->live_bytes -= v->len;
+	atomic_fetch_sub(&s->quota_used, v->len);
+	store_live_add(s, v->seg, -store_block_bytes(v->len));
 }
 
 /* The index entry of key, under the read lock. Returns 0 or CS_ENOTFOUND. */
@@ -168,8 +225,13 @@ int store_piece_next(cs_store *s, const struct idx *t, struct store_piece *p);
 int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
 		     void *buf);
 
-/* Replay of the pin records (pin.c), called by store.c's apply callback. */
-int pin_apply(cs_store *s, const struct rec_view *r);
+/* Replay of the pin records (pin.c), called by store.c's apply callback. With before not
+ * NULL, r is a carried REC_PIN_DEL whose original lay at *before: it removes a pin only if
+ * the pin's record lies before that (C3 of compact.c). */
+int pin_apply(cs_store *s, const struct rec_view *r, const struct wal_pos *before);
+
+/* The live bytes (C1) the record of pin (key, v) takes. */
+int64_t pin_bytes(const uint8_t key[CS_KEY_MAX], const struct idx_val *v);
 
 /* A DAG walk that admits each block once (its own set) and shades it for a running
  * collection (E2 of gc.c): what a pin add or a name set walks. */
@@ -239,6 +301,11 @@ void store_hold_end(cs_store *s, struct store_hold *h);
 
 /* Called by cs_store_close() before it tears down: stops a running cs_gc and waits. */
 void gc_stop(cs_store *s);
+
+/* Takes the right to run alone (gc_running) for a cs_gc or cs_compact, and gives it back.
+ * Errors: CS_EBUSY (one runs), CS_ECLOSED (the store is closing). */
+int gc_exclusive_begin(cs_store *s);
+void gc_exclusive_end(cs_store *s);
 
 int64_t store_realtime_ns(void);
 

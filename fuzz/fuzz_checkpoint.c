@@ -10,7 +10,7 @@
  *  2. An accepted checkpoint's BLOCKS and PINS entries, checked by ckpt_entry_get() as the
  *     store does, bulk-load into a B+tree (idx_load checks that keys strictly increase) or
  *     are refused with CS_ECORRUPT, leaving the tree empty; either way it passes idx_check.
- *     Its NAMES entries walk to exactly the section's end.
+ *     Its NAMES entries walk to exactly the section's end, its DROPS ranges increase.
  *  3. Encoded again with the writer (sections in type order, the same header), a checkpoint
  *     accepted whole whose sections were in type order and held no skipped section is the input
  *     byte for byte, and in any case decodes to the same entries.
@@ -133,6 +133,14 @@ static uint8_t *encode(const struct ckpt *c, size_t *n)
 	ckpt_section_begin(&w, CKPT_SEC_STATS);
 	ckpt_put_stats(&w, &gc, gc_time);
 	ckpt_section_end(&w);
+	s = &c->sec[CKPT_SEC_DROPS];
+	ckpt_section_begin(&w, CKPT_SEC_DROPS);
+	for (size_t i = 0; i < s->count; i++) {
+		struct rec_drop d;
+		ckpt_drop_at(s, i, &d);
+		ckpt_put_drop(&w, &d);
+	}
+	ckpt_section_end(&w);
 	struct ckpt_hdr h = c->h;
 	CHECK(ckpt_write_finish(&w, &h) == 0);
 	*n = (size_t)h.file_size;
@@ -179,6 +187,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(nm.name_len >= 1 && nm.cid_len >= 1 && off <= ns->len);
 	}
 	CHECK(off == ns->len);
+	const struct ckpt_section *ds = &c.sec[CKPT_SEC_DROPS];
+	for (size_t i = 1; i < ds->count; i++) {
+		struct rec_drop d0, d1;
+		ckpt_drop_at(ds, i - 1, &d0);
+		ckpt_drop_at(ds, i, &d1);
+		CHECK(d0.to_seq < d1.from_seq && d0.last_id < d1.first_id);
+	}
 
 	size_t n;
 	uint8_t *re = encode(&c, &n);

@@ -177,7 +177,15 @@ typedef struct cs_options {
 	 * log; default 64 MiB; 0: none in the background (close and cs_checkpoint still write
 	 * one). */
 	uint64_t checkpoint_bytes;
+	/* Compaction (cs_compact, and cs_gc after its sweep): a segment whose live fraction
+	 * (bytes of the records the store still needs over bytes of log in it) is below this
+	 * is rewritten, and segments with the least live first while the segment files exceed
+	 * 1.1 x live bytes + 2 segments. 0 to 1; default CS_COMPACT_THRESHOLD_DEFAULT; 0 turns
+	 * compaction off in cs_gc (cs_compact then uses the default). */
+	double compact_threshold;
 } cs_options;
+
+#define CS_COMPACT_THRESHOLD_DEFAULT 0.5
 
 /* Fills opts with the defaults. */
 CS_API void cs_options_init(cs_options *opts);
@@ -251,7 +259,21 @@ typedef struct cs_gc_stat {
 	double mark_seconds;
 	double sweep_seconds;
 	double seconds;          /* the whole call */
+	/* The compaction after the sweep (see cs_compact_stat). */
+	uint64_t segments_compacted;
+	uint64_t bytes_copied;
+	uint64_t bytes_reclaimed;
+	double compact_seconds;
 } cs_gc_stat;
+
+/* What one compaction did. */
+typedef struct cs_compact_stat {
+	uint64_t segments_compacted; /* segment files deleted */
+	uint64_t bytes_copied;       /* log bytes appended: live records copied, carried
+				      * deletes, segment-drop records */
+	uint64_t bytes_reclaimed;    /* sizes of the segment files deleted */
+	double seconds;
+} cs_compact_stat;
 
 typedef struct cs_stat {
 	uint64_t blocks;          /* live blocks in the index */
@@ -371,8 +393,12 @@ CS_API int cs_pin_test(cs_store *s, const cs_cid *cid, int *kind, cs_cid *via);
 /* Deletes every block that no name or pin reaches. Writers are not stopped: puts, gets,
  * names and pins go on while it runs, and no block put, named or pinned after the
  * collection began is deleted by it (docs/GC.md gives the rule). The deletes are logged and
- * synced before it returns. One collection runs at a time. out may be NULL. Errors:
- *  CS_EBUSY      another cs_gc is running on this store
+ * synced before it returns. Then, unless the store's compact_threshold is 0, it compacts as
+ * cs_compact() does (its figures land in out). One collection runs at a time. out may be
+ * NULL. Errors:
+ *  CS_EBUSY      another cs_gc or cs_compact is running on this store
+ *  CS_EFULL      the compaction needed a new segment and the disk is full: nothing is lost,
+ *                what was freed so far stays freed, the store stays usable
  *  CS_ECLOSED    cs_store_close() began on another thread; the collection stopped (what it
  *                deleted so far stays deleted; nothing live was touched)
  *  CS_ECORRUPT   a dag-pb node reachable from a root does not decode, or a block cannot be
@@ -380,6 +406,25 @@ CS_API int cs_pin_test(cs_store *s, const cs_cid *cid, int *kind, cs_cid *via);
  *                below that node cannot be known
  *  CS_EPOISONED, -ENOMEM, -errno. */
 CS_API int cs_gc(cs_store *s, cs_gc_stat *out);
+
+/* Compaction: gives back the disk space of deleted blocks, replaced names and removed pins.
+ * Each segment file but the one appended to whose live fraction is below the store's
+ * compact_threshold (CS_COMPACT_THRESHOLD_DEFAULT when that is 0), and then, least live
+ * first, more while the segment files exceed 1.1 x the live bytes + 2 segments, is rewritten:
+ * what in it is still current (blocks, names, pins, and the deletes that still cancel an
+ * older record) is appended again at the end of the log, the log is synced, a record of the
+ * deletion is appended and synced, and then the file is deleted (docs/FORMAT.md). Writers
+ * are not stopped: puts of new blocks take no lock of it, deletes, names and pins wait at
+ * most for one record's copy. A crash at any point loses nothing and brings nothing back.
+ * One compaction or collection at a time. out may be NULL. Errors:
+ *  CS_EBUSY      a cs_gc or cs_compact is running
+ *  CS_EFULL      a new segment was needed and the disk or quota is full (the message names
+ *                which): nothing is lost, segments compacted so far are freed, the store
+ *                stays usable, and a later call goes on from there
+ *  CS_ECORRUPT   a record of a segment to rewrite fails its checksum: that segment is kept
+ *  CS_ECLOSED, CS_EPOISONED, -ENOMEM, -errno (removing a file or syncing the directory:
+ *                the file may remain, which the next open or compaction handles). */
+CS_API int cs_compact(cs_store *s, cs_compact_stat *out);
 
 /* ---- Files (UnixFS) ------------------------------------------------------------------ */
 

@@ -40,6 +40,7 @@ static const char *const sec_name[CKPT_SEC_KNOWN + 1] = {
     [CKPT_SEC_PINS] = "pins",
     [CKPT_SEC_NAMES] = "names",
     [CKPT_SEC_STATS] = "stats",
+    [CKPT_SEC_DROPS] = "drops",
 };
 
 /* ---- Positions -------------------------------------------------------------------------- */
@@ -196,6 +197,13 @@ static uint32_t seg_end(const struct ckpt *c, uint32_t id)
 	return 0;
 }
 
+/* Can a record of the checkpoint's tables lie at (seg, off)? (12.3) */
+static int in_log(const struct ckpt *c, uint32_t seg, uint32_t off)
+{
+	return off >= CS_SEG_HEADER && off % CS_REC_ALIGN == 0 &&
+	       pos_cmp(seg, off, c->h.end_seg, c->h.end_off) < 0 && off < seg_end(c, seg);
+}
+
 static int check_entries(const struct ckpt *c, int type)
 {
 	const struct ckpt_section *s = &c->sec[type];
@@ -215,9 +223,7 @@ int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_
 
 	CS_ASSERT((type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS) && i < s->count);
 	ckpt_entry_at(s, i, key, v);
-	if (v->off < CS_SEG_HEADER || v->off % CS_REC_ALIGN != 0 ||
-	    pos_cmp(v->seg, v->off, c->h.end_seg, c->h.end_off) >= 0 ||
-	    v->off >= seg_end(c, v->seg))
+	if (!in_log(c, v->seg, v->off))
 		return bad_section(type, i, "position outside the log");
 	if (type == CKPT_SEC_BLOCKS ? v->len > CS_BLOCK_MAX
 	                            : ((v->len & 0xff) != CS_PIN_DIRECT &&
@@ -257,10 +263,32 @@ static int check_names(const struct ckpt *c)
 		off = ckpt_name_at(s, off, &n);
 		if (i > 0 && name_cmp(prev.name, prev.name_len, n.name, n.name_len) >= 0)
 			return bad_section(CKPT_SEC_NAMES, i, "name not above the one before");
+		if (!in_log(c, n.seg, n.off))
+			return bad_section(CKPT_SEC_NAMES, i, "position outside the log");
 		prev = n;
 	}
 	if (i != s->count)
 		return corrupt("the names section's count disagrees with its entries");
+	return 0;
+}
+
+/* The dropped ranges as rec_drops keeps them: each nonempty, increasing and apart (neither
+ * overlapping nor touching), all below the start seq, segment ids in order. */
+static int check_drops(const struct ckpt *c)
+{
+	const struct ckpt_section *s = &c->sec[CKPT_SEC_DROPS];
+	struct rec_drop d, prev = {0, 0, 0, 0};
+
+	if (!fixed_size(s, CKPT_DROP_ENTRY) || s->count > CS_SEGMENTS_MAX)
+		return corrupt("drops section of the wrong size");
+	for (uint64_t i = 0; i < s->count; i++) {
+		ckpt_drop_at(s, (size_t)i, &d);
+		if (d.from_seq < 1 || d.to_seq <= d.from_seq || d.to_seq > c->h.start_seq ||
+		    d.first_id < 1 || d.last_id < d.first_id || d.last_id >= c->h.start_seg ||
+		    (i > 0 && (d.from_seq <= prev.to_seq || d.first_id <= prev.last_id)))
+			return bad_section(CKPT_SEC_DROPS, i, "out of order or out of range");
+		prev = d;
+	}
 	return 0;
 }
 
@@ -312,7 +340,8 @@ int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out)
 	if (st->count != 1 || st->len != CKPT_STATS_LEN)
 		return corrupt("stats section of the wrong size");
 	if ((rc = check_segments(out)) != 0 || (rc = check_entries(out, CKPT_SEC_BLOCKS)) != 0 ||
-	    (rc = check_entries(out, CKPT_SEC_PINS)) != 0 || (rc = check_names(out)) != 0)
+	    (rc = check_entries(out, CKPT_SEC_PINS)) != 0 || (rc = check_names(out)) != 0 ||
+	    (rc = check_drops(out)) != 0)
 		return rc;
 	return 0;
 }
@@ -339,9 +368,17 @@ size_t ckpt_name_at(const struct ckpt_section *s, size_t off, struct ckpt_name *
 	out->cid_len = p[2];
 	out->size = get_le64(p + 4);
 	out->time_ns = (int64_t)get_le64(p + 12);
+	out->seg = get_le32(p + 20);
+	out->off = get_le32(p + 24);
 	out->name = p + CKPT_NAME_META;
 	out->cid = out->name + out->name_len;
 	return off + CKPT_NAME_META + out->name_len + out->cid_len;
+}
+
+void ckpt_drop_at(const struct ckpt_section *s, size_t i, struct rec_drop *out)
+{
+	const uint8_t *p = s->data + i * CKPT_DROP_ENTRY;
+	*out = (struct rec_drop){get_le64(p), get_le64(p + 8), get_le32(p + 16), get_le32(p + 20)};
 }
 
 static double get_f64(const uint8_t *p)
@@ -370,6 +407,10 @@ void ckpt_stats(const struct ckpt_section *s, cs_gc_stat *gc, int64_t *gc_time_n
 	gc->sweep_seconds = get_f64(p + 40);
 	gc->seconds = get_f64(p + 48);
 	*gc_time_ns = (int64_t)get_le64(p + 56);
+	gc->segments_compacted = get_le64(p + 64);
+	gc->bytes_copied = get_le64(p + 72);
+	gc->bytes_reclaimed = get_le64(p + 80);
+	gc->compact_seconds = get_f64(p + 88);
 }
 
 /* ---- Writing ------------------------------------------------------------------------------ */
@@ -476,6 +517,8 @@ void ckpt_put_name(struct ckpt_writer *w, const struct ckpt_name *n)
 	p[3] = 0;
 	put_le64(p + 4, n->size);
 	put_le64(p + 12, (uint64_t)n->time_ns);
+	put_le32(p + 20, n->seg);
+	put_le32(p + 24, n->off);
 	put(w, p, sizeof(p), 1);
 	put(w, n->name, n->name_len, 1);
 	put(w, n->cid, n->cid_len, 1);
@@ -493,6 +536,21 @@ void ckpt_put_stats(struct ckpt_writer *w, const cs_gc_stat *gc, int64_t gc_time
 	put_f64(p + 40, gc->sweep_seconds);
 	put_f64(p + 48, gc->seconds);
 	put_le64(p + 56, (uint64_t)gc_time_ns);
+	put_le64(p + 64, gc->segments_compacted);
+	put_le64(p + 72, gc->bytes_copied);
+	put_le64(p + 80, gc->bytes_reclaimed);
+	put_f64(p + 88, gc->compact_seconds);
+	put(w, p, sizeof(p), 1);
+	w->sec_count++;
+}
+
+void ckpt_put_drop(struct ckpt_writer *w, const struct rec_drop *d)
+{
+	uint8_t p[CKPT_DROP_ENTRY];
+	put_le64(p, d->from_seq);
+	put_le64(p + 8, d->to_seq);
+	put_le32(p + 16, d->first_id);
+	put_le32(p + 20, d->last_id);
 	put(w, p, sizeof(p), 1);
 	w->sec_count++;
 }

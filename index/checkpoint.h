@@ -17,18 +17,20 @@
 #include "btree.h"
 #include "cidstore.h"
 #include "cs_limits.h"
+#include "replay.h"
 
 #define CKPT_FILE       "checkpoint"
 #define CKPT_TMP_FILE   "checkpoint.tmp"
 #define CKPT_MAGIC      "CIDSTCKP"
-#define CKPT_VERSION    2u  /* the format version that introduced the file */
+#define CKPT_VERSION    3u  /* the format version that last changed the file */
 #define CKPT_HEADER     96u /* bytes of the file header */
 #define CKPT_SEC_HEADER 32u /* bytes of a section header */
 #define CKPT_SECTIONS_MAX 64u
 #define CKPT_ENTRY      (CS_KEY_MAX + 16u) /* a block or pin entry: key, seg, off, len, codec */
 #define CKPT_SEG_ENTRY  16u
-#define CKPT_NAME_META  20u
-#define CKPT_STATS_LEN  64u
+#define CKPT_NAME_META  28u
+#define CKPT_DROP_ENTRY 24u
+#define CKPT_STATS_LEN  96u
 
 /* Section types; numbers are never reused. */
 enum ckpt_sec {
@@ -37,7 +39,8 @@ enum ckpt_sec {
 	CKPT_SEC_PINS = 3,
 	CKPT_SEC_NAMES = 4,
 	CKPT_SEC_STATS = 5,
-	CKPT_SEC_KNOWN = 5, /* the highest type this version knows */
+	CKPT_SEC_DROPS = 6,
+	CKPT_SEC_KNOWN = 6, /* the highest type this version knows */
 };
 
 #define CKPT_SEC_F_SKIPPABLE 0x1u /* a reader that does not know the type may ignore it */
@@ -91,10 +94,12 @@ struct ckpt_name {
 	uint8_t cid_len;
 	uint64_t size;
 	int64_t time_ns;
+	uint32_t seg, off; /* where its REC_NAME_SET lies */
 };
 
 /* Checks the whole file in buf (len bytes, borrowed; out borrows from it): header, every
- * section's checksum and layout, names strictly increasing; of BLOCKS and PINS only their
+ * section's checksum and layout, names strictly increasing with their positions inside the
+ * log, dropped ranges ordered and before the start; of BLOCKS and PINS only their
  * sizes (ckpt_entry_get() checks the entries). Never reads outside buf, never allocates.
  * Errors, each with a message naming what is wrong: CS_ECORRUPT (damage, or a file that
  * breaks a rule of the format), CS_EVERSION (a newer version, or a section type unknown to
@@ -118,6 +123,9 @@ void ckpt_seg_at(const struct ckpt_section *s, size_t i, struct ckpt_seg *out);
 /* The name entry at byte offset off of a decoded NAMES section (0 for the first); returns
  * the offset of the next. */
 size_t ckpt_name_at(const struct ckpt_section *s, size_t off, struct ckpt_name *out);
+
+/* Range i of a decoded DROPS section. */
+void ckpt_drop_at(const struct ckpt_section *s, size_t i, struct rec_drop *out);
 
 /* The decoded STATS section. */
 void ckpt_stats(const struct ckpt_section *s, cs_gc_stat *gc, int64_t *gc_time_ns);
@@ -147,6 +155,7 @@ void ckpt_put_entry(struct ckpt_writer *w, const uint8_t key[CS_KEY_MAX], const 
 void ckpt_put_seg(struct ckpt_writer *w, const struct ckpt_seg *seg);
 void ckpt_put_name(struct ckpt_writer *w, const struct ckpt_name *n);
 void ckpt_put_stats(struct ckpt_writer *w, const cs_gc_stat *gc, int64_t gc_time_ns);
+void ckpt_put_drop(struct ckpt_writer *w, const struct rec_drop *d);
 void ckpt_section_end(struct ckpt_writer *w);
 /* Writes the header (h's nsections and file_size are filled in) and frees the writer's
  * memory, whatever happened. Does not sync. Errors: the first write error (-errno, with a

@@ -28,6 +28,11 @@
  *       limit (min(capacity, file size)); the one buffer is sized from validated segment
  *       headers (window <= 2 * CS_BATCH_MAX) and never from record fields (R3 of record.c).
  *   P4. On error no fd is left open and result->segs is NULL.
+ *   P7. A seq gap (a segment that starts after the seq the log reached, or a first segment
+ *       that starts after 1) is lost records unless segment-drop records anywhere in the
+ *       log cover it: compaction deletes a segment only once such a record is durable. The
+ *       records that justify a gap lie after it, so gaps are collected during the scan and
+ *       judged once the whole log was read (rec_drops_cover), before anything of P5 runs.
  *   P5. The removal of an unfinished last segment and the extension of a short last file
  *       happen only after the whole log was accepted, so a failed open changes nothing that
  *       would make a later open decide differently.
@@ -78,6 +83,16 @@ struct seg_file {
 	int unfinished;   /* the last file, with a short or all-zero header: to be removed */
 };
 
+/* A seq gap met during the scan, judged at the end (P7). */
+struct gap {
+	uint64_t from, to; /* the seqs missing */
+	uint32_t next_id;  /* the segment that starts at `to` */
+	/* A damaged end of the segment before it (handle_damage, not last): where and what. */
+	uint32_t torn_id; /* 0: none */
+	uint64_t torn_off, torn_bytes;
+	char what[160];
+};
+
 struct replay {
 	const struct rec_options *opt; /* borrowed */
 	struct rec_result *res;        /* borrowed; counters accumulate here */
@@ -103,6 +118,10 @@ struct replay {
 	int salvaged_here;  /* times salvage resumed in this segment after corruption (P6) */
 	uint64_t salv_from; /* where the last salvaged region began, and its first seq */
 	uint64_t salv_seq;
+
+	struct gap *gaps; /* owned; one slot per segment file and one more */
+	uint32_t ngaps;
+	struct gap tail;  /* the damaged end of the segment just scanned, if tail.torn_id */
 };
 
 __attribute__((format(printf, 3, 4))) static void say(const struct replay *rp, int level,
@@ -433,6 +452,15 @@ static int handle_damage(struct replay *rp, uint64_t P, enum damage d, const str
 		    (unsigned long long)start_seq);
 		return SEG_DONE;
 	}
+	if (rp->next != NULL && rp->next->h.first_seq > start_seq) {
+		/* The seqs up to the next segment's first are missing: lost, unless compaction
+		 * deleted the segments that held them (P7, judged at the end). */
+		rp->tail = (struct gap){.torn_id = sf->id, .torn_off = start,
+		                        .torn_bytes = z - start};
+		snprintf(rp->tail.what, sizeof(rp->tail.what), "%s", what);
+		rp->seq = start_seq;
+		return SEG_DONE;
+	}
 	int repeats = rp->next != NULL && rp->next->h.first_seq < start_seq;
 	if (!rp->opt->salvage || repeats) {
 		if (rp->next == NULL)
@@ -467,7 +495,63 @@ static int handle_damage(struct replay *rp, uint64_t P, enum damage d, const str
 static int known_type(uint8_t type)
 {
 	return type == REC_BLOCK || type == REC_DELETE || type == REC_NAME_SET ||
-	       type == REC_NAME_DEL || type == REC_PIN_ADD || type == REC_PIN_DEL;
+	       type == REC_NAME_DEL || type == REC_PIN_ADD || type == REC_PIN_DEL ||
+	       type == REC_CARRY || type == REC_SEG_DROP;
+}
+
+/* ---- Dropped ranges (P7) ---------------------------------------------------------------- */
+
+int rec_drops_add(struct rec_drops *ds, const struct rec_drop *d)
+{
+	CS_ASSERT(d->from_seq < d->to_seq);
+	if (ds->n == ds->cap) {
+		uint32_t cap = ds->cap ? 2 * ds->cap : 16;
+		struct rec_drop *v = realloc(ds->v, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		ds->v = v;
+		ds->cap = cap;
+	}
+	/* Insert in from_seq order, then merge the run of ranges that overlap or touch it.
+	 * Bounded by n. */
+	uint32_t i = 0;
+	while (i < ds->n && ds->v[i].from_seq < d->from_seq)
+		i++;
+	memmove(&ds->v[i + 1], &ds->v[i], (ds->n - i) * sizeof(*ds->v));
+	ds->v[i] = *d;
+	ds->n++;
+	if (i > 0 && ds->v[i - 1].to_seq >= ds->v[i].from_seq)
+		i--;
+	while (i + 1 < ds->n && ds->v[i].to_seq >= ds->v[i + 1].from_seq) {
+		struct rec_drop *a = &ds->v[i], *b = &ds->v[i + 1];
+		a->to_seq = max_u64(a->to_seq, b->to_seq);
+		a->first_id = a->first_id < b->first_id ? a->first_id : b->first_id;
+		a->last_id = a->last_id > b->last_id ? a->last_id : b->last_id;
+		memmove(b, b + 1, (ds->n - i - 2) * sizeof(*ds->v));
+		ds->n--;
+	}
+	return 0;
+}
+
+int rec_drops_cover(const struct rec_drops *ds, uint64_t from, uint64_t to)
+{
+	if (from >= to)
+		return 1;
+	uint32_t lo = 0, hi = ds->n; /* the first range with from_seq > from, less one */
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (ds->v[mid].from_seq <= from)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo > 0 && ds->v[lo - 1].to_seq >= to;
+}
+
+void rec_drops_free(struct rec_drops *ds)
+{
+	free(ds->v);
+	*ds = (struct rec_drops){0};
 }
 
 /* Hands the complete transaction in buffered [from, to) to the apply callback. Every record
@@ -480,7 +564,14 @@ static int deliver(struct replay *rp, uint64_t from, uint64_t to)
 		const uint8_t *p = at(rp, from);
 		int dec = rec_decode_header(p, &v.h);
 		CS_ASSERT(dec == REC_OK); /* P2: verified by scan_segment() */
-		if (known_type(v.h.type)) {
+		if (v.h.type == REC_SEG_DROP) {
+			struct rec_seg_drop sd;
+			CS_ASSERT(rec_seg_drop_decode(p + CS_REC_HEADER, v.h.len, v.h.seq, &sd) == 0);
+			struct rec_drop d = {sd.from_seq, sd.to_seq, sd.first_id, sd.last_id};
+			if (rec_drops_add(&rp->res->drops, &d) != 0)
+				return -ENOMEM;
+			rp->res->records++;
+		} else if (known_type(v.h.type)) {
 			v.pos.seg = rp->sf->id;
 			v.pos.off = (uint32_t)from;
 			v.payload = p + CS_REC_HEADER;
@@ -503,6 +594,8 @@ static int check_record(const struct replay *rp, uint64_t off, const struct rec_
 	struct rec_name_set ns;
 	struct rec_name_del nd;
 	struct rec_pin pin;
+	struct rec_carry carry;
+	struct rec_seg_drop drop;
 	static const char *const what[] = {
 	    [REC_BLOCK] = "block",
 	    [REC_DELETE] = "delete",
@@ -510,6 +603,9 @@ static int check_record(const struct replay *rp, uint64_t off, const struct rec_
 	    [REC_NAME_DEL] = "name-delete",
 	    [REC_PIN_ADD] = "pin-add",
 	    [REC_PIN_DEL] = "pin-delete",
+	    [REC_CHECKPOINT] = "checkpoint",
+	    [REC_CARRY] = "carry",
+	    [REC_SEG_DROP] = "segment-drop",
 	};
 
 	switch (h->type) {
@@ -533,6 +629,14 @@ static int check_record(const struct replay *rp, uint64_t off, const struct rec_
 	case REC_PIN_ADD:
 	case REC_PIN_DEL:
 		if (rec_pin_decode(h->type, payload, h->len, &pin) != 0)
+			goto bad;
+		return 0;
+	case REC_CARRY:
+		if (rec_carry_decode(payload, h->len, &carry) != 0)
+			goto bad;
+		return 0;
+	case REC_SEG_DROP:
+		if (rec_seg_drop_decode(payload, h->len, h->seq, &drop) != 0)
 			goto bad;
 		return 0;
 	default:
@@ -977,6 +1081,50 @@ static int check_start(const struct rec_start *st, const struct seg_file *files,
 	return 0;
 }
 
+/* Judges the seq gaps met (P7): each one covered by a dropped range held records that
+ * compaction deleted; any other lost records, refused unless salvaging. */
+static int judge_gaps(struct replay *rp)
+{
+	for (uint32_t i = 0; i < rp->ngaps; i++) {
+		const struct gap *g = &rp->gaps[i];
+		if (rec_drops_cover(&rp->res->drops, g->from, g->to)) {
+			if (g->torn_id == 0)
+				continue;
+			/* As a torn tail the next segment continues (table 7.2, not last). */
+			rp->res->torn_bytes += g->torn_bytes;
+			say(rp, CS_LOG_WARN,
+			    "segment %08x: ignored torn tail of %llu bytes at offset %llu (%s): "
+			    "the segments after it were dropped by compaction",
+			    g->torn_id, (unsigned long long)g->torn_bytes,
+			    (unsigned long long)g->torn_off, g->what);
+			continue;
+		}
+		if (!rp->opt->salvage) {
+			if (g->torn_id != 0)
+				return cs_fail(CS_ECORRUPT,
+				               "segment %08x offset %llu: %s; the next segment starts "
+				               "at seq %llu, expected %llu; open with salvage to skip it",
+				               g->torn_id, (unsigned long long)g->torn_off, g->what,
+				               (unsigned long long)g->to, (unsigned long long)g->from);
+			return cs_fail(CS_ECORRUPT,
+			               "segment %08x starts at seq %llu, expected %llu: records lost "
+			               "(a segment file is missing and no segment-drop record "
+			               "accounts for seqs %llu..%llu)",
+			               g->next_id, (unsigned long long)g->to,
+			               (unsigned long long)g->from, (unsigned long long)g->from,
+			               (unsigned long long)(g->to - 1));
+		}
+		rp->res->salvaged_records += g->to - g->from;
+		rp->res->salvaged_bytes += g->torn_bytes;
+		say(rp, CS_LOG_WARN,
+		    "segment %08x starts at seq %llu, expected %llu: salvage skipped %llu lost "
+		    "records",
+		    g->next_id, (unsigned long long)g->to, (unsigned long long)g->from,
+		    (unsigned long long)(g->to - g->from));
+	}
+	return 0;
+}
+
 static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfiles, uint32_t *nsegs)
 {
 	const struct rec_options *opt = rp->opt;
@@ -997,7 +1145,8 @@ static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfil
 	if (n > 0) {
 		rp->cap = (size_t)window + CS_REC_MAX;
 		rp->buf = malloc(rp->cap);
-		if (rp->buf == NULL)
+		rp->gaps = calloc((size_t)n + 1, sizeof(*rp->gaps));
+		if (rp->buf == NULL || rp->gaps == NULL)
 			return -ENOMEM;
 	}
 	const struct rec_start *st = opt->start;
@@ -1017,38 +1166,42 @@ static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfil
 			    .capacity = files[i].h.capacity,
 			    .end = st->segs[i].end,
 			};
+		/* The dropped ranges stated before the start (C4 of compact.c). */
+		for (uint32_t i = 0; i < st->drops.n; i++)
+			if ((rc = rec_drops_add(&rp->res->drops, &st->drops.v[i])) != 0)
+				return rc;
 		if (st->end_seq > 1) {
 			rp->res->last_pos = st->last;
 			rp->res->last_seq = st->end_seq - 1;
 			rp->res->last_sum = st->last_sum;
 		}
 	}
+	rp->seq = 1;
 	for (uint32_t i = i0; i < n; i++) {
 		struct seg_file *sf = &files[i];
 		uint64_t first = sf->h.first_seq;
 		uint64_t from = CS_SEG_HEADER;
 		int salvaged = 0;
 		if (st != NULL && i == i0) {
+			/* check_start() judged the segments up to here. */
 			rp->seq = st->seq;
 			from = st->pos.off;
 			salvaged = st->salvaged;
-		} else if (i == 0) {
-			rp->seq = first;
-		} else if (first != rp->seq) {
-			if (first < rp->seq || !opt->salvage)
-				return cs_fail(
-				    CS_ECORRUPT,
-				    "segment %08x starts at seq %llu, expected %llu: %s", sf->id,
-				    (unsigned long long)first, (unsigned long long)rp->seq,
-				    first < rp->seq ? "sequence numbers repeat" : "records lost");
-			rp->res->salvaged_records += first - rp->seq;
-			say(rp, CS_LOG_WARN,
-			    "segment %08x starts at seq %llu, expected %llu: salvage skipped %llu "
-			    "lost records",
-			    sf->id, (unsigned long long)first, (unsigned long long)rp->seq,
-			    (unsigned long long)(first - rp->seq));
+		} else if (first < rp->seq) {
+			return cs_fail(CS_ECORRUPT,
+			               "segment %08x starts at seq %llu, expected %llu: sequence "
+			               "numbers repeat",
+			               sf->id, (unsigned long long)first,
+			               (unsigned long long)rp->seq);
+		} else if (first > rp->seq || rp->tail.torn_id != 0) {
+			struct gap *g = &rp->gaps[rp->ngaps++]; /* P7: judged at the end */
+			*g = rp->tail;
+			g->from = rp->seq;
+			g->to = first;
+			g->next_id = sf->id;
 			rp->seq = first;
 		}
+		rp->tail.torn_id = 0;
 		rp->sf = sf;
 		rp->lim = min_u64(sf->h.capacity, sf->size);
 		rp->last = i + 1 == nfiles; /* a segment before an unfinished one is not last */
@@ -1070,6 +1223,8 @@ static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfil
 	if (st != NULL && rp->res->next_seq < st->end_seq)
 		return stale("the log ends at seq %llu, before the checkpoint's end at seq %llu",
 		             (unsigned long long)rp->res->next_seq, (unsigned long long)st->end_seq);
+	if ((rc = judge_gaps(rp)) != 0)
+		return rc;
 	return finish(rp, files, nfiles, n);
 }
 
@@ -1105,6 +1260,7 @@ out:
 		free(result->segs);
 		result->segs = NULL;
 		result->nsegs = 0;
+		rec_drops_free(&result->drops);
 	} else {
 		result->nsegs = nsegs;
 		if (nsegs == 0) {
@@ -1113,6 +1269,7 @@ out:
 		}
 	}
 	free(rp.buf);
+	free(rp.gaps);
 	free(files);
 	free(ids);
 	return rc;

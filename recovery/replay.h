@@ -21,6 +21,30 @@ struct rec_view {
 	const uint8_t *payload;
 };
 
+/* Seqs [from_seq, to_seq) lived in segments first_id..last_id, which compaction deleted
+ * (REC_SEG_DROP records). */
+struct rec_drop {
+	uint64_t from_seq, to_seq;
+	uint32_t first_id, last_id;
+};
+
+/* The dropped ranges known: sorted by from_seq, disjoint and not adjacent (two ranges that
+ * touch are one). What replay checks every seq gap between segments against, what
+ * compaction appends again when it deletes the segment holding the records that state them,
+ * and what a checkpoint saves beside the tables. v is owned (rec_drops_free). */
+struct rec_drops {
+	struct rec_drop *v;
+	uint32_t n, cap;
+};
+
+/* Adds d, merging it with the ranges it overlaps or touches. Errors: -ENOMEM (unchanged). */
+int rec_drops_add(struct rec_drops *ds, const struct rec_drop *d);
+
+/* Is every seq of [from, to) inside one dropped range? (An empty range is.) */
+int rec_drops_cover(const struct rec_drops *ds, uint64_t from, uint64_t to);
+
+void rec_drops_free(struct rec_drops *ds);
+
 /* Where a replay from a checkpoint begins, and what proves the position real
  * (docs/FORMAT.md 12.4): replay applies the records from `seq` at `pos` on. */
 struct rec_start {
@@ -34,6 +58,7 @@ struct rec_start {
 	 * offset past its last record. Borrowed. */
 	const struct wal_seg_info *segs;
 	uint32_t nsegs;
+	struct rec_drops drops; /* the dropped ranges the log stated before pos; borrowed */
 };
 
 /* rec_replay()'s positive return: the start does not hold in this log. */
@@ -71,6 +96,8 @@ struct rec_result {
 	struct wal_pos last_pos;
 	uint64_t last_seq;
 	uint64_t last_sum;
+	struct rec_drops drops;    /* owned by the caller (rec_drops_free); empty on error:
+				    * the ranges the REC_SEG_DROP records of the log state */
 };
 
 /* With opt->start, segments before start->pos.seg are only opened and their headers checked,
@@ -81,6 +108,11 @@ struct rec_result {
  * check fails, returns REC_STALE with a message saying why: nothing was changed on disk but
  * what a full replay changes too (a torn tail after the start zeroed), no fd is left open,
  * and records may have been applied (the caller drops its tables and replays the whole log).
+ *
+ * REC_SEG_DROP records are applied by the replay itself (into result->drops), never
+ * handed to the apply callback; every other known type is. A seq gap before the first
+ * segment or between two segments is accepted only when result->drops covers it, checked
+ * once the whole log was read, since the records that justify a gap lie after it.
  * Errors: CS_ECORRUPT, CS_EVERSION, CS_ELIMIT (more than CS_SEGMENTS_MAX segment files),
  * -ENOMEM, -errno, or the apply callback's return. On error no fd is left open and
  * result->segs is NULL. Names in the directory other than "LOCK", "CIDSTORE", segment names

@@ -113,6 +113,7 @@ static struct fault_state {
 	uint64_t calls[FAULT_NKINDS];   /* calls of each kind while on */
 	uint64_t fail_at[FAULT_NKINDS]; /* 0, or the call (1-based) that fails */
 	int fail_err[FAULT_NKINDS];
+	int fail_header; /* 0, or the error of the next write at offset 0 (a segment header) */
 	uint64_t injected;      /* failures injected so far */
 	int partial_writes;     /* an injected write failure first writes half the bytes */
 	int drop_on_sync_fail;  /* an injected sync failure drops the file's unsynced writes,
@@ -162,6 +163,7 @@ FAULT_FN void fault_reset(void)
 	memset(fault_g.calls, 0, sizeof(fault_g.calls));
 	memset(fault_g.fail_at, 0, sizeof(fault_g.fail_at));
 	fault_g.injected = 0;
+	fault_g.fail_header = 0;
 	fault_g.partial_writes = 0;
 	fault_g.drop_on_sync_fail = 0;
 	fault_g.real_sync = 0;
@@ -177,6 +179,15 @@ FAULT_FN void fault_fail_nth(enum fault_kind kind, uint64_t n, int err)
 	pthread_mutex_lock(&fault_g.mu);
 	fault_g.fail_at[kind] = n == 0 ? 0 : fault_g.calls[kind] + n;
 	fault_g.fail_err[kind] = err;
+	pthread_mutex_unlock(&fault_g.mu);
+}
+
+/* The next write at offset 0 (the header of a segment being created, whenever that comes)
+ * fails with err; 0 disarms. Counts as a write call as any other. */
+FAULT_FN void fault_fail_header(int err)
+{
+	pthread_mutex_lock(&fault_g.mu);
+	fault_g.fail_header = err;
 	pthread_mutex_unlock(&fault_g.mu);
 }
 
@@ -430,6 +441,11 @@ FAULT_FN int fault_io_write(struct io *io, int fd, const void *buf, size_t len, 
 	rc = fault_tick();
 	if (rc == 0) {
 		rc = fault_inject(FAULT_WRITE);
+		if (rc == 0 && off == 0 && fault_g.fail_header != 0) {
+			rc = fault_g.fail_header;
+			fault_g.fail_header = 0;
+			fault_g.injected++;
+		}
 		if (rc != 0) {
 			/* A partial write is as real as none: some bytes landed. */
 			if (fault_g.partial_writes && len / 2 > 0)

@@ -110,6 +110,9 @@ struct tables {
 	struct entries blocks, pins;
 	size_t nnames;
 	struct name_entry *names;
+	uint32_t nlive;
+	struct seg_live *live; /* C1 of compact.c */
+	struct rec_drops drops;
 	cs_stat st;
 };
 
@@ -130,6 +133,12 @@ static void snap(cs_store *s, struct tables *t)
 	t->names = malloc((t->nnames + 1) * sizeof(*t->names));
 	assert_int_equal(names_next(s->names, NULL, 0, t->names, (int)t->nnames + 1),
 	                 (int)t->nnames);
+	t->nlive = s->nlive;
+	t->live = malloc((s->nlive + 1) * sizeof(*t->live));
+	memcpy(t->live, s->live, s->nlive * sizeof(*t->live));
+	t->drops = (struct rec_drops){0};
+	for (uint32_t i = 0; i < s->drops.n; i++)
+		CHECK(rec_drops_add(&t->drops, &s->drops.v[i]));
 	CHECK(cs_store_stat(s, &t->st));
 	uint64_t checked, failed;
 	CHECK(cs_store_verify(s, NULL, NULL, &checked, &failed));
@@ -142,6 +151,8 @@ static void free_tables(struct tables *t)
 	free(t->pins.keys);
 	free(t->pins.vals);
 	free(t->names);
+	free(t->live);
+	rec_drops_free(&t->drops);
 }
 
 static void same_entries(const struct entries *a, const struct entries *b, const char *what)
@@ -167,7 +178,25 @@ static void same_tables(const struct tables *a, const struct tables *b)
 		assert_memory_equal(x->v.root.bytes, y->v.root.bytes, x->v.root.len);
 		assert_int_equal(x->v.size, y->v.size);
 		assert_int_equal(x->v.time_ns, y->v.time_ns);
+		assert_int_equal(x->v.seg, y->v.seg);
+		assert_int_equal(x->v.off, y->v.off);
 	}
+	/* A segment whose records all went may keep a slot of 0 bytes on one side only. */
+	for (uint32_t i = 0, j = 0; i < a->nlive || j < b->nlive;) {
+		if (i < a->nlive && a->live[i].bytes == 0) {
+			i++;
+		} else if (j < b->nlive && b->live[j].bytes == 0) {
+			j++;
+		} else {
+			if (i == a->nlive || j == b->nlive || a->live[i].id != b->live[j].id ||
+			    a->live[i].bytes != b->live[j].bytes)
+				fail_msg("live bytes per segment differ at slot %u/%u", i, j);
+			i++, j++;
+		}
+	}
+	assert_int_equal(a->drops.n, b->drops.n);
+	if (a->drops.n > 0)
+		assert_memory_equal(a->drops.v, b->drops.v, a->drops.n * sizeof(*a->drops.v));
 	assert_int_equal(a->st.blocks, b->st.blocks);
 	assert_int_equal(a->st.live_bytes, b->st.live_bytes);
 	assert_int_equal(a->st.names, b->st.names);
@@ -722,12 +751,21 @@ static void test_format_example(void **state)
 
 	memcpy(key + 2, digest, 32);
 	memcpy(cid + 4, digest, 32);
+	/* The log's second record: the name set of FORMAT.md 4.7, seq 2, synced seq 1, at
+	 * segment 1 offset 152; the checkpoint names its checksum. */
+	uint8_t meta[REC_NAME_SET_META], rec[256];
+	rec_name_set_meta(meta, 14, 36, 5, t2026);
+	struct iovec parts[3] = {{meta, sizeof(meta)}, {"docs/hello.txt", 14}, {cid, 36}};
+	struct rec_hdr rh = {.type = REC_NAME_SET, .seq = 2, .synced_seq = 1};
+	assert_true(rec_size(REC_NAME_SET_META + 14 + 36) <= sizeof(rec));
+	rec_encode(rec, &rh, parts, 3);
+	const uint32_t end = 152 + rec_size(rh.len);
 	int fd = memfd_create("ckpt-example", 0);
 	assert_true(fd >= 0);
 	struct ckpt_writer w;
 	assert_int_equal(ckpt_write_begin(&w, fd), 0);
 	ckpt_section_begin(&w, CKPT_SEC_SEGMENTS);
-	ckpt_put_seg(&w, &(struct ckpt_seg){1, 152, 1});
+	ckpt_put_seg(&w, &(struct ckpt_seg){1, end, 1});
 	ckpt_section_end(&w);
 	ckpt_section_begin(&w, CKPT_SEC_BLOCKS);
 	ckpt_put_entry(&w, key, &(struct idx_val){1, 64, 5, CS_CODEC_RAW});
@@ -736,17 +774,19 @@ static void test_format_example(void **state)
 	ckpt_section_end(&w);
 	ckpt_section_begin(&w, CKPT_SEC_NAMES);
 	ckpt_put_name(&w, &(struct ckpt_name){(const uint8_t *)"docs/hello.txt", 14, cid, 36, 5,
-	                                      t2026});
+	                                      t2026, 1, 152});
 	ckpt_section_end(&w);
 	ckpt_section_begin(&w, CKPT_SEC_STATS);
 	ckpt_put_stats(&w, &(cs_gc_stat){0}, 0);
 	ckpt_section_end(&w);
+	ckpt_section_begin(&w, CKPT_SEC_DROPS);
+	ckpt_section_end(&w);
 	struct ckpt_hdr h = {
 	    .store_uid = 0x0123456789abcdefull,
 	    .created_ns = t2026,
-	    .start_seg = 1, .start_off = 152, .start_seq = 2,
-	    .end_seg = 1, .end_off = 152, .end_seq = 2,
-	    .last_seg = 1, .last_off = 64, .last_sum = 0xcaee8c84bba2a169ull,
+	    .start_seg = 1, .start_off = end, .start_seq = 3,
+	    .end_seg = 1, .end_off = end, .end_seq = 3,
+	    .last_seg = 1, .last_off = 152, .last_sum = rh.checksum,
 	};
 	assert_int_equal(ckpt_write_finish(&w, &h), 0);
 	size_t n = (size_t)pread(fd, made, sizeof(made), 0);
@@ -762,9 +802,9 @@ static void test_format_example(void **state)
 	struct ckpt c;
 	CHECK(ckpt_decode(doc, m, &c));
 	assert_int_equal(c.h.store_uid, 0x0123456789abcdefull);
-	assert_int_equal(c.h.start_seq, 2);
-	assert_int_equal(c.h.end_seq, 2);
-	assert_int_equal(c.h.last_sum, 0xcaee8c84bba2a169ull);
+	assert_int_equal(c.h.start_seq, 3);
+	assert_int_equal(c.h.end_seq, 3);
+	assert_int_equal(c.h.last_sum, rh.checksum);
 	assert_int_equal(c.sec[CKPT_SEC_BLOCKS].count, 1);
 	uint8_t k[CS_KEY_MAX];
 	struct idx_val v;
@@ -773,16 +813,19 @@ static void test_format_example(void **state)
 	assert_int_equal(v.off, 64);
 	assert_int_equal(v.len, 5);
 	struct ckpt_name nm;
-	assert_int_equal(ckpt_name_at(&c.sec[CKPT_SEC_NAMES], 0, &nm), 70);
+	assert_int_equal(ckpt_name_at(&c.sec[CKPT_SEC_NAMES], 0, &nm), 78);
 	assert_memory_equal(nm.name, "docs/hello.txt", 14);
 	assert_int_equal(nm.time_ns, t2026);
+	assert_int_equal(nm.seg, 1);
+	assert_int_equal(nm.off, 152);
 	assert_int_equal(c.sec[CKPT_SEC_PINS].count, 0);
+	assert_int_equal(c.sec[CKPT_SEC_DROPS].count, 0);
 	/* The section of a later version: refused unless skippable. */
 	uint8_t ext[1024];
 	memcpy(ext, doc, m);
-	uint8_t sec[CKPT_SEC_HEADER] = {6};
+	uint8_t sec[CKPT_SEC_HEADER] = {CKPT_SEC_KNOWN + 1};
 	memcpy(ext + m, sec, sizeof(sec));
-	put_le32(ext + 84, 6);
+	put_le32(ext + 84, CKPT_SEC_KNOWN + 1);
 	put_le64(ext + 88, XXH3_64bits(ext, 88));
 	XXH3_state_t st;
 	for (int skippable = 0; skippable < 2; skippable++) {
@@ -795,7 +838,7 @@ static void test_format_example(void **state)
 		if (skippable)
 			assert_int_equal(c.skipped, 1);
 		else
-			assert_non_null(strstr(cs_errmsg(), "section type 6 is unknown"));
+			assert_non_null(strstr(cs_errmsg(), "section type 7 is unknown"));
 	}
 }
 

@@ -304,7 +304,7 @@ grep -q "held by the recursive pin on $keep" "$tmp/err" && ok || bad "rm pinned:
 expect 0 "name rm drop" -- "$bin" name rm drop
 expect 0 "name rm keep" -- "$bin" name rm keep
 expect 0 "gc" -- "$bin" gc
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["freed_blocks"]==4, d' \
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["freed_blocks"]==4 and "segments_compacted" in d and "bytes_copied" in d and "bytes_reclaimed" in d, d' \
 	"$tmp/out" && ok || bad "gc should free drop's 3 leaves and root: $(cat "$tmp/out")"
 expect 1 "dropped root gone" -- "$bin" cat "$drop"
 expect 0 "pinned file intact" -- "$bin" cat "$keep"
@@ -332,6 +332,11 @@ expect 2 "pin no CID" -- "$bin" pin add
 expect 2 "pin recursive to direct" -- "$bin" pin add --direct "$keep"
 expect 0 "pin rm" -- "$bin" pin rm "$keep"
 expect 0 "block rm unpinned" -- "$bin" block rm "$leaf"
+# compact: a JSON report; the store reads the same after it.
+expect 0 "compact" -- "$bin" compact
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["segments_compacted"]>=0 and "bytes_copied" in d and "bytes_reclaimed" in d, d' \
+	"$tmp/out" && ok || bad "compact report: $(cat "$tmp/out")"
+expect 0 "verify after compact" -- "$bin" verify
 # add --pin from stdin names and pins in one go; a bad name with --pin writes nothing.
 expect 0 "add --pin stdin" -- "$bin" add --pin --quiet --name piped - <"$tmp/drop"
 piped=$(cat "$tmp/out")
@@ -360,7 +365,7 @@ export CIDSTORE_DIR=$tmp/store
 
 # --help for every command, and the exit-code table.
 for c in "block put" "block get" "block rm" "block ls" has stat verify demo add cat ls \
-	"name rm" pin gc checkpoint; do
+	"name rm" pin gc compact checkpoint; do
 	expect 0 "help $c" -- "$bin" $c --help
 	grep -q usage "$tmp/out" && ok || bad "$c --help prints no usage"
 done

@@ -302,6 +302,7 @@ static void release(struct rec_result *res)
 		close(res->segs[i].fd);
 	free(res->segs);
 	res->segs = NULL;
+	rec_drops_free(&res->drops);
 }
 
 /* A replay that must fail with `code` and a message containing `needle`, leaving no fd. */
@@ -459,7 +460,13 @@ static void truncate_every_offset(void **state)
 
 	for (uint64_t cut = 0;; cut++) {
 		struct tseg t;
-		tseg_create_v(&t, f, 1, UID, B, SEG_FORMAT_VERSION, 1 << 16);
+		/* The segment starts at B - 1 with a segment-drop record for seqs 1..B - 2: a
+		 * first segment that starts after seq 1 is refused unless one accounts for the
+		 * seqs before it (compaction deleted their segments). */
+		uint8_t drop[REC_SEG_DROP_LEN];
+		rec_seg_drop_encode(drop, &(struct rec_seg_drop){1, B - 1, 1, 1});
+		tseg_create_v(&t, f, 1, UID, B - 1, SEG_FORMAT_VERSION, 1 << 16);
+		tseg_put(&t, REC_SEG_DROP, 0, B - 1, 0, drop, sizeof(drop));
 		for (int i = 0; i < 10; i++) {
 			off[i] = tseg_block(&t, B + (uint64_t)i, B + (uint64_t)i - 3,
 			                    i == 8 ? REC_F_CONT : 0);
@@ -1015,10 +1022,10 @@ static void unknown_record_types(void **state)
 	tseg_create(&t, f, 1, 1);
 	tseg_block(&t, 1, 0, 0);
 	tseg_block(&t, 2, 1, 0);
-	uint64_t at = tseg_put(&t, 9, 0, 3, 2, opaque, sizeof(opaque));
+	uint64_t at = tseg_put(&t, 200, 0, 3, 2, opaque, sizeof(opaque));
 	tseg_close(&t);
 	char needle[96];
-	snprintf(needle, sizeof(needle), "segment 00000001 offset %llu: record type 9",
+	snprintf(needle, sizeof(needle), "segment 00000001 offset %llu: record type 200",
 	         (unsigned long long)at);
 	expect_fail(f, 0, CS_EVERSION, needle);
 	expect_fail(f, 1, CS_EVERSION, needle);
@@ -1026,8 +1033,8 @@ static void unknown_record_types(void **state)
 	tseg_create(&t, f, 1, 1);
 	tseg_block(&t, 1, 0, 0);
 	tseg_block(&t, 2, 1, 0);
-	tseg_put(&t, 9, REC_F_SKIPPABLE, 3, 2, opaque, sizeof(opaque));
-	tseg_put(&t, 10, REC_F_SKIPPABLE, 4, 2, opaque, sizeof(opaque));
+	tseg_put(&t, 200, REC_F_SKIPPABLE, 3, 2, opaque, sizeof(opaque));
+	tseg_put(&t, 201, REC_F_SKIPPABLE, 4, 2, opaque, sizeof(opaque));
 	tseg_block(&t, 5, 4, 0);
 	tseg_close(&t);
 	assert_int_equal(run(f, 0, &g, &res), 0);
@@ -1166,21 +1173,24 @@ static void apply_error_stops(void **state)
 /* ---- The worked example of docs/FORMAT.md --------------------------------------------- */
 
 /* Reads the hex dump between the markers: lines "OFFSET  HEX HEX ...  |ascii|". */
-static size_t read_example(uint8_t *out, size_t cap)
+static size_t read_example_named(const char *tag, uint8_t *out, size_t cap)
 {
-	char path[512], line[256];
+	char path[512], line[256], begin[64], end_[64];
 	size_t n = 0;
 	int inside = 0;
+
+	snprintf(begin, sizeof(begin), "<!-- %s-begin -->", tag);
+	snprintf(end_, sizeof(end_), "<!-- %s-end -->", tag);
 
 	snprintf(path, sizeof(path), "%s/docs/FORMAT.md", CS_TEST_SRCDIR);
 	FILE *fp = fopen(path, "r");
 	assert_non_null(fp);
 	while (fgets(line, sizeof(line), fp) != NULL) {
-		if (strncmp(line, "<!-- hex-example-begin -->", 26) == 0) {
+		if (strncmp(line, begin, strlen(begin)) == 0) {
 			inside = 1;
 			continue;
 		}
-		if (strncmp(line, "<!-- hex-example-end -->", 24) == 0)
+		if (strncmp(line, end_, strlen(end_)) == 0)
 			break;
 		if (!inside || line[0] == '`')
 			continue;
@@ -1210,6 +1220,84 @@ static size_t read_example(uint8_t *out, size_t cap)
 
 /* The hex example in docs/FORMAT.md decodes to exactly the fields its text gives, and the
  * encoder produces exactly its bytes. */
+static size_t read_example(uint8_t *out, size_t cap)
+{
+	return read_example_named("hex-example", out, cap);
+}
+
+/* The carry and drop payloads of FORMAT.md sections 4.10 and 4.11 decode to what the text
+ * says and encode back to the same bytes. */
+static void format_compaction_examples(void **state)
+{
+	uint8_t doc[128], mine[128], key[CS_KEY_MAX];
+	struct rec_carry c;
+	struct rec_seg_drop d;
+
+	(void)state;
+	size_t n = read_example_named("carry-example", doc, sizeof(doc));
+	assert_int_equal(n, 56);
+	assert_int_equal(rec_carry_decode(doc, (uint32_t)n, &c), 0);
+	assert_int_equal(c.type, REC_DELETE);
+	assert_int_equal(c.seg, 3);
+	assert_int_equal(c.off, 0x1040);
+	assert_int_equal(c.len, 40);
+	assert_int_equal(rec_key_decode(c.payload, c.len, key), 0);
+	assert_int_equal(key[0] << 8 | key[1], CS_HASH_SHA2_256);
+	assert_int_equal(key[2], 0x2c);
+	rec_carry_meta(mine, REC_DELETE, 3, 0x1040);
+	rec_block_meta(mine + REC_CARRY_META, CS_HASH_SHA2_256, 32, 0);
+	memcpy(mine + REC_CARRY_META + CS_BLOCK_META, key + 2, 32);
+	assert_memory_equal(mine, doc, n);
+	doc[1] = 1; /* a reserved byte */
+	assert_int_equal(rec_carry_decode(doc, (uint32_t)n, &c), CS_ECORRUPT);
+	doc[1] = 0;
+	doc[0] = REC_NAME_SET; /* only negatives are carried */
+	assert_int_equal(rec_carry_decode(doc, (uint32_t)n, &c), CS_ECORRUPT);
+
+	n = read_example_named("drop-example", doc, sizeof(doc));
+	assert_int_equal(n, REC_SEG_DROP_LEN);
+	assert_int_equal(rec_seg_drop_decode(doc, (uint32_t)n, 42, &d), 0);
+	assert_int_equal(d.from_seq, 1);
+	assert_int_equal(d.to_seq, 42);
+	assert_int_equal(d.first_id, 1);
+	assert_int_equal(d.last_id, 2);
+	rec_seg_drop_encode(mine, &d);
+	assert_memory_equal(mine, doc, n);
+	/* The range must end at or before the record's own seq. */
+	assert_int_equal(rec_seg_drop_decode(doc, (uint32_t)n, 41, &d), CS_ECORRUPT);
+}
+
+/* The dropped ranges merge what overlaps or touches, and cover a gap only inside one. */
+static void dropped_ranges(void **state)
+{
+	struct rec_drops ds = {0};
+	static const struct rec_drop add[] = {
+	    {10, 20, 2, 2}, {30, 40, 4, 4}, {1, 5, 1, 1}, {20, 30, 3, 3}, {12, 18, 2, 2},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(add) / sizeof(add[0]); i++)
+		assert_int_equal(rec_drops_add(&ds, &add[i]), 0);
+	assert_int_equal(ds.n, 2);
+	assert_int_equal(ds.v[0].from_seq, 1);
+	assert_int_equal(ds.v[0].to_seq, 5);
+	assert_int_equal(ds.v[1].from_seq, 10);
+	assert_int_equal(ds.v[1].to_seq, 40);
+	assert_int_equal(ds.v[1].first_id, 2);
+	assert_int_equal(ds.v[1].last_id, 4);
+	assert_true(rec_drops_cover(&ds, 10, 40));
+	assert_true(rec_drops_cover(&ds, 15, 35));
+	assert_true(rec_drops_cover(&ds, 1, 5));
+	assert_true(rec_drops_cover(&ds, 7, 7)); /* empty */
+	assert_false(rec_drops_cover(&ds, 4, 11));
+	assert_false(rec_drops_cover(&ds, 5, 10));
+	assert_false(rec_drops_cover(&ds, 39, 41));
+	assert_int_equal(rec_drops_add(&ds, &(struct rec_drop){5, 10, 9, 9}), 0);
+	assert_int_equal(ds.n, 1);
+	assert_true(rec_drops_cover(&ds, 1, 40));
+	rec_drops_free(&ds);
+}
+
 static void format_example(void **state)
 {
 	uint8_t doc[256], mine[256];
@@ -1301,6 +1389,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(stray_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(apply_error_stops, setup, teardown),
 	    cmocka_unit_test(format_example),
+	    cmocka_unit_test(format_compaction_examples),
+	    cmocka_unit_test(dropped_ranges),
 	};
 	if (getenv("CS_TEST_FILTER") != NULL) /* run one test: CS_TEST_FILTER=midlog_bitflip */
 		cmocka_set_test_filter(getenv("CS_TEST_FILTER"));

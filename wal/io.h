@@ -1,7 +1,9 @@
 /*
  * io.h - the write backend behind the log writer (internal).
  *
- * The writer thread is the only user of a backend, so implementations need no locking.
+ * The writer thread is the only user of a backend's write, sync and create, so
+ * implementations need no locking; remove and sync_dir, which keep no state in any backend
+ * (both are plain syscalls), are also called by wal_drop_segment() on a compacting thread.
  * Two implementations: io_uring (io_uring.c: the write and an fdatasync linked with
  * IOSQE_IO_LINK in one submission) and psync (psync.c: pwrite + fdatasync). A test build
  * adds a fault-injecting one (tests/fault_io.h). Both resubmit short writes and retry

@@ -216,6 +216,65 @@ int rec_pin_decode(uint8_t type, const uint8_t *payload, uint32_t len, struct re
 	return 0;
 }
 
+void rec_carry_meta(uint8_t meta[REC_CARRY_META], uint8_t type, uint32_t seg, uint32_t off)
+{
+	memset(meta, 0, REC_CARRY_META);
+	meta[0] = type;
+	put_le32(meta + 4, seg);
+	put_le32(meta + 8, off);
+}
+
+int rec_carry_decode(const uint8_t *payload, uint32_t len, struct rec_carry *out)
+{
+	uint8_t key[CS_KEY_MAX];
+	struct rec_name_del nd;
+	struct rec_pin pin;
+
+	if (len < REC_CARRY_META || payload[1] != 0 || get_le16(payload + 2) != 0 ||
+	    get_le32(payload + 12) != 0)
+		return CS_ECORRUPT;
+	out->type = payload[0];
+	out->seg = get_le32(payload + 4);
+	out->off = get_le32(payload + 8);
+	out->payload = payload + REC_CARRY_META;
+	out->len = len - REC_CARRY_META;
+	if (out->seg == 0 || out->off < CS_SEG_HEADER || out->off % CS_REC_ALIGN != 0)
+		return CS_ECORRUPT;
+	switch (out->type) {
+	case REC_DELETE:
+		return rec_key_decode(out->payload, out->len, key);
+	case REC_NAME_DEL:
+		return rec_name_del_decode(out->payload, out->len, &nd);
+	case REC_PIN_DEL:
+		return rec_pin_decode(REC_PIN_DEL, out->payload, out->len, &pin);
+	default:
+		return CS_ECORRUPT;
+	}
+}
+
+void rec_seg_drop_encode(uint8_t dst[REC_SEG_DROP_LEN], const struct rec_seg_drop *d)
+{
+	put_le64(dst + 0, d->from_seq);
+	put_le64(dst + 8, d->to_seq);
+	put_le32(dst + 16, d->first_id);
+	put_le32(dst + 20, d->last_id);
+}
+
+int rec_seg_drop_decode(const uint8_t *payload, uint32_t len, uint64_t seq,
+                        struct rec_seg_drop *out)
+{
+	if (len != REC_SEG_DROP_LEN)
+		return CS_ECORRUPT;
+	out->from_seq = get_le64(payload + 0);
+	out->to_seq = get_le64(payload + 8);
+	out->first_id = get_le32(payload + 16);
+	out->last_id = get_le32(payload + 20);
+	if (out->from_seq == 0 || out->to_seq <= out->from_seq || out->to_seq > seq ||
+	    out->first_id == 0 || out->last_id < out->first_id)
+		return CS_ECORRUPT;
+	return 0;
+}
+
 void seg_encode(uint8_t dst[CS_SEG_HEADER], const struct seg_hdr *h)
 {
 	memcpy(dst, SEG_MAGIC, 8);

@@ -34,6 +34,8 @@ enum rec_type {
 	REC_PIN_ADD = 5,  /* a pin set on a root: see the pin payload below */
 	REC_PIN_DEL = 6,  /* a pin removed: the pin payload with kind 0 */
 	REC_CHECKPOINT = 7, /* reserved */
+	REC_CARRY = 8,    /* a negative record re-appended by compaction: see the carry payload */
+	REC_SEG_DROP = 9, /* segments deleted by compaction: see the drop payload below */
 };
 
 #define REC_F_CONT      0x01 /* more records of the same transaction follow this one */
@@ -155,6 +157,45 @@ void rec_pin_meta(uint8_t meta[REC_PIN_META], uint8_t kind, uint8_t cid_len);
 /* Parses a pin payload of a record of type `type`: the kind must be one of the two for
  * REC_PIN_ADD and 0 for REC_PIN_DEL. Errors: CS_ECORRUPT (no message set). */
 int rec_pin_decode(uint8_t type, const uint8_t *payload, uint32_t len, struct rec_pin *out);
+
+/* Carry payload (REC_CARRY): a REC_DELETE, REC_NAME_DEL or REC_PIN_DEL that compaction moved
+ * out of a segment it deletes, with the position it was first written at:
+ *   0 u8 original type (2, 4 or 6)   1 u8 zero   2 u16 zero
+ *   4 u32 original segment id         8 u32 original offset   12 u32 zero
+ *   16 the original payload, unchanged
+ * Replay applies it only to an entry whose own record lies before the original position. */
+#define REC_CARRY_META 16u
+
+struct rec_carry {
+	uint8_t type;           /* REC_DELETE, REC_NAME_DEL or REC_PIN_DEL */
+	uint32_t seg, off;      /* where the original record was written */
+	const uint8_t *payload; /* borrowed: the original payload */
+	uint32_t len;
+};
+
+void rec_carry_meta(uint8_t meta[REC_CARRY_META], uint8_t type, uint32_t seg, uint32_t off);
+
+/* Parses a carry payload: the reserved bytes, the original type, and the original payload
+ * by that type's rules (its lengths; the engine checks names and CIDs). Errors: CS_ECORRUPT
+ * (no message set). */
+int rec_carry_decode(const uint8_t *payload, uint32_t len, struct rec_carry *out);
+
+/* Segment-drop payload (REC_SEG_DROP), exactly 24 bytes: the seqs [from, to) that lived in
+ * the segments with ids first_id..last_id, which compaction deleted:
+ *   0 u64 from seq (>= 1)   8 u64 to seq (> from, <= the record's own seq)
+ *   16 u32 first segment id   20 u32 last segment id (>= first; for messages only) */
+#define REC_SEG_DROP_LEN 24u
+
+struct rec_seg_drop {
+	uint64_t from_seq, to_seq;
+	uint32_t first_id, last_id;
+};
+
+void rec_seg_drop_encode(uint8_t dst[REC_SEG_DROP_LEN], const struct rec_seg_drop *d);
+
+/* Parses a drop payload of the record with seq `seq`. Errors: CS_ECORRUPT (no message). */
+int rec_seg_drop_decode(const uint8_t *payload, uint32_t len, uint64_t seq,
+                        struct rec_seg_drop *out);
 
 /* Segment header: 64 bytes at offset 0 of every segment file.
  *   0 8 bytes magic "CIDSTSEG"   8 u32 format version   12 u32 header bytes (64)

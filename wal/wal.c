@@ -35,6 +35,13 @@
  *       buffer or in the file.
  *   W9. At open the last recovered segment is synced, so the horizon starts at next_seq - 1
  *       truthfully, and unsynced bytes start at 0.
+ *   W11. A segment other than the last may be dropped (wal_drop_segment, for compaction). A
+ *       read holds a reference on the segment it preads (refs, under mu) from its lookup
+ *       until the pread returned, and a drop first marks the segment `dropping`, after which
+ *       no new reference is given, then waits until refs is 0 before it closes the fd: a
+ *       read never preads a closed (or reused) fd. Entries of the table move when one is
+ *       dropped, so a reference names its segment by id, never by a pointer kept across an
+ *       unlock.
  *   W10. A new segment is created on an appender's request (seg_req), while the filling
  *       buffer is empty and no appender may reserve: the old segment is closed to appends
  *       from the request on, so the new segment's first seq is next_seq at the request. A
@@ -78,10 +85,12 @@ struct batch {
 
 struct seg_ent {
 	uint32_t id;
-	int fd;            /* owned; always open (W8) */
-	uint64_t first_seq;
-	uint64_t capacity; /* file size */
-	uint32_t end;      /* offset past the last record reserved in it */
+	int fd;             /* owned; always open (W8) */
+	uint64_t capacity;  /* file size */
+	uint32_t end;       /* offset past the last record reserved in it */
+	uint64_t first_seq; /* seq of its first record (its header's) */
+	int refs;           /* reads in flight on fd (W11) */
+	int dropping;       /* wal_drop_segment() waits for refs to drain (W11) */
 };
 
 struct wal {
@@ -89,6 +98,7 @@ struct wal {
 	pthread_cond_t writer_cv;  /* the writer waits for work (monotonic clock) */
 	pthread_cond_t space_cv;   /* appenders wait for a swap */
 	pthread_cond_t durable_cv; /* wal_wait / wal_sync wait for the horizon or poison */
+	pthread_cond_t refs_cv;    /* a dropping segment's last read ended (W11) */
 	pthread_t thread;
 
 	/* Set at open, read-only afterwards. */
@@ -283,9 +293,10 @@ static void writer_write(struct wal *w, int sync)
 	w->cur = 1 - w->cur;
 	w->swaps++;
 	pthread_cond_broadcast(&w->space_cv);
+	/* Under mu: a drop (W11) may move the table's entries. */
+	CS_ASSERT(seg_find(w, b->seg) != NULL && seg_find(w, b->seg)->fd == w->wfd); /* W8 */
 	pthread_mutex_unlock(&w->mu);
 
-	CS_ASSERT(seg_find(w, b->seg) != NULL && seg_find(w, b->seg)->fd == w->wfd); /* W8 */
 	if (w->unsynced + b->fill > w->batch_bytes)
 		sync = 1;
 	/* The backend reports a write and its sync as one result. */
@@ -347,7 +358,9 @@ static void writer_new_segment(struct wal *w)
 	if (presynced)
 		mark_durable(w, written);
 	if (rc == 0) {
-		w->segs[w->nsegs++] = (struct seg_ent){id, fd, first_seq, w->seg_bytes, CS_SEG_HEADER};
+		w->segs[w->nsegs++] =
+		    (struct seg_ent){.id = id, .fd = fd, .capacity = w->seg_bytes,
+		                     .end = CS_SEG_HEADER, .first_seq = first_seq};
 		w->wfd = fd;
 		w->unsynced = 0;
 		b->seg = id;
@@ -516,6 +529,8 @@ static int init_sync(struct wal *w)
 		rc = pthread_cond_init(&w->space_cv, NULL);
 	if (rc == 0)
 		rc = pthread_cond_init(&w->durable_cv, NULL);
+	if (rc == 0)
+		rc = pthread_cond_init(&w->refs_cv, NULL);
 	return -rc; /* a failure here leaks nothing that needs destroying on Linux */
 }
 
@@ -557,9 +572,9 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 		if (w->segs != NULL) {
 			w->segs[i].id = cfg->segs[i].id;
 			w->segs[i].fd = cfg->segs[i].fd;
-			w->segs[i].first_seq = cfg->segs[i].first_seq;
 			w->segs[i].capacity = cfg->segs[i].capacity;
 			w->segs[i].end = cfg->segs[i].end;
+			w->segs[i].first_seq = cfg->segs[i].first_seq;
 		} else {
 			close(cfg->segs[i].fd);
 		}
@@ -584,7 +599,8 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 			return cs_fail(rc, "log: cannot create segment 00000001: %s",
 			               cs_strerror(rc));
 		}
-		w->segs[0] = (struct seg_ent){1, rc, w->next_seq, w->seg_bytes, CS_SEG_HEADER};
+		w->segs[0] = (struct seg_ent){.id = 1, .fd = rc, .capacity = w->seg_bytes,
+		                              .end = CS_SEG_HEADER, .first_seq = w->next_seq};
 		w->nsegs = 1;
 		w->wfd = rc;
 		b->seg = 1;
@@ -639,6 +655,7 @@ int wal_close(struct wal *w)
 	pthread_cond_destroy(&w->writer_cv);
 	pthread_cond_destroy(&w->space_cv);
 	pthread_cond_destroy(&w->durable_cv);
+	pthread_cond_destroy(&w->refs_cv);
 	pthread_mutex_destroy(&w->mu);
 	wal_free(w);
 	if (rc != 0)
@@ -877,6 +894,32 @@ int wal_sync(struct wal *w)
 
 /* ---- Reading ---------------------------------------------------------------------------- */
 
+/* Takes a read reference on segment e (may be NULL) and returns its fd, or -1 when it is
+ * absent or being dropped (W11). Called with mu held. */
+static int seg_ref(struct wal *w, struct seg_ent *e)
+{
+	if (e == NULL || e->dropping)
+		return -1;
+	e->refs++;
+	return e->fd;
+}
+
+/* Drops a reference seg_ref() gave on segment id (W11). */
+static void seg_unref(struct wal *w, uint32_t id)
+{
+	pthread_mutex_lock(&w->mu);
+	struct seg_ent *e = seg_find(w, id);
+	CS_ASSERT(e != NULL && e->refs > 0);
+	if (--e->refs == 0 && e->dropping)
+		pthread_cond_broadcast(&w->refs_cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static int gone_error(struct wal_pos pos)
+{
+	return cs_fail(CS_ECORRUPT, "segment %08x offset %u: no such segment", pos.seg, pos.off);
+}
+
 /* Copies len bytes from src into the pieces of dst. */
 static void scatter(const struct iovec *dst, int ndst, const uint8_t *src)
 {
@@ -978,20 +1021,20 @@ int wal_read(struct wal *w, struct wal_pos pos, uint32_t len, struct rec_hdr *h,
 		goto check;
 	}
 	e = seg_find(w, pos.seg);
-	fd = e != NULL ? e->fd : -1;
 	if (e != NULL && rec_end > e->capacity) {
 		pthread_mutex_unlock(&w->mu);
 		return cs_fail(CS_ECORRUPT,
 		               "segment %08x offset %u: a %u-byte record runs past the segment end",
 		               pos.seg, pos.off, len);
 	}
+	fd = seg_ref(w, e);
 	pthread_mutex_unlock(&w->mu);
 	if (fd < 0)
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: no such segment", pos.seg,
-		               pos.off);
-	/* The fd stays open until wal_close(), which no read may race. Reads never touch
-	 * the backend: an io_uring ring belongs to the writer thread. */
+		return gone_error(pos);
+	/* The reference keeps the fd open (W11). Reads never touch the backend: an io_uring
+	 * ring belongs to the writer thread. */
 	rc = read_file(fd, pos.off, hdr, dst, ndst);
+	seg_unref(w, pos.seg);
 	if (rc < 0)
 		return cs_fail(rc, "segment %08x offset %u: read failed: %s", pos.seg, pos.off,
 		               cs_strerror(rc));
@@ -1056,7 +1099,106 @@ void wal_mark(struct wal *w, struct wal_mark *m, struct wal_seg_info *segs, uint
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < w->nsegs && n < cap && w->segs[i].id <= m->tail.seg; i++)
 		segs[n++] = (struct wal_seg_info){w->segs[i].id, w->segs[i].end,
-		                                  w->segs[i].first_seq};
+		                                  w->segs[i].first_seq, w->segs[i].capacity};
 	*nsegs = n;
 	pthread_mutex_unlock(&w->mu);
+}
+
+uint32_t wal_segments(struct wal *w, struct wal_seg_info *out, uint32_t cap)
+{
+	uint32_t n = 0;
+
+	pthread_mutex_lock(&w->mu);
+	for (uint32_t i = 0; i < w->nsegs && n < cap; i++) {
+		const struct seg_ent *e = &w->segs[i];
+		out[n++] = (struct wal_seg_info){e->id, e->end, e->first_seq, e->capacity};
+	}
+	pthread_mutex_unlock(&w->mu);
+	return n;
+}
+
+int wal_read_any(struct wal *w, struct wal_pos pos, struct rec_hdr *h, uint8_t *buf, size_t cap)
+{
+	uint8_t hdr[CS_REC_HEADER];
+	int fd, rc;
+
+	pthread_mutex_lock(&w->mu);
+	struct seg_ent *e = seg_find(w, pos.seg);
+	if (e != NULL && e == &w->segs[w->nsegs - 1]) {
+		pthread_mutex_unlock(&w->mu);
+		return cs_fail(CS_EINVAL, "log: segment %08x is the one appended to", pos.seg);
+	}
+	uint32_t end = e != NULL ? e->end : 0;
+	fd = seg_ref(w, e);
+	pthread_mutex_unlock(&w->mu);
+	if (fd < 0)
+		return gone_error(pos);
+	if (pos.off < CS_SEG_HEADER || pos.off % CS_REC_ALIGN != 0 ||
+	    (uint64_t)pos.off + CS_REC_HEADER > end) {
+		rc = cs_fail(CS_ECORRUPT, "segment %08x offset %u: not a record position", pos.seg,
+		             pos.off);
+		goto out;
+	}
+	rc = read_file(fd, pos.off, hdr, NULL, 0);
+	if (rc == 0 && rec_decode_header(hdr, h) != REC_OK)
+		rc = cs_fail(CS_ECORRUPT, "segment %08x offset %u: bad record header", pos.seg,
+		             pos.off);
+	else if (rc == 0 && ((uint64_t)pos.off + rec_size(h->len) > end || h->len > cap))
+		rc = cs_fail(CS_ECORRUPT, "segment %08x offset %u: a %u-byte record runs past the log",
+		             pos.seg, pos.off, h->len);
+	if (rc == 0) {
+		/* The header again with the payload, so what is verified is one read's bytes. */
+		struct iovec v = {buf, h->len};
+		rc = read_file(fd, pos.off, hdr, &v, 1);
+		if (rc == 0 && (rec_decode_header(hdr, h) != REC_OK || h->len != v.iov_len ||
+		                rec_verify(hdr, h, &v, 1) != 0))
+			rc = cs_fail(CS_ECORRUPT, "segment %08x offset %u: record checksum mismatch",
+			             pos.seg, pos.off);
+	}
+	if (rc > 0)
+		rc = cs_fail(CS_ECORRUPT, "segment %08x offset %u: the file ends in the record",
+		             pos.seg, pos.off);
+	else if (rc < 0 && rc > CS_ERRBASE_HI)
+		rc = cs_fail(rc, "segment %08x offset %u: read failed: %s", pos.seg, pos.off,
+		             cs_strerror(rc));
+out:
+	seg_unref(w, pos.seg);
+	return rc;
+}
+
+int wal_drop_segment(struct wal *w, uint32_t id)
+{
+	char name[32];
+	int fd, rc;
+
+	pthread_mutex_lock(&w->mu);
+	struct seg_ent *e = seg_find(w, id);
+	if (e == NULL || e == &w->segs[w->nsegs - 1] || e->dropping) {
+		pthread_mutex_unlock(&w->mu);
+		return cs_fail(CS_EINVAL, "log: segment %08x cannot be dropped", id);
+	}
+	e->dropping = 1; /* W11: no new reads */
+	while ((e = seg_find(w, id))->refs > 0)
+		pthread_cond_wait(&w->refs_cv, &w->mu);
+	fd = e->fd;
+	size_t i = (size_t)(e - w->segs);
+	memmove(e, e + 1, (w->nsegs - i - 1) * sizeof(*e));
+	w->nsegs--;
+	pthread_mutex_unlock(&w->mu);
+
+	close(fd);
+	seg_name(name, sizeof(name), id);
+	/* remove and sync_dir are plain syscalls in every backend (io.h): callable here. */
+	rc = w->io->ops->remove(w->io, w->dirfd, name);
+	if (rc != 0)
+		return cs_fail(rc, "log: removing segment %08x: %s", id, cs_strerror(rc));
+	return 0;
+}
+
+int wal_sync_dir(struct wal *w)
+{
+	int rc = w->io->ops->sync_dir(w->io, w->dirfd);
+	if (rc != 0)
+		return cs_fail(rc, "log: syncing the store directory: %s", cs_strerror(rc));
+	return 0;
 }

@@ -136,11 +136,12 @@ struct wal_mark {
 	uint64_t last_sum;    /* its checksum field */
 };
 
-/* One segment as wal_mark() lists it. */
+/* One segment as wal_mark() and wal_segments() list it. */
 struct wal_seg_info {
 	uint32_t id;
-	uint32_t end;         /* offset past the last record reserved in it */
-	uint64_t first_seq;
+	uint32_t end;       /* offset past its last record */
+	uint64_t first_seq; /* its header's first seq */
+	uint64_t capacity;  /* its file's size */
 };
 
 /* Fills *m, and segs (cap slots, borrowed) with the segments whose id is at most m->tail.seg,
@@ -161,5 +162,30 @@ struct wal_stat {
 };
 
 void wal_stat(struct wal *w, struct wal_stat *out);
+
+/* Copies up to cap entries of the segment table, in id order, into out and returns how
+ * many. The last one is where appends go. */
+uint32_t wal_segments(struct wal *w, struct wal_seg_info *out, uint32_t cap);
+
+/* Reads the record at pos of a segment other than the last (whose records are all in its
+ * file) whatever its length: the header into *h and the payload into buf (cap bytes), and
+ * checks header and checksum. For scanning a segment record by record. Thread-safe.
+ * Errors: CS_EINVAL (pos is in the last segment), CS_ECORRUPT (no such segment, not a record
+ * there, a payload over cap bytes, a checksum mismatch; the message names the place),
+ * -errno. */
+int wal_read_any(struct wal *w, struct wal_pos pos, struct rec_hdr *h, uint8_t *buf, size_t cap);
+
+/* Removes segment id, which must not be the last, from the log: new reads of it fail as
+ * reads of an absent segment, reads in flight finish first (W11), then its fd is closed and
+ * its file removed through the backend; the removal is durable after wal_sync_dir(). The
+ * caller has made durable what makes the segment's absence sound (docs/FORMAT.md, section 6:
+ * G7). Thread-safe; one drop at a time. Errors: CS_EINVAL (the last or an unknown segment),
+ * -errno from the removal: the segment is out of the table either way, and its file may or
+ * may not be gone after a crash, both of which recovery accepts. */
+int wal_drop_segment(struct wal *w, uint32_t id);
+
+/* Syncs the store directory through the backend: makes the removals of wal_drop_segment()
+ * durable. Errors: -errno (the removals may or may not survive a crash). */
+int wal_sync_dir(struct wal *w);
 
 #endif
