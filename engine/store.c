@@ -437,7 +437,7 @@ static int replay(cs_store *s, struct rec_options *ro)
 	if (rc != CS_ENOTFOUND) {
 		snprintf(why, sizeof(why), "%s", cs_errmsg());
 		store_logf(&s->opts, CS_LOG_WARN, "%s (%s); replaying the whole log", why,
-		      rc == REC_STALE ? "the checkpoint does not match the log" : cs_strerror(rc));
+		           rc == REC_STALE ? "the checkpoint does not match the log" : cs_strerror(rc));
 		if ((rc = reset_tables(s)) != 0)
 			return rc;
 	}
@@ -543,12 +543,12 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	s->open_seconds = now_seconds() - t0;
 	if (s->rec.torn_bytes || s->rec.salvaged_records || s->rec.salvaged_bytes)
 		store_logf(&s->opts, CS_LOG_WARN,
-		      "opened %s: %llu records replayed, %llu torn-tail "
-		      "bytes truncated, %llu records / %llu bytes lost to salvage",
-		      dir, (unsigned long long)s->rec.records,
-		      (unsigned long long)s->rec.torn_bytes,
-		      (unsigned long long)s->rec.salvaged_records,
-		      (unsigned long long)s->rec.salvaged_bytes);
+		           "opened %s: %llu records replayed, %llu torn-tail "
+		           "bytes truncated, %llu records / %llu bytes lost to salvage",
+		           dir, (unsigned long long)s->rec.records,
+		           (unsigned long long)s->rec.torn_bytes,
+		           (unsigned long long)s->rec.salvaged_records,
+		           (unsigned long long)s->rec.salvaged_bytes);
 	*out = s;
 	return 0;
 fail:
@@ -573,7 +573,7 @@ CS_API int cs_store_close(cs_store *s)
 		int crc = ckpt_take(s, CKPT_CHANGED);
 		if (crc != 0)
 			store_logf(&s->opts, CS_LOG_WARN, "checkpoint at close failed: %s: %s",
-			      cs_strerror(crc), cs_errmsg());
+			           cs_strerror(crc), cs_errmsg());
 	}
 	cs_clear_error();
 	int rc = wal_close(s->wal);

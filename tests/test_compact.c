@@ -1267,7 +1267,10 @@ static void test_writers(void **state)
 		assert_int_equal(pthread_create(&th[t], NULL, writer_main, &w[t]), 0);
 	}
 	double t0 = now_s();
-	while (now_s() - t0 < seconds) {
+	/* Past the time given until a segment was compacted (the writers must first fill
+	 * one, slow under TSan on a loaded machine), within a bound. */
+	while (now_s() - t0 < seconds ||
+	       (total.segments_compacted == 0 && now_s() - t0 < 20 * seconds)) {
 		cs_compact_stat cst = {0};
 		int rc = cs_compact(s, &cst);
 		if (rc != 0)
