@@ -31,8 +31,10 @@ void *cs_bigmap_alloc(size_t len)
 	if (head > 0)
 		munmap(p, head);
 	munmap(a + n, CS_BIGMAP_ALIGN - head);
-	/* Fails only where the kernel has no huge pages (EINVAL): the memory serves as it is. */
-	(void)madvise(a, n, MADV_HUGEPAGE);
+	/* Not for less than a huge page: the first touch would fault in and zero all of it.
+	 * Fails only where the kernel has no huge pages (EINVAL): the memory serves as it is. */
+	if (len >= CS_BIGMAP_ALIGN)
+		(void)madvise(a, n, MADV_HUGEPAGE);
 	return a;
 }
 

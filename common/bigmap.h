@@ -21,7 +21,8 @@
 size_t cs_bigmap_size(size_t len);
 
 /* Maps cs_bigmap_size(len) bytes of zeroed, readable and writable memory, aligned to
- * CS_BIGMAP_ALIGN, and advises huge pages for it. Pages are faulted in when first touched.
+ * CS_BIGMAP_ALIGN, and advises huge pages for it when len is at least CS_BIGMAP_ALIGN. Pages
+ * are faulted in when first touched.
  * Returns NULL when the kernel refuses the mapping. Free with cs_bigmap_free(p, len). */
 void *cs_bigmap_alloc(size_t len);
 
