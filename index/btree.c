@@ -155,9 +155,29 @@ struct idx {
 	} scratch;
 };
 
+/* The first 8 bytes of a key as a number that orders as memcmp orders them. */
+static inline uint64_t key_head(const uint8_t *k)
+{
+	uint64_t v;
+
+	memcpy(&v, k, sizeof(v));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	return v;
+}
+
+/* memcmp order. Two keys almost always differ in their first 8 bytes (a 2-byte hash code,
+ * then the digest), so those are compared as one word before memcmp sees the rest: a bulk
+ * load of a million keys spent a tenth of its time in memcmp calls for 34 bytes. */
 static inline int kcmp(const uint8_t *a, const uint8_t *b)
 {
-	return memcmp(a, b, IDX_KEY);
+	_Static_assert(IDX_KEY > 8, "a key is longer than its head");
+	uint64_t x = key_head(a), y = key_head(b);
+
+	if (x != y)
+		return x < y ? -1 : 1;
+	return memcmp(a + 8, b + 8, IDX_KEY - 8);
 }
 
 /* The first index whose key is >= key (or n). */
