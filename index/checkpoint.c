@@ -374,6 +374,15 @@ void ckpt_stats(const struct ckpt_section *s, cs_gc_stat *gc, int64_t *gc_time_n
 
 /* ---- Writing ------------------------------------------------------------------------------ */
 
+/* A full disk is CS_EFULL, as cs_checkpoint documents, in the file's writes as in the other
+ * steps of a checkpoint (engine/ckpt.c). */
+static int write_error(int e, uint64_t at)
+{
+	return cs_fail(e == ENOSPC || e == EDQUOT ? CS_EFULL : -e,
+	               "checkpoint: write at offset %llu failed: %s", (unsigned long long)at,
+	               strerror(e));
+}
+
 static void wr_at(struct ckpt_writer *w, const uint8_t *p, size_t n, uint64_t at)
 {
 	/* Bounded: each pass writes at least one byte or counts a retry. */
@@ -387,9 +396,7 @@ static void wr_at(struct ckpt_writer *w, const uint8_t *p, size_t n, uint64_t at
 		           ++retries < CS_IO_RETRIES) {
 			continue;
 		} else {
-			int e = k < 0 ? errno : EIO;
-			w->err = cs_fail(-e, "checkpoint: write at offset %llu failed: %s",
-			                 (unsigned long long)at, strerror(e));
+			w->err = write_error(k < 0 ? errno : EIO, at);
 		}
 	}
 }
