@@ -711,6 +711,14 @@ static void hexdump(const uint8_t *p, size_t n)
 	}
 }
 
+
+/* The checkpoint writer's ckpt_write_fn over a file (ctx: the fd). */
+static int pwrite_fd(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+	ssize_t n = pwrite(*(int *)ctx, buf, len, (off_t)off);
+	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+}
+
 static void test_format_example(void **state)
 {
 	static const uint8_t digest[32] = {
@@ -726,7 +734,7 @@ static void test_format_example(void **state)
 	int fd = memfd_create("ckpt-example", 0);
 	assert_true(fd >= 0);
 	struct ckpt_writer w;
-	assert_int_equal(ckpt_write_begin(&w, fd), 0);
+	assert_int_equal(ckpt_write_begin(&w, pwrite_fd, &fd), 0);
 	ckpt_section_begin(&w, CKPT_SEC_SEGMENTS);
 	ckpt_put_seg(&w, &(struct ckpt_seg){1, 152, 1});
 	ckpt_section_end(&w);
@@ -1052,7 +1060,7 @@ static void test_write_full_disk(void **state)
 	}
 	struct ckpt_writer w;
 	struct ckpt_hdr h = {0};
-	assert_int_equal(ckpt_write_begin(&w, fd), 0);
+	assert_int_equal(ckpt_write_begin(&w, pwrite_fd, &fd), 0);
 	ckpt_section_begin(&w, CKPT_SEC_STATS);
 	ckpt_put_stats(&w, &(cs_gc_stat){0}, 0);
 	ckpt_section_end(&w);
