@@ -6,18 +6,26 @@
  *      segment boundaries, duplicate puts, deletes, file adds, names; in the "life"
  *      profiles also pins, unpins and, with one writer, garbage collections, whose deletes
  *      the model orders as the sweep does, by multihash; one writer, or three at once;
- *      sync mode, and none mode acknowledged by cs_store_sync) are first run whole
- *      to count their I/O operations N. Then for every k in 0..N the workload runs again
- *      with the power cut after its k-th operation, and each state the disk could be in
- *      (every unsynced write kept, dropped, torn at random 512-byte sectors, or a random mix
- *      of those; names not yet made durable by a directory sync kept, lost or emptied; each
- *      random policy under several seeds, duplicate states skipped) is built in a copy of
- *      the store and reopened with the real backend. The reopened store must open, and for
- *      each writer equal its model after some prefix of its operations that contains every
- *      acknowledged one (so an acknowledged put is there byte for byte, an acknowledged
- *      delete is not, and an operation in flight happened whole or not at all, in order);
- *      hold no block, name or pin outside the model; read back every acknowledged file with
- *      cs_cat; and pass cs_store_verify. It prints the number of distinct states checked.
+ *      sync mode, and none mode acknowledged by cs_store_sync; in every profile two
+ *      cs_checkpoint calls, a third and two thirds of the way through the first writer's
+ *      script, besides the checkpoint the close writes) are first run whole to count their
+ *      I/O operations N. Then for every k in 0..N the workload runs again with the power
+ *      cut after its k-th operation, and each state the disk could be in (every unsynced
+ *      write kept, dropped, torn at random 512-byte sectors, or a random mix of those;
+ *      names not yet made durable by a directory sync kept, lost or emptied, and renames
+ *      not yet made durable kept or undone; each random policy under several seeds,
+ *      duplicate states skipped) is built in a copy of the store and reopened with the real
+ *      backend. A checkpoint's file is created, written, synced and renamed through the
+ *      backend, so cuts land inside it as they land inside the log. The reopened store must
+ *      open; load the last checkpoint that was durable at the cut, or one begun later that
+ *      the cut left in place (never fall back to a full replay past a durable one), and
+ *      leave no checkpoint.tmp; for each writer equal its model after some prefix of its
+ *      operations that contains every acknowledged one (so an acknowledged put is there
+ *      byte for byte, an acknowledged delete is not, and an operation in flight happened
+ *      whole or not at all, in order); hold no block, name or pin outside the model; read
+ *      back every acknowledged file with cs_cat; and pass cs_store_verify. It prints the
+ *      number of distinct states checked, and per profile how many opened from a
+ *      checkpoint and how many cut inside one.
  *  (b) Error loops. For each operation (open of a new and of an existing store, put, a put
  *      that starts a segment, delete, sync, close, file add, name set and delete, pin add
  *      and remove, a garbage collection), each kind
@@ -288,10 +296,10 @@ struct blk {
 	int nkids;     /* a file's root: its leaves are the nkids blocks before it */
 };
 
-enum { OP_PUT, OP_DEL, OP_ADD, OP_NSET, OP_NDEL, OP_SYNC, OP_PIN, OP_UNPIN, OP_GC };
+enum { OP_PUT, OP_DEL, OP_ADD, OP_NSET, OP_NDEL, OP_SYNC, OP_PIN, OP_UNPIN, OP_GC, OP_CKPT };
 
 static const char *const op_name[] = {"put",  "delete", "add",   "name set", "name delete",
-                                      "sync", "pin",    "unpin", "gc"};
+                                      "sync", "pin",    "unpin", "gc",       "checkpoint"};
 
 struct op {
 	uint8_t kind;
@@ -368,6 +376,9 @@ static void push_eff(struct script *sc, uint8_t kind, int item, int root, uint64
 {
 	sc->effs[sc->neffs++] = (struct eff){kind, item, root, size};
 }
+
+/* Checkpoints in writer 0's script (cs_checkpoint), besides the one its close writes. */
+#define CKPTS_PER 2
 
 /* The generator's model of one writer's store. */
 struct gen {
@@ -491,12 +502,20 @@ static void gen_script(struct script *sc, int tid, const struct profile *pf)
 	assert_true(g.present != NULL && g.pinned != NULL && buf != NULL);
 	memset(sc, 0, sizeof(*sc));
 	sc->tid = tid;
-	sc->ops = calloc((size_t)pf->nops, sizeof(*sc->ops));
+	sc->ops = calloc((size_t)pf->nops + CKPTS_PER, sizeof(*sc->ops));
 	sc->effs = calloc(maxblks, sizeof(*sc->effs));
 	assert_true(sc->ops != NULL && sc->effs != NULL);
 	for (int i = 0; i < NAMES_PER; i++)
 		snprintf(sc->names[i], sizeof(sc->names[i]), "w%d/file %d", tid, i);
 	for (int i = 0; i < pf->nops; i++) {
+		if (tid == 0 && (i == pf->nops / 3 || i == 2 * pf->nops / 3)) {
+			/* A checkpoint a third and two thirds of the way: the operations after
+			 * it are replayed over it. Inserted without a random draw, so the rest
+			 * of the script is what it would be without them. */
+			struct op *ck = &sc->ops[sc->nops++];
+			ck->kind = OP_CKPT;
+			ck->e0 = ck->e1 = sc->neffs;
+		}
 		struct op *op = &sc->ops[sc->nops++];
 		op->e0 = sc->neffs;
 		if (pf->life && gen_life(sc, &g, pf, op, &x)) {
@@ -614,10 +633,22 @@ static cs_options profile_opts(const struct profile *pf)
 {
 	cs_options o = tu_opts();
 	o.durability = pf->mode;
+	/* No background checkpoints: their timing would move the cut points from run to run.
+	 * The scripts call cs_checkpoint instead, and every close writes one. */
+	o.checkpoint_bytes = 0;
 	return o;
 }
 
 /* ---- Running a workload --------------------------------------------------------------- */
+
+/* What the checkpoints of a run leave: the one an open must use, and whether a later one may
+ * have been renamed into place before the cut. */
+struct ckpt_state {
+	uint64_t seq; /* the start seq (cs_stat.checkpoint_seq) of the last durable one; 0: none */
+	int maybe;    /* a later one was begun and did not return: it may be there instead */
+	int n;        /* checkpoints begun, and the I/O operation counts around each */
+	uint64_t ops0[CKPTS_PER + 1], ops1[CKPTS_PER + 1];
+};
 
 struct worker {
 	struct script *sc;
@@ -627,6 +658,7 @@ struct worker {
 	int learn;     /* the uncut run: learns the roots of files */
 	int acked;     /* effs[0, acked) are acknowledged */
 	int attempted; /* no effect at or past it was ever asked for */
+	struct ckpt_state ck; /* writer 0's checkpoints */
 	int bad;
 	char msg[400];
 };
@@ -703,6 +735,26 @@ static int do_op(struct worker *w, const struct op *op)
 		return cs_pin_add(w->s, &b->cid, op->pin_kind);
 	case OP_UNPIN:
 		return cs_pin_rm(w->s, &b->cid);
+	case OP_CKPT: {
+		cs_stat st;
+		struct ckpt_state *ck = &w->ck;
+		ck->ops0[ck->n] = fault_ops();
+		ck->maybe = 1;
+		rc = cs_checkpoint(w->s);
+		ck->ops1[ck->n++] = fault_ops();
+		if (rc == 0) {
+			/* Durable: the directory was synced after the rename. */
+			cs_store_stat(w->s, &st);
+			ck->seq = st.checkpoint_seq;
+			ck->maybe = 0;
+			if (ck->seq == 0) {
+				w->bad = 1;
+				snprintf(w->msg, sizeof(w->msg),
+				         "a checkpoint left no seq in stat");
+			}
+		}
+		return rc;
+	}
 	case OP_GC: {
 		cs_gc_stat st;
 		rc = cs_gc(w->s, &st);
@@ -738,12 +790,13 @@ static void *worker_main(void *arg)
 			return NULL;
 		}
 		/* What a success acknowledges (README, "Durability"): in sync mode the
-		 * operation; in none mode everything before a sync, and a file add syncs, as
-		 * does a collection that deleted something. */
+		 * operation; in none mode everything before a sync or a checkpoint (which
+		 * first makes the log durable: cs_checkpoint), and a file add syncs, as does a
+		 * collection that deleted something. */
 		if (w->mode == CS_DURABLE_SYNC || op->kind == OP_ADD ||
 		    (op->kind == OP_GC && op->e1 > op->e0))
 			w->acked = op->e1;
-		else if (op->kind == OP_SYNC)
+		else if (op->kind == OP_SYNC || op->kind == OP_CKPT)
 			w->acked = op->e0;
 		if (w->bad)
 			return NULL;
@@ -759,6 +812,7 @@ static void *worker_main(void *arg)
 struct outcome {
 	int acked[MAX_THREADS];
 	int attempted[MAX_THREADS];
+	struct ckpt_state ck; /* writer 0's checkpoints and the close's */
 };
 
 /*
@@ -792,15 +846,34 @@ static uint64_t run_workload(const struct profile *pf, struct script *sc, const 
 	}
 	for (int t = 0; t < pf->threads; t++)
 		pthread_join(th[t], NULL);
+	/* The close writes a checkpoint starting at the log's tail, or none when the last one
+	 * covers the log already; either way one of that seq. */
+	cs_stat st;
+	cs_store_stat(s, &st);
+	struct ckpt_state *ck = &out->ck;
+	*ck = w[0].ck;
+	ck->ops0[ck->n] = fault_ops();
 	rc = cs_store_close(s);
+	ck->ops1[ck->n++] = fault_ops();
+	/* A close succeeds when only its checkpoint failed (it warns): with the power on,
+	 * nothing fails here. */
+	if (rc == 0 && !fault_is_off()) {
+		ck->seq = st.next_seq;
+		ck->maybe = 0;
+	} else {
+		ck->maybe = 1;
+	}
 	store_io_factory = NULL;
 	for (int t = 0; t < pf->threads; t++) {
 		if (w[t].bad)
 			fail_msg("%s", w[t].msg);
-		/* A clean close syncs everything: all is acknowledged. */
+		/* A clean close syncs everything: all is acknowledged. It may be clean with
+		 * the power off, when the power went off in a checkpoint after the log was
+		 * synced: the close's own checkpoint then fails with a warning, and the log
+		 * has nothing left to write. */
 		out->acked[t] = rc == 0 ? w[t].attempted : w[t].acked;
 		out->attempted[t] = w[t].attempted;
-		if (rc == 0 && w[t].attempted != sc[t].neffs)
+		if (rc == 0 && !fault_is_off() && w[t].attempted != sc[t].neffs)
 			fail_msg("writer %d stopped early, yet the close succeeded", t);
 	}
 	if (rc != 0 && !fault_is_off())
@@ -948,9 +1021,11 @@ static int match_prefix(const struct script *sc, const struct seen *v, int acked
 
 static uint8_t *g_buf; /* CS_BLOCK_MAX bytes */
 
-/* Reopens dir with the real backend and checks it against the writers' models. */
+/* Reopens dir with the real backend and checks it against the writers' models and what the
+ * checkpoints left; sets *from_ckpt (may be NULL) when the open loaded a checkpoint. */
 static void check_store(const char *dir, const struct profile *pf, struct script *sc,
-                        const struct outcome *oc, const char *where, uint64_t *segments)
+                        const struct outcome *oc, const char *where, uint64_t *segments,
+                        int *from_ckpt)
 {
 	cs_options o = profile_opts(pf);
 	uint64_t blocks = 0, names = 0, pins = 0, listed = 0, checked, failed;
@@ -1025,6 +1100,18 @@ static void check_store(const char *dir, const struct profile *pf, struct script
 	cs_store_stat(s, &st);
 	if (segments != NULL)
 		*segments = st.segments;
+	/* The open used the last durable checkpoint, or one begun later that the cut left in
+	 * place; it never fell back to a full replay past a durable one. */
+	const struct ckpt_state *ck = &oc->ck;
+	if (ck->maybe ? st.checkpoint_seq < ck->seq : st.checkpoint_seq != ck->seq)
+		fail_msg("%s: the open used the checkpoint of seq %llu, where the last durable "
+		         "one has seq %llu%s (0: none)",
+		         where, (unsigned long long)st.checkpoint_seq, (unsigned long long)ck->seq,
+		         ck->maybe ? " or a later one was begun" : "");
+	if (faccessat(s->dir.dirfd, "checkpoint.tmp", F_OK, 0) == 0)
+		fail_msg("%s: the open left a checkpoint.tmp", where);
+	if (from_ckpt != NULL)
+		*from_ckpt = st.checkpoint_seq != 0;
 	if (st.blocks != blocks)
 		fail_msg("%s: the store holds %llu blocks, the model %llu: something half-appeared",
 		         where, (unsigned long long)st.blocks, (unsigned long long)blocks);
@@ -1061,7 +1148,7 @@ static uint64_t enumerate(const struct profile *pf)
 	struct script sc[MAX_THREADS];
 	struct outcome oc;
 	char wdir[512], idir[512], where[400];
-	uint64_t digests[MAX_DIGESTS], states = 0, cuts = 0;
+	uint64_t digests[MAX_DIGESTS], states = 0, cuts = 0, from_ckpt = 0, in_ckpt = 0;
 	int seeds = seeds_scale() ? seeds_scale() : pf->seeds;
 	double t0 = now_s(), t_run = 0, t_build = 0, t_check = 0, t1;
 
@@ -1078,14 +1165,17 @@ static uint64_t enumerate(const struct profile *pf)
 		sort_gc_effects(&sc[t]);
 	snprintf(where, sizeof(where), "%s: uncut run", pf->name);
 	uint64_t segments;
-	check_store(wdir, pf, sc, &oc, where, &segments);
+	check_store(wdir, pf, sc, &oc, where, &segments, NULL);
+	const struct ckpt_state learned = oc.ck; /* where the checkpoints' I/O lies */
 	if (pf->big && segments < 2)
 		fail_msg("%s: the workload never started a second segment", pf->name);
 	states++;
 
 	/* An odd stride: a sync-mode write and its sync are two operations. */
 	for (uint64_t k = 0; k <= n; k += SLOW_BUILD ? 3 : 1) {
-		int ndig = 0;
+		int ndig = 0, inside = 0;
+		for (int j = 0; j < learned.n; j++)
+			inside |= learned.ops0[j] < k && k < learned.ops1[j];
 		t1 = now_s();
 		fresh_store(wdir);
 		run_workload(pf, sc, wdir, k, 0, &oc);
@@ -1127,9 +1217,12 @@ static uint64_t enumerate(const struct profile *pf)
 				    (unsigned long long)cut.files_emptied);
 				double t2 = now_s();
 				t_build += t2 - t1;
-				check_store(idir, pf, sc, &oc, where, NULL);
+				int fc;
+				check_store(idir, pf, sc, &oc, where, NULL, &fc);
 				t_check += now_s() - t2;
 				states++;
+				from_ckpt += fc;
+				in_ckpt += inside;
 			}
 		}
 		close(wfd);
@@ -1141,8 +1234,17 @@ static uint64_t enumerate(const struct profile *pf)
 	              "%.1f s (runs %.1f, images %.1f, checks %.1f)\n",
 	              pf->name, pf->threads, (unsigned long long)n, (unsigned long long)cuts,
 	              (unsigned long long)states, now_s() - t0, t_run, t_build, t_check);
+	char spans[120] = "";
+	for (int j = 0; j < learned.n; j++)
+		snprintf(spans + strlen(spans), sizeof(spans) - strlen(spans), "%s%llu..%llu",
+		         j ? ", " : "", (unsigned long long)learned.ops0[j],
+		         (unsigned long long)learned.ops1[j]);
+	print_message("  %-10s %llu states opened from a checkpoint; %llu cut inside one of the "
+	              "%d checkpoints (I/O ops %s, the last the close's)\n",
+	              "", (unsigned long long)from_ckpt, (unsigned long long)in_ckpt, learned.n,
+	              spans);
 	if (pf->life) {
-		int count[OP_GC + 1] = {0}, swept = 0;
+		int count[OP_CKPT + 1] = {0}, swept = 0;
 		for (int t = 0; t < pf->threads; t++) {
 			for (int i = 0; i < sc[t].nops; i++) {
 				const struct op *op = &sc[t].ops[i];
