@@ -28,13 +28,18 @@
  *      checkpoint and how many cut inside one.
  *  (b) Error loops. For each operation (open of a new and of an existing store, put, a put
  *      that starts a segment, delete, sync, close, file add, name set and delete, pin add
- *      and remove, a garbage collection), each kind
- *      of I/O call (write, sync, create, directory sync; each with -EIO and -ENOSPC) and
- *      allocations (-ENOMEM; plain builds, which can replace malloc), the n-th call fails for
- *      n = 1, 2, ... until the operation succeeds. After each failure the caller got a
- *      negative code with a message (a bare -ENOMEM is counted, not failed), never success;
- *      reads still work; writes work or return CS_EPOISONED; and a reopen with the real
- *      backend has everything acknowledged and nothing else.
+ *      and remove, a garbage collection, a checkpoint), each kind of I/O call (write, sync,
+ *      create, directory sync, rename; each with -EIO and -ENOSPC) and allocations (-ENOMEM;
+ *      plain builds, which can replace malloc), the n-th call fails for n = 1, 2, ... until
+ *      the operation succeeds. After each failure the caller got a negative code with a
+ *      message (a bare -ENOMEM is counted, not failed), never success; reads still work;
+ *      writes work or return CS_EPOISONED; and a reopen with the real backend has
+ *      everything acknowledged and nothing else, and loads a checkpoint. A close whose own
+ *      checkpoint failed warns and succeeds instead. A failed checkpoint returns
+ *      CS_EPOISONED when the log's sync failed, else the failure's own code (CS_EFULL for
+ *      ENOSPC) and leaves the handle usable; it leaves no checkpoint.tmp, and the directory
+ *      as it is then (copied while the handle is open) opens from a checkpoint with every
+ *      acknowledged block.
  *  (c) fsync failure: four puts waiting on one batch whose fdatasync fails all get
  *      CS_EPOISONED (the put before, in the batch that synced, succeeds); later writes and
  *      syncs get CS_EPOISONED, never success; reads work; a reopen has every acknowledged
@@ -1314,13 +1319,21 @@ enum eop {
 	EO_PIN,
 	EO_UNPIN,
 	EO_GC,
+	EO_CHECKPOINT,
 	EO_N
 };
 
 static const char *const eop_name[EO_N] = {
     "open (new store)", "open (existing)",   "put",      "put (new segment)", "delete",
     "sync (none mode)", "close (none mode)", "file add", "name set",          "name delete",
-    "pin add",          "pin remove",        "gc"};
+    "pin add",          "pin remove",        "gc",       "checkpoint (none)"};
+
+/* The operations that begin with two unacknowledged puts (none mode), which they make
+ * durable: a sync, a close, a checkpoint (which first syncs the log). */
+static int el_syncs(int op)
+{
+	return op == EO_SYNC || op == EO_CLOSE || op == EO_CHECKPOINT;
+}
 
 /* The base stores hold EL_BASE blocks: base[0] named "base", base[2] pinned direct; base[1]
  * and base[3] are garbage, which EO_GC deletes (in one piece, so both or neither). */
@@ -1501,6 +1514,56 @@ static void note_code(struct el_stats *st, enum eop op, int rc)
 		st->codes[op][st->ncodes[op]++] = rc;
 }
 
+/* After cs_checkpoint on s failed with rc, a call under it failing with err: the code is the
+ * documented one; no checkpoint.tmp is left; and the directory as it is now (copied while s
+ * stays open, as a crash would leave it with every write kept) opens from a checkpoint, the
+ * base store's or the new one, with every base block and pin, and the puts before the
+ * checkpoint if s says they became durable (the log is synced once the tables are copied,
+ * so a failure before that leaves them in memory). */
+static void el_check_failed_checkpoint(cs_store *s, int err, int rc, const char *where)
+{
+	char copy[600], tmp[600];
+	cs_options o = tu_opts();
+	cs_stat st;
+	cs_store *c;
+
+	cs_store_stat(s, &st);
+	int synced = st.durable_seq >= st.next_seq;
+
+	/* A failed log sync poisons (and the checkpoint says so); the file's own failures do
+	 * not, and ENOSPC in them is CS_EFULL (cs_checkpoint). */
+	if (rc != CS_EPOISONED && rc != -ENOMEM && rc != (err == -ENOSPC ? CS_EFULL : err))
+		fail_msg("%s: returned %s, not CS_EPOISONED or the error's documented code", where,
+		         cs_strerror(rc));
+	snprintf(tmp, sizeof(tmp), "%s/checkpoint.tmp", el.dir);
+	if (access(tmp, F_OK) == 0)
+		fail_msg("%s: the failed checkpoint left its checkpoint.tmp", where);
+	snprintf(copy, sizeof(copy), "%s-copy", el.dir);
+	copy_store(el.dir, copy);
+	o.durability = CS_DURABLE_NONE;
+	int (*factory)(struct io **) = store_io_factory;
+	store_io_factory = NULL;
+	int orc = cs_store_open(copy, &o, &c);
+	store_io_factory = factory;
+	if (orc != 0)
+		fail_msg("%s: open of the directory after the failure: %s: %s", where,
+		         cs_strerror(orc), cs_errmsg());
+	cs_store_stat(c, &st);
+	if (st.checkpoint_seq == 0)
+		fail_msg("%s: the directory after the failure opened by a full replay", where);
+	for (int i = 0; i < EL_BASE; i++)
+		if (!kb_present(c, &el.base[i], where))
+			fail_msg("%s: base block %d lost after the failed checkpoint", where, i);
+	for (int i = 0; i < 2 && synced; i++)
+		if (!kb_present(c, &el.opb[i], where))
+			fail_msg("%s: a put the checkpoint synced is lost", where);
+	int pkind;
+	if (cs_pin_test(c, &el.base[2].cid, &pkind, NULL) != 0 || pkind != CS_PIN_DIRECT)
+		fail_msg("%s: the pin on base block 2 lost after the failed checkpoint", where);
+	assert_int_equal(cs_store_close(c), 0);
+	rm_store(copy);
+}
+
 /* Set when the store warned that the checkpoint its close writes failed. */
 static int el_close_ckpt_failed;
 
@@ -1523,7 +1586,7 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 
 	snprintf(where, sizeof(where), "%s, %s call %llu failing with %s", eop_name[op],
 	         el_kind_name(kind), (unsigned long long)n, cs_strerror(err));
-	if (op == EO_SYNC || op == EO_CLOSE)
+	if (el_syncs(op))
 		o.durability = CS_DURABLE_NONE;
 	o.log = el_log;
 	el_close_ckpt_failed = 0;
@@ -1539,7 +1602,7 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 		rc = cs_store_open(el.dir, &o, &s);
 		if (rc != 0)
 			fail_msg("%s: open before the fault: %s", where, cs_errmsg());
-		if (op == EO_SYNC || op == EO_CLOSE) {
+		if (el_syncs(op)) {
 			assert_int_equal(kb_put(s, &el.opb[0]), 0); /* not yet acknowledged */
 			assert_int_equal(kb_put(s, &el.opb[1]), 0);
 		}
@@ -1588,6 +1651,9 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 	case EO_UNPIN:
 		rc = cs_pin_rm(s, &el.base[2].cid);
 		break;
+	case EO_CHECKPOINT:
+		rc = cs_checkpoint(s);
+		break;
 	default:
 		rc = cs_gc(s, NULL);
 		break;
@@ -1634,6 +1700,8 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 		}
 		note_code(st, op, rc);
 		st->failures++;
+		if (op == EO_CHECKPOINT)
+			el_check_failed_checkpoint(s, err, rc, where);
 	}
 	if (s != NULL) {
 		/* Reads keep working, whatever happened to writes. */
@@ -1641,12 +1709,16 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 			if (!(op == EO_DELETE && i == 1) && !(op == EO_GC && el_garbage(i)) &&
 			    !kb_present(s, &el.base[i], where))
 				fail_msg("%s: base block %d unreadable on the handle", where, i);
+		int op_rc = rc;
 		rc = kb_put(s, &el.probe);
 		if (rc != 0 && rc != CS_EPOISONED)
 			fail_msg("%s: a later put returned %s, not 0 or CS_EPOISONED", where,
 			         cs_strerror(rc));
 		probe_acked = rc == 0;
 		poisoned = rc == CS_EPOISONED;
+		if (op == EO_CHECKPOINT && poisoned && op_rc != CS_EPOISONED)
+			fail_msg("%s: a failure in the checkpoint's file poisoned the store",
+			         where);
 		if (poisoned && (rc = cs_store_sync(s)) != CS_EPOISONED)
 			fail_msg("%s: sync on a poisoned handle returned %s", where,
 			         cs_strerror(rc));
@@ -1701,12 +1773,9 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 	}
 	for (int i = 0; i < 2; i++) {
 		int p = kb_present(s, &el.opb[i], where);
-		if (p && !(op == EO_SYNC || op == EO_CLOSE ||
-		           ((op == EO_PUT || op == EO_PUT_SEG) && i == 0)))
+		if (p && !(el_syncs(op) || ((op == EO_PUT || op == EO_PUT_SEG) && i == 0)))
 			fail_msg("%s: a block never put is present", where);
-		if (!p && acked &&
-		    (op == EO_SYNC || op == EO_CLOSE ||
-		     ((op == EO_PUT || op == EO_PUT_SEG) && i == 0)))
+		if (!p && acked && (el_syncs(op) || ((op == EO_PUT || op == EO_PUT_SEG) && i == 0)))
 			fail_msg("%s: an acknowledged block is lost", where);
 		blocks += (uint64_t)p;
 	}
@@ -1728,6 +1797,10 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 	}
 	cs_stat sst;
 	cs_store_stat(s, &sst);
+	/* Whatever failed, a checkpoint is there to use: the base store's, or a later one. A
+	 * failed checkpoint write must leave nothing that sends the open to a full replay. */
+	if (op != EO_OPEN_NEW && sst.checkpoint_seq == 0)
+		fail_msg("%s: the reopen found no usable checkpoint", where);
 	if (sst.blocks != blocks)
 		fail_msg("%s: %llu blocks after reopen, %llu known", where,
 		         (unsigned long long)sst.blocks, (unsigned long long)blocks);
