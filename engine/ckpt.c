@@ -121,7 +121,7 @@ static int put_names(cs_store *s, struct ckpt_writer *w)
 	int n, first = 1;
 
 	if (p == NULL)
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "checkpoint: no memory to copy the names");
 	do { /* bounded as put_table */
 		pthread_rwlock_rdlock(&s->lock);
 		n = names_next(s->names, first ? NULL : last, last_len, p, NAME_STEP);
@@ -162,7 +162,7 @@ static int write_sections(cs_store *s, struct file_ctx *f, const struct wal_seg_
 
 	if (p == NULL || (rc = ckpt_write_begin(&w, write_file, f)) != 0) {
 		free(p);
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "checkpoint: no memory for the copy's buffers");
 	}
 	ckpt_section_begin(&w, CKPT_SEC_SEGMENTS);
 	for (uint32_t i = 0; i < nsegs; i++) {
@@ -225,7 +225,7 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 	int rc = 0, dirfd = s->dir.dirfd, tmp_made = 0;
 
 	if (segs == NULL)
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "checkpoint: no memory for the segment list");
 	pthread_mutex_lock(&s->ckpt_mu);
 	wal_stat(s->wal, &ws);
 	if (mode == CKPT_DUE && (s->opts.checkpoint_bytes == 0 ||
