@@ -17,7 +17,8 @@
  *   - the worked example of docs/FORMAT.md 12.6 is what the encoder writes and decodes to its
  *     stated fields; a section type unknown to this version is refused, unless skippable;
  *   - a write of the file that meets a full disk fails with CS_EFULL;
- *   - a checkpoint.tmp left by a crash before the rename is removed and never read;
+ *   - a checkpoint.tmp left by a crash before the rename is removed and never read; one that
+ *     appears while the store is open is replaced by the next checkpoint;
  *   - damage in a record the checkpoint covers does not fail the open (the record is not
  *     read) but is found by get and verify;
  *   - writers running while background checkpoints and cs_checkpoint calls are taken leave
@@ -607,6 +608,21 @@ static void test_leftover_temp(void **state)
 		free_tables(&got);
 		CHECK(cs_store_close(s));
 	}
+	/* One that appears while the store is open (a failed checkpoint whose removal failed
+	 * too) does not stop the next checkpoint, which replaces it. */
+	cs_store *s = open_at(dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_int_equal(write(fd, "garbage", 7), 7);
+	close(fd);
+	CHECK(cs_checkpoint(s));
+	assert_int_equal(access(path, F_OK), -1);
+	CHECK(cs_store_close(s));
+	s = open_at(dir);
+	snap(s, &got);
+	same_tables(&got, &want);
+	assert_int_equal(got.st.replayed_records, 0);
+	free_tables(&got);
+	CHECK(cs_store_close(s));
 	free(good);
 	free_tables(&want);
 }
