@@ -35,6 +35,11 @@
  * dropped ranges (compact.c's C4) are copied at the start mark: compaction adds one under
  * ckpt_lock, with the append of the record that states it, and replay from the start needs
  * those stated before it (FORMAT.md 12.3).
+ *
+ * The file is created, written, synced and renamed, and the directory synced, through the
+ * store's checkpoint backend (s->ckpt_io, wal/io.h), never by plain syscalls: a test's
+ * fault-injecting backend then sees, fails and cuts the power in each of those steps as it
+ * does in the log's. Only the loader reads with plain syscalls, as recovery does.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,6 +54,7 @@
 #include "checkpoint.h"
 #include "cid.h"
 #include "err.h"
+#include "io.h"
 #include "names.h"
 #include "store.h"
 
@@ -62,6 +68,24 @@ static int fs_error(int e, const char *what)
 {
 	int code = e == ENOSPC || e == EDQUOT ? CS_EFULL : -e;
 	return cs_fail(code, "checkpoint: %s: %s", what, strerror(e));
+}
+
+/* A backend call's -errno as fs_error() reports it. */
+static int io_error(int rc, const char *what)
+{
+	return fs_error(-rc, what);
+}
+
+struct file_ctx {
+	struct io *io; /* borrowed: s->ckpt_io */
+	int fd;
+};
+
+/* The writer's ckpt_write_fn: the file's bytes go through the backend. */
+static int write_file(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+	struct file_ctx *f = ctx;
+	return f->io->ops->write(f->io, f->fd, buf, len, off, 0);
 }
 
 /* ---- Writing ---------------------------------------------------------------------------- */
@@ -101,7 +125,7 @@ static int put_names(cs_store *s, struct ckpt_writer *w)
 	int n, first = 1;
 
 	if (p == NULL)
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "checkpoint: no memory to copy the names");
 	do { /* bounded as put_table */
 		pthread_rwlock_rdlock(&s->lock);
 		n = names_next(s->names, first ? NULL : last, last_len, p, NAME_STEP);
@@ -137,9 +161,9 @@ static int mark(cs_store *s, struct wal_mark *m, struct wal_seg_info *segs, uint
 	return rc;
 }
 
-/* Writes the sections to fd. */
-static int write_sections(cs_store *s, int fd, const struct wal_seg_info *segs, uint32_t nsegs,
-                          const struct rec_drops *drops, struct ckpt_hdr *h,
+/* Writes the sections to the file f. */
+static int write_sections(cs_store *s, struct file_ctx *f, const struct wal_seg_info *segs,
+                          uint32_t nsegs, const struct rec_drops *drops, struct ckpt_hdr *h,
                           struct wal_mark *end)
 {
 	struct ckpt_writer w;
@@ -149,9 +173,9 @@ static int write_sections(cs_store *s, int fd, const struct wal_seg_info *segs, 
 	uint32_t unused;
 	int rc;
 
-	if (p == NULL || (rc = ckpt_write_begin(&w, fd)) != 0) {
+	if (p == NULL || (rc = ckpt_write_begin(&w, write_file, f)) != 0) {
 		free(p);
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "checkpoint: no memory for the copy's buffers");
 	}
 	ckpt_section_begin(&w, CKPT_SEC_SEGMENTS);
 	for (uint32_t i = 0; i < nsegs; i++) {
@@ -213,11 +237,13 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 	struct wal_mark start, end;
 	struct rec_drops drops = {0};
 	struct wal_stat ws;
+	struct io *io = s->ckpt_io;
+	struct file_ctx f = {io, -1};
 	uint32_t nsegs;
-	int rc = 0, fd = -1, dirfd = s->dir.dirfd;
+	int rc = 0, dirfd = s->dir.dirfd, tmp_made = 0;
 
 	if (segs == NULL)
-		return -ENOMEM;
+		return cs_fail(-ENOMEM, "checkpoint: no memory for the segment list");
 	pthread_mutex_lock(&s->ckpt_mu);
 	wal_stat(s->wal, &ws);
 	if (mode == CKPT_DUE && (s->opts.checkpoint_bytes == 0 ||
@@ -241,25 +267,36 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 	     * would keep it. */
 	    .flags = start.tail.seg == s->rec.salvage_seg ? CKPT_F_SALVAGED : 0,
 	};
-	fd = openat(dirfd, CKPT_TMP_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = fs_error(errno, "creating " CKPT_TMP_FILE);
+	rc = io->ops->create(io, dirfd, CKPT_TMP_FILE, 0, &f.fd);
+	if (rc == -EEXIST) {
+		/* Left by a failed checkpoint whose removal failed too; never read. */
+		rc = io->ops->remove(io, dirfd, CKPT_TMP_FILE);
+		if (rc == 0)
+			rc = io->ops->create(io, dirfd, CKPT_TMP_FILE, 0, &f.fd);
+	}
+	if (rc != 0) {
+		f.fd = -1;
+		rc = io_error(rc, "creating " CKPT_TMP_FILE);
 		goto out;
 	}
-	if ((rc = write_sections(s, fd, segs, nsegs, &drops, &h, &end)) != 0)
+	tmp_made = 1;
+	if ((rc = write_sections(s, &f, segs, nsegs, &drops, &h, &end)) != 0)
 		goto out;
-	if (fdatasync(fd) != 0) {
-		rc = fs_error(errno, "fdatasync of " CKPT_TMP_FILE);
-		goto out;
-	}
-	close(fd);
-	fd = -1;
-	if (renameat(dirfd, CKPT_TMP_FILE, dirfd, CKPT_FILE) != 0) {
-		rc = fs_error(errno, "renaming " CKPT_TMP_FILE);
+	if ((rc = io->ops->sync(io, f.fd)) != 0) {
+		rc = io_error(rc, "fdatasync of " CKPT_TMP_FILE);
 		goto out;
 	}
-	if (fsync(dirfd) != 0) {
-		rc = fs_error(errno, "fsync of the store directory");
+	close(f.fd);
+	f.fd = -1;
+	if ((rc = io->ops->rename(io, dirfd, CKPT_TMP_FILE, CKPT_FILE)) != 0) {
+		rc = io_error(rc, "renaming " CKPT_TMP_FILE);
+		goto out;
+	}
+	tmp_made = 0;
+	/* On failure the new file may stay in place: it is whole and synced, and the log it
+	 * points into was durable before the rename (C3), so an open may use it. */
+	if ((rc = io->ops->sync_dir(io, dirfd)) != 0) {
+		rc = io_error(rc, "fsync of the store directory");
 		goto out;
 	}
 	wal_stat(s->wal, &ws);
@@ -267,9 +304,12 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 	atomic_store(&s->ckpt_seq, h.start_seq);
 	atomic_store(&s->ckpt_time_ns, h.created_ns);
 out:
-	if (fd >= 0) {
-		close(fd);
-		unlinkat(dirfd, CKPT_TMP_FILE, 0); /* the last checkpoint stays as it was */
+	if (f.fd >= 0)
+		close(f.fd);
+	if (tmp_made) {
+		/* The last checkpoint stays as it was. Best effort, and not made durable: open
+		 * removes a checkpoint.tmp it finds, unread. */
+		(void)io->ops->remove(io, dirfd, CKPT_TMP_FILE);
 	}
 	pthread_mutex_unlock(&s->ckpt_mu);
 	rec_drops_free(&drops);
@@ -350,10 +390,17 @@ void ckpt_stop(cs_store *s)
 
 int ckpt_clean(cs_store *s)
 {
-	if (unlinkat(s->dir.dirfd, CKPT_TMP_FILE, 0) != 0)
-		return errno == ENOENT ? 0 : fs_error(errno, "removing " CKPT_TMP_FILE);
-	if (fsync(s->dir.dirfd) != 0)
-		return fs_error(errno, "fsync of the store directory");
+	struct io *io = s->ckpt_io;
+	int rc;
+
+	/* A look first, a read like the loader's: no backend call when there is nothing to
+	 * remove, which is every open but one after a crash. */
+	if (faccessat(s->dir.dirfd, CKPT_TMP_FILE, F_OK, 0) != 0)
+		return errno == ENOENT ? 0 : fs_error(errno, "looking for " CKPT_TMP_FILE);
+	if ((rc = io->ops->remove(io, s->dir.dirfd, CKPT_TMP_FILE)) != 0)
+		return rc == -ENOENT ? 0 : io_error(rc, "removing " CKPT_TMP_FILE);
+	if ((rc = io->ops->sync_dir(io, s->dir.dirfd)) != 0)
+		return io_error(rc, "fsync of the store directory");
 	if (s->opts.log != NULL)
 		s->opts.log(s->opts.log_ctx, CS_LOG_INFO,
 		            "removed " CKPT_TMP_FILE ", left by a crash while a checkpoint was "

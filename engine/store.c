@@ -156,6 +156,16 @@ static int make_backend(const cs_options *o, struct io **out)
 	return io_psync_backend(out);
 }
 
+/* The checkpoint file's backend: psync, since a checkpoint writes a few large pieces and
+ * renames once, which a ring would not speed up, and the log's ring belongs to its writer
+ * thread; a test's factory when one is set, so that its faults reach checkpoints too. */
+static int make_ckpt_backend(struct io **out)
+{
+	if (store_io_factory != NULL)
+		return store_io_factory(out);
+	return io_psync_backend(out);
+}
+
 /* CS_ECORRUPT for a name record whose checksum matched (so the writer wrote it so) but
  * whose content breaks the rules cs_name_set() enforces. */
 static int bad_name_record(const struct rec_view *r, const char *why)
@@ -377,6 +387,8 @@ static void free_tables(cs_store *s)
 	free(s->live);
 	rec_drops_free(&s->drops);
 	rec_drops_free(&s->rec.drops);
+	if (s->ckpt_io != NULL)
+		s->ckpt_io->ops->destroy(s->ckpt_io);
 	dir_close(&s->dir);
 	pthread_cond_destroy(&s->gc_cv);
 	pthread_cond_destroy(&s->ckpt_cv);
@@ -484,7 +496,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	pthread_cond_init(&s->ckpt_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	rc = dir_open(dir, (s->opts.flags & CS_OPEN_CREATE) != 0, &s->dir);
-	if (rc != 0)
+	if (rc != 0 || (rc = make_ckpt_backend(&s->ckpt_io)) != 0)
 		goto fail;
 	if ((rc = idx_create(&s->idx)) != 0 || (rc = idx_create(&s->pins)) != 0 ||
 	    (rc = names_create(&s->names)) != 0 || (rc = store_live_init(s)) != 0)

@@ -30,6 +30,7 @@
 #include "wal.h"
 
 struct idx;
+struct io;
 struct names;
 
 struct cs_store {
@@ -70,6 +71,8 @@ struct cs_store {
 	double open_seconds;
 
 	/* Checkpoints (ckpt.c). */
+	struct io *ckpt_io;          /* owned: the backend of the checkpoint file (wal/io.h), a
+	                              * second object beside the log's, used under ckpt_mu */
 	pthread_mutex_t ckpt_mu;     /* one checkpoint at a time; guards ckpt_log_bytes */
 	pthread_rwlock_t ckpt_lock;  /* C1 of ckpt.c; prefers the exclusive taker */
 	uint64_t ckpt_log_bytes;     /* the log's size when the last checkpoint ended */

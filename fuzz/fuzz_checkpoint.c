@@ -93,13 +93,19 @@ static int check_table(const struct ckpt *c, int type)
 	return rc;
 }
 
+/* The checkpoint writer's ckpt_write_fn over a memfd (ctx: the fd). */
+static int pwrite_fd(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+	return pwrite(*(int *)ctx, buf, len, (off_t)off) == (ssize_t)len ? 0 : -EIO;
+}
+
 /* Writes c's sections in type order with its header; returns the bytes (owned) and *n. */
 static uint8_t *encode(const struct ckpt *c, size_t *n)
 {
 	int fd = memfd_create("fuzz-ckpt", 0);
 	CHECK(fd >= 0);
 	struct ckpt_writer w;
-	CHECK(ckpt_write_begin(&w, fd) == 0);
+	CHECK(ckpt_write_begin(&w, pwrite_fd, &fd) == 0);
 	const struct ckpt_section *s = &c->sec[CKPT_SEC_SEGMENTS];
 	ckpt_section_begin(&w, CKPT_SEC_SEGMENTS);
 	for (size_t i = 0; i < s->count; i++) {

@@ -326,7 +326,8 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out);
  * missing, damaged or does not match the log. Errors: CS_EPOISONED, CS_EBUSY (salvage lost
  * the log's last records: write something first), -ENOMEM, and -errno from the file system
  * (CS_EFULL for ENOSPC and EDQUOT); the message names the step. A failed checkpoint leaves
- * the previous one in place. */
+ * the previous one in place, except when only the last step, the directory's fsync, failed:
+ * then the new one may be in place, which is as good (it and the log it covers are synced). */
 CS_API int cs_checkpoint(cs_store *s);
 
 /* Walks every live block in multihash order and calls fn(ctx, cid) for each, with the cid

@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
@@ -415,24 +414,23 @@ void ckpt_stats(const struct ckpt_section *s, cs_gc_stat *gc, int64_t *gc_time_n
 
 /* ---- Writing ------------------------------------------------------------------------------ */
 
+/* A full disk is CS_EFULL, as cs_checkpoint documents, in the file's writes as in the other
+ * steps of a checkpoint (engine/ckpt.c). */
+static int write_error(int e, uint64_t at)
+{
+	return cs_fail(e == ENOSPC || e == EDQUOT ? CS_EFULL : -e,
+	               "checkpoint: write at offset %llu failed: %s", (unsigned long long)at,
+	               strerror(e));
+}
+
+/* The write function finishes short writes and retries interrupted ones; after its first
+ * failure nothing more is written, so the error stays the first failure's. */
 static void wr_at(struct ckpt_writer *w, const uint8_t *p, size_t n, uint64_t at)
 {
-	/* Bounded: each pass writes at least one byte or counts a retry. */
-	for (int retries = 0; n > 0 && w->err == 0;) {
-		ssize_t k = pwrite(w->fd, p, n, (off_t)at);
-		if (k > 0) {
-			p += k;
-			n -= (size_t)k;
-			at += (uint64_t)k;
-		} else if (k < 0 && (errno == EINTR || errno == EAGAIN) &&
-		           ++retries < CS_IO_RETRIES) {
-			continue;
-		} else {
-			int e = k < 0 ? errno : EIO;
-			w->err = cs_fail(-e, "checkpoint: write at offset %llu failed: %s",
-			                 (unsigned long long)at, strerror(e));
-		}
-	}
+	int rc;
+
+	if (n > 0 && w->err == 0 && (rc = w->write(w->ctx, p, n, at)) != 0)
+		w->err = write_error(-rc, at);
 }
 
 static void flush(struct ckpt_writer *w)
@@ -460,12 +458,13 @@ static void put(struct ckpt_writer *w, const void *data, size_t n, int hash)
 	}
 }
 
-int ckpt_write_begin(struct ckpt_writer *w, int fd)
+int ckpt_write_begin(struct ckpt_writer *w, ckpt_write_fn write, void *ctx)
 {
 	static const uint8_t zero[CKPT_HEADER];
 
 	memset(w, 0, sizeof(*w));
-	w->fd = fd;
+	w->write = write;
+	w->ctx = ctx;
 	w->buf = malloc(CKPT_WBUF);
 	w->xs = XXH3_createState();
 	if (w->buf == NULL || w->xs == NULL) {

@@ -132,11 +132,17 @@ void ckpt_stats(const struct ckpt_section *s, cs_gc_stat *gc, int64_t *gc_time_n
 
 /* ---- Writing ------------------------------------------------------------------------- */
 
-/* Writes a checkpoint to fd from offset 0 through one buffer: sections one after another,
- * then the header. A write error is kept and returned by ckpt_write_finish(); the calls in
- * between need no checks. */
+/* Writes all len bytes of buf at file offset off, for the writer below; returns 0 or -errno.
+ * The caller does the I/O (through its backend, so that a fault-injecting one sees it); this
+ * module knows only the bytes. */
+typedef int (*ckpt_write_fn)(void *ctx, const void *buf, size_t len, uint64_t off);
+
+/* Writes a checkpoint from offset 0 through one buffer and a ckpt_write_fn: sections one after
+ * another, then the header. A write error is kept and returned by ckpt_write_finish(); the
+ * calls in between need no checks, and write nothing more once one failed. */
 struct ckpt_writer {
-	int fd;             /* borrowed */
+	ckpt_write_fn write;
+	void *ctx;          /* borrowed: write's first argument */
 	uint8_t *buf;       /* owned; CKPT_WBUF bytes */
 	size_t fill;
 	uint64_t off;       /* file offset of buf[0] */
@@ -149,7 +155,7 @@ struct ckpt_writer {
 };
 
 /* Errors: -ENOMEM. */
-int ckpt_write_begin(struct ckpt_writer *w, int fd);
+int ckpt_write_begin(struct ckpt_writer *w, ckpt_write_fn write, void *ctx);
 void ckpt_section_begin(struct ckpt_writer *w, uint16_t type);
 void ckpt_put_entry(struct ckpt_writer *w, const uint8_t key[CS_KEY_MAX], const struct idx_val *v);
 void ckpt_put_seg(struct ckpt_writer *w, const struct ckpt_seg *seg);
@@ -158,8 +164,8 @@ void ckpt_put_stats(struct ckpt_writer *w, const cs_gc_stat *gc, int64_t gc_time
 void ckpt_put_drop(struct ckpt_writer *w, const struct rec_drop *d);
 void ckpt_section_end(struct ckpt_writer *w);
 /* Writes the header (h's nsections and file_size are filled in) and frees the writer's
- * memory, whatever happened. Does not sync. Errors: the first write error (-errno, with a
- * message), -ENOMEM. */
+ * memory, whatever happened. Does not sync. Errors: the first write error, with a message
+ * (CS_EFULL for ENOSPC and EDQUOT, else the -errno). */
 int ckpt_write_finish(struct ckpt_writer *w, struct ckpt_hdr *h);
 /* Frees a writer without writing the header. */
 void ckpt_write_abort(struct ckpt_writer *w);

@@ -8,14 +8,17 @@
  *     overwrote (pread before the write goes through, so the real file always shows the
  *     latest data and reads keep working);
  *   - every file created since the last directory sync (its name is not durable), and
- *     whether any sync of its data completed (if not, even its size is not durable).
+ *     whether any sync of its data completed (if not, even its size is not durable);
+ *   - every rename since the last directory sync, with the bytes of the file it replaced.
  * fault_power_cut() then turns a directory holding those files into one state the disk
- * could be in after the power failed: each unsynced write, latest first, is kept, dropped
- * (its old bytes restored) or torn (a random subset of its 512-byte sectors restored), and
- * each undurable file is removed, kept, or kept empty. The decisions come from a seed, so a
- * failing state can be rebuilt.
+ * could be in after the power failed: each undurable rename, latest first, is kept or undone
+ * (the file goes back to its old name, the replaced file comes back); each unsynced write,
+ * latest first, is kept, dropped (its old bytes restored) or torn (a random subset of its
+ * 512-byte sectors restored); and each undurable file is removed, kept, or kept empty. The
+ * decisions come from a seed, so a failing state can be rebuilt.
  *
- * Countdowns fail the n-th write, sync, create or directory sync with a chosen error, and
+ * Countdowns fail the n-th write, sync, create, directory sync or rename with a chosen
+ * error, and
  * fault_off_after(k) switches the machine off after the k-th I/O operation: that one and
  * every later call fail with -EIO and touch nothing, as nothing reaches a disk without power.
  * A store whose backend went off is abandoned: the test closes it (the close fails, and frees
@@ -30,8 +33,14 @@
  *       them latest first gives back any earlier state of the bytes.
  *   F3. The state (records, files, counters) lives outside the backend object: it outlives
  *       the store handle that the cut abandons, and is cleared only by fault_reset().
- *   F4. One backend object at a time; its calls come from the log's writer thread (and
- *       wal_open's caller), and every one takes the state's mutex for its whole length.
+ *   F4. A store makes two backend objects, the log's and its checkpoints'; both share the
+ *       one state, and every call takes the state's mutex for its whole length, so the log's
+ *       writer thread and a checkpoint's caller may use them at once.
+ *   F5. A rename kept at a cut makes the renamed file's name durable (it is there, under its
+ *       new name); one undone puts the file back under its old name, where the rules for a
+ *       created file then apply, and restores the replaced file's bytes, or removes the new
+ *       name when it replaced nothing. Removals are not undone: the stores remove only files
+ *       (a checkpoint.tmp, a half-made segment) that open discards anyway.
  */
 #ifndef CS_FAULT_IO_H
 #define CS_FAULT_IO_H
@@ -52,17 +61,24 @@
 
 #include "io.h"
 
-enum fault_kind { FAULT_WRITE, FAULT_SYNC, FAULT_CREATE, FAULT_SYNC_DIR, FAULT_NKINDS };
+enum fault_kind {
+	FAULT_WRITE,
+	FAULT_SYNC,
+	FAULT_CREATE,
+	FAULT_SYNC_DIR,
+	FAULT_RENAME,
+	FAULT_NKINDS
+};
 
 static const char *const fault_kind_name[FAULT_NKINDS]
-    __attribute__((unused)) = {"write", "sync", "create", "sync_dir"};
+    __attribute__((unused)) = {"write", "sync", "create", "sync_dir", "rename"};
 
 /* What a power cut does to each unsynced write (and undurable file). */
 enum fault_policy {
-	FAULT_KEEP, /* every write reached the disk, every created name too */
-	FAULT_DROP, /* none did; created files vanish */
-	FAULT_TEAR, /* each write keeps a random subset of its sectors; files at random */
-	FAULT_MIX,  /* each write at random kept, dropped or torn; files at random */
+	FAULT_KEEP, /* every write reached the disk, every created name and rename too */
+	FAULT_DROP, /* none did; created files vanish, renames are undone */
+	FAULT_TEAR, /* each write keeps a random subset of its sectors; names at random */
+	FAULT_MIX,  /* each write at random kept, dropped or torn; names at random */
 	FAULT_NPOLICIES
 };
 
@@ -85,6 +101,15 @@ struct fault_rec {
 	uint8_t *old;      /* owned: len bytes the write overwrote */
 };
 
+/* A rename not yet made durable by a directory sync (F5). */
+struct fault_ren {
+	int file; /* index into fault_g.files: the renamed file */
+	char from[64], to[64];
+	int replaced; /* `to` existed before the rename */
+	uint8_t *old; /* owned: the bytes of the replaced file (old_len of them) */
+	size_t old_len;
+};
+
 /* A file the backend saw. */
 struct fault_file {
 	char name[64]; /* within the store directory */
@@ -101,6 +126,7 @@ struct fault_file {
 struct fault_cut {
 	uint64_t writes, kept, dropped, torn, sectors_restored;
 	uint64_t files_removed, files_emptied;
+	uint64_t renames_kept, renames_undone;
 	uint64_t digest;
 };
 
@@ -125,6 +151,8 @@ static struct fault_state {
 	int gate_waiting;       /* writes waiting at the gate */
 	struct fault_rec *recs; /* owned; nrecs used */
 	size_t nrecs, caprecs;
+	struct fault_ren *rens; /* owned; nrens used, in rename order */
+	size_t nrens, caprens;
 	struct fault_file files[FAULT_FILES];
 	int nfiles;
 } fault_g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -147,6 +175,13 @@ FAULT_FN void fault_free_recs(size_t from)
 	fault_g.nrecs = from;
 }
 
+FAULT_FN void fault_free_rens(void)
+{
+	for (size_t i = 0; i < fault_g.nrens; i++)
+		free(fault_g.rens[i].old);
+	fault_g.nrens = 0;
+}
+
 /* Clears every record, file, counter and setting: the start of a new scenario. Call only
  * while no store uses the backend. */
 FAULT_FN void fault_reset(void)
@@ -156,6 +191,10 @@ FAULT_FN void fault_reset(void)
 	free(fault_g.recs);
 	fault_g.recs = NULL;
 	fault_g.caprecs = 0;
+	fault_free_rens();
+	free(fault_g.rens);
+	fault_g.rens = NULL;
+	fault_g.caprens = 0;
 	fault_g.nfiles = 0;
 	fault_g.ops = 0;
 	fault_g.off_after = FAULT_OFF;
@@ -523,15 +562,32 @@ FAULT_FN int fault_io_sync_dir(struct io *io, int dirfd)
 	if (rc == 0 && fault_g.real_sync)
 		rc = f->real->ops->sync_dir(f->real, dirfd);
 	if (rc == 0) {
-		/* The store has one directory: every name created so far is durable. */
+		/* The store has one directory: every name created so far is durable, and
+		 * every rename. */
 		for (int i = 0; i < fault_g.nfiles; i++)
 			fault_g.files[i].name_durable = 1;
+		fault_free_rens();
 	}
 	pthread_mutex_unlock(&fault_g.mu);
 	return rc;
 }
 
-/* Not a countdown kind: a removal only follows a failure. Off, it does not happen. */
+/* Forgets the file of that name, if the backend knows one: it was removed or replaced.
+ * Called with mu held. */
+FAULT_FN void fault_forget(const char *name)
+{
+	for (int i = 0; i < fault_g.nfiles; i++) {
+		struct fault_file *o = &fault_g.files[i];
+		if (strcmp(o->name, name) == 0) {
+			o->name[0] = '\0';
+			o->dev = 0;
+			o->ino = 0;
+		}
+	}
+}
+
+/* Not a countdown kind: a removal only follows a failure, or cleans up at open. Off, it does
+ * not happen. Removals are durable at once (F5). */
 FAULT_FN int fault_io_remove(struct io *io, int dirfd, const char *name)
 {
 	struct fault_io *f = (struct fault_io *)io;
@@ -540,8 +596,84 @@ FAULT_FN int fault_io_remove(struct io *io, int dirfd, const char *name)
 	int rc = fault_tick();
 	if (rc == 0)
 		rc = f->real->ops->remove(f->real, dirfd, name);
+	if (rc == 0)
+		fault_forget(name);
 	pthread_mutex_unlock(&fault_g.mu);
 	return rc;
+}
+
+/* Reads the whole file `name` in dirfd into a new buffer (*len bytes); NULL if it does not
+ * exist. */
+FAULT_FN uint8_t *fault_slurp(int dirfd, const char *name, size_t *len)
+{
+	struct stat st;
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+
+	*len = 0;
+	if (fd < 0 && errno == ENOENT)
+		return NULL;
+	if (fd < 0 || fstat(fd, &st) != 0)
+		fault_die("open of a file a rename replaces");
+	uint8_t *p = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (p == NULL)
+		fault_die("malloc");
+	fault_pread_all(fd, p, (size_t)st.st_size, 0);
+	close(fd);
+	*len = (size_t)st.st_size;
+	return p;
+}
+
+FAULT_FN int fault_io_rename(struct io *io, int dirfd, const char *from, const char *to)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	struct stat st;
+	size_t old_len;
+
+	pthread_mutex_lock(&fault_g.mu);
+	int rc = fault_tick();
+	if (rc == 0)
+		rc = fault_inject(FAULT_RENAME);
+	if (rc != 0) {
+		pthread_mutex_unlock(&fault_g.mu);
+		return rc;
+	}
+	/* The file the rename replaces comes back if a cut undoes it (F5). */
+	uint8_t *old = fault_slurp(dirfd, to, &old_len);
+	int replaced = old != NULL;
+	rc = f->real->ops->rename(f->real, dirfd, from, to);
+	if (rc != 0) {
+		free(old);
+		pthread_mutex_unlock(&fault_g.mu);
+		return rc;
+	}
+	if (fstatat(dirfd, to, &st, 0) != 0)
+		fault_die("fstatat after rename");
+	int file = -1;
+	for (int i = 0; i < fault_g.nfiles && file < 0; i++)
+		if (fault_g.files[i].dev == st.st_dev && fault_g.files[i].ino == st.st_ino)
+			file = i;
+	fault_forget(to);
+	if (file < 0)
+		file = fault_add_file(to, &st, 0); /* one the backend never wrote */
+	snprintf(fault_g.files[file].name, sizeof(fault_g.files[file].name), "%s", to);
+	if (fault_g.nrens == fault_g.caprens) {
+		size_t cap = fault_g.caprens ? 2 * fault_g.caprens : 16;
+		struct fault_ren *r = realloc(fault_g.rens, cap * sizeof(*r));
+		if (r == NULL)
+			fault_die("realloc");
+		fault_g.rens = r;
+		fault_g.caprens = cap;
+	}
+	struct fault_ren *r = &fault_g.rens[fault_g.nrens++];
+	memset(r, 0, sizeof(*r));
+	r->file = file;
+	snprintf(r->from, sizeof(r->from), "%s", from);
+	snprintf(r->to, sizeof(r->to), "%s", to);
+	r->replaced = replaced;
+	r->old = old;
+	r->old_len = old_len;
+	pthread_mutex_unlock(&fault_g.mu);
+	return 0;
 }
 
 FAULT_FN void fault_io_destroy(struct io *io)
@@ -559,6 +691,7 @@ static const struct io_ops fault_io_ops = {
     .create = fault_io_create,
     .sync_dir = fault_io_sync_dir,
     .remove = fault_io_remove,
+    .rename = fault_io_rename,
     .destroy = fault_io_destroy,
 };
 
@@ -588,11 +721,12 @@ FAULT_FN uint64_t fault_rand(uint64_t *x)
 	return z ^ (z >> 31);
 }
 
-/* Opens the file of record index `file` in dirfd, caching the fd in fds[]; -1 if gone. */
-FAULT_FN int fault_open_in(int dirfd, int file, int *fds)
+/* Opens the file of record index `file` in dirfd under its name at the cut, names[file],
+ * caching the fd in fds[]; -1 if gone. */
+FAULT_FN int fault_open_in(int dirfd, int file, int *fds, char (*names)[64])
 {
 	if (fds[file] == -2) {
-		const char *name = fault_g.files[file].name;
+		const char *name = names[file];
 		fds[file] = name[0] ? openat(dirfd, name, O_RDWR | O_CLOEXEC) : -1;
 	}
 	return fds[file];
@@ -610,6 +744,8 @@ FAULT_FN void fault_power_cut(int dirfd, enum fault_policy policy, uint64_t seed
 {
 	struct fault_cut c = {0};
 	int fds[FAULT_FILES];
+	char names[FAULT_FILES][64];         /* each file's name after the cut */
+	uint8_t ren_kept[FAULT_FILES] = {0}; /* a rename of the file was kept */
 	uint64_t x = seed * 0x2545f4914f6cdd1dull + (uint64_t)policy;
 	XXH3_state_t *h = XXH3_createState();
 
@@ -619,6 +755,37 @@ FAULT_FN void fault_power_cut(int dirfd, enum fault_policy policy, uint64_t seed
 	pthread_mutex_lock(&fault_g.mu);
 	for (int i = 0; i < FAULT_FILES; i++)
 		fds[i] = -2;
+	for (int i = 0; i < fault_g.nfiles; i++)
+		memcpy(names[i], fault_g.files[i].name, sizeof(names[i]));
+	/* Renames first, latest first (F5), so that the writes below find each file under the
+	 * name it has after the cut. */
+	for (size_t i = fault_g.nrens; i-- > 0;) {
+		const struct fault_ren *r = &fault_g.rens[i];
+		int undo = policy == FAULT_KEEP   ? 0
+		           : policy == FAULT_DROP ? 1
+		                                  : (int)(fault_rand(&x) & 1);
+		XXH3_64bits_update(h, &i, sizeof(i));
+		XXH3_64bits_update(h, &undo, sizeof(undo));
+		if (!undo) {
+			c.renames_kept++;
+			ren_kept[r->file] = 1;
+			continue;
+		}
+		c.renames_undone++;
+		snprintf(names[r->file], sizeof(names[r->file]), "%s", r->from);
+		if (dry)
+			continue;
+		if (renameat(dirfd, r->to, dirfd, r->from) != 0 && errno != ENOENT)
+			fault_die("renameat to undo a rename");
+		if (r->replaced) {
+			int fd =
+			    openat(dirfd, r->to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+			if (fd < 0)
+				fault_die("restore of a replaced file");
+			fault_pwrite_all(fd, r->old, r->old_len, 0);
+			close(fd);
+		}
+	}
 	/* Latest first (F2): each restore gives back the bytes as they were before it. */
 	for (size_t i = fault_g.nrecs; i-- > 0;) {
 		const struct fault_rec *r = &fault_g.recs[i];
@@ -632,7 +799,7 @@ FAULT_FN void fault_power_cut(int dirfd, enum fault_policy policy, uint64_t seed
 		XXH3_64bits_update(h, &i, sizeof(i));
 		if (p == FAULT_KEEP)
 			continue;
-		int fd = dry ? -1 : fault_open_in(dirfd, r->file, fds);
+		int fd = dry ? -1 : fault_open_in(dirfd, r->file, fds, names);
 		uint64_t end = r->off + r->len, run = r->off; /* run: start of pieces to restore */
 		for (uint64_t o = r->off; o < end;) {
 			uint64_t next = (o / FAULT_SECTOR + 1) * FAULT_SECTOR;
@@ -664,22 +831,24 @@ FAULT_FN void fault_power_cut(int dirfd, enum fault_policy policy, uint64_t seed
 	 * its data completed. */
 	for (int i = 0; i < fault_g.nfiles; i++) {
 		const struct fault_file *f = &fault_g.files[i];
-		if (!f->created || f->name_durable || f->name[0] == '\0')
+		if (!f->created || f->name_durable || names[i][0] == '\0')
 			continue;
 		int fate = policy == FAULT_KEEP   ? 1
 		           : policy == FAULT_DROP ? 0
 		                                  : (int)(fault_rand(&x) % 3);
 		if (fate == 2 && f->data_synced)
 			fate = 1;
+		if (fate == 0 && ren_kept[i])
+			fate = 1; /* F5: its new name is durable */
 		XXH3_64bits_update(h, &i, sizeof(i));
 		XXH3_64bits_update(h, &fate, sizeof(fate));
 		if (fate == 0) {
 			c.files_removed++;
-			if (!dry && unlinkat(dirfd, f->name, 0) != 0 && errno != ENOENT)
+			if (!dry && unlinkat(dirfd, names[i], 0) != 0 && errno != ENOENT)
 				fault_die("unlinkat");
 		} else if (fate == 2) {
 			c.files_emptied++;
-			int fd = dry ? -1 : fault_open_in(dirfd, i, fds);
+			int fd = dry ? -1 : fault_open_in(dirfd, i, fds, names);
 			if (fd >= 0 && ftruncate(fd, 0) != 0)
 				fault_die("ftruncate");
 		}

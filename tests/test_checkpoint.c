@@ -16,7 +16,9 @@
  *     log it claims (its last record missing, its start segment missing);
  *   - the worked example of docs/FORMAT.md 12.6 is what the encoder writes and decodes to its
  *     stated fields; a section type unknown to this version is refused, unless skippable;
- *   - a checkpoint.tmp left by a crash before the rename is removed and never read;
+ *   - a write of the file that meets a full disk fails with CS_EFULL;
+ *   - a checkpoint.tmp left by a crash before the rename is removed and never read; one that
+ *     appears while the store is open is replaced by the next checkpoint;
  *   - damage in a record the checkpoint covers does not fail the open (the record is not
  *     read) but is found by get and verify;
  *   - writers running while background checkpoints and cs_checkpoint calls are taken leave
@@ -635,6 +637,21 @@ static void test_leftover_temp(void **state)
 		free_tables(&got);
 		CHECK(cs_store_close(s));
 	}
+	/* One that appears while the store is open (a failed checkpoint whose removal failed
+	 * too) does not stop the next checkpoint, which replaces it. */
+	cs_store *s = open_at(dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_int_equal(write(fd, "garbage", 7), 7);
+	close(fd);
+	CHECK(cs_checkpoint(s));
+	assert_int_equal(access(path, F_OK), -1);
+	CHECK(cs_store_close(s));
+	s = open_at(dir);
+	snap(s, &got);
+	same_tables(&got, &want);
+	assert_int_equal(got.st.replayed_records, 0);
+	free_tables(&got);
+	CHECK(cs_store_close(s));
 	free(good);
 	free_tables(&want);
 }
@@ -739,6 +756,14 @@ static void hexdump(const uint8_t *p, size_t n)
 	}
 }
 
+
+/* The checkpoint writer's ckpt_write_fn over a file (ctx: the fd). */
+static int pwrite_fd(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+	ssize_t n = pwrite(*(int *)ctx, buf, len, (off_t)off);
+	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+}
+
 static void test_format_example(void **state)
 {
 	static const uint8_t digest[32] = {
@@ -763,7 +788,7 @@ static void test_format_example(void **state)
 	int fd = memfd_create("ckpt-example", 0);
 	assert_true(fd >= 0);
 	struct ckpt_writer w;
-	assert_int_equal(ckpt_write_begin(&w, fd), 0);
+	assert_int_equal(ckpt_write_begin(&w, pwrite_fd, &fd), 0);
 	ckpt_section_begin(&w, CKPT_SEC_SEGMENTS);
 	ckpt_put_seg(&w, &(struct ckpt_seg){1, end, 1});
 	ckpt_section_end(&w);
@@ -1083,10 +1108,31 @@ static void test_kill_during_checkpoints(void **state)
 	free(model.t);
 }
 
+/* A checkpoint write that meets a full disk fails with CS_EFULL, as cs_checkpoint documents,
+ * naming the cause; it once returned -ENOSPC. /dev/full fails every write with ENOSPC. */
+static void test_write_full_disk(void **state)
+{
+	int fd = open("/dev/full", O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		print_message("note: no /dev/full (%s): skipped\n", strerror(errno));
+		return;
+	}
+	struct ckpt_writer w;
+	struct ckpt_hdr h = {0};
+	assert_int_equal(ckpt_write_begin(&w, pwrite_fd, &fd), 0);
+	ckpt_section_begin(&w, CKPT_SEC_STATS);
+	ckpt_put_stats(&w, &(cs_gc_stat){0}, 0);
+	ckpt_section_end(&w);
+	assert_int_equal(ckpt_write_finish(&w, &h), CS_EFULL);
+	assert_non_null(strstr(cs_errmsg(), "No space left on device"));
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_format_example),
+	    cmocka_unit_test(test_write_full_disk),
 	    cmocka_unit_test_setup_teardown(test_reopen_equals_full_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_changes_after_checkpoint, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fuzzy_checkpoint, setup, teardown),

@@ -1,20 +1,22 @@
 /*
- * io.h - the write backend behind the log writer (internal).
+ * io.h - the write backend behind the log writer and the checkpoint writer (internal).
  *
- * The writer thread is the only user of a backend's write, sync and create, so
- * implementations need no locking; remove and sync_dir, which keep no state in any backend
- * (both are plain syscalls), are also called by wal_drop_segment() on a compacting thread.
- * Two implementations: io_uring (io_uring.c: the write and an fdatasync linked with
- * IOSQE_IO_LINK in one submission) and psync (psync.c: pwrite + fdatasync). A test build
- * adds a fault-injecting one (tests/fault_io.h). Both resubmit short writes and retry
+ * Each backend object has one user at a time, so implementations need no locking: the log's
+ * writer thread owns the WAL's write, sync and create, and checkpoints (one at a time, under
+ * ckpt_mu) own a second object the store makes for them. remove and sync_dir, which keep no
+ * state in any backend (both are plain syscalls), are also called by wal_drop_segment() on a
+ * compacting thread. Two implementations: io_uring (io_uring.c: the write and an fdatasync
+ * linked with IOSQE_IO_LINK in one submission) and psync (psync.c: pwrite + fdatasync). A test
+ * build adds a fault-injecting one (tests/fault_io.h). Both resubmit short writes and retry
  * EINTR/EAGAIN up to CS_IO_RETRIES times; any other failure is returned as -errno and is
  * final for the caller.
  *
- * Every operation of the log whose durability recovery depends on goes through this
- * interface: record and header writes, data syncs, segment creation and removal, directory
- * syncs, so that a fault-injecting backend sees (and can fail, or forget at a simulated power
- * cut) each of them. Reads do not: wal_read() and recovery read with pread(); nor do
- * recovery's own repairs at open (zeroing a torn tail), nor dir.c's CIDSTORE file.
+ * Every operation whose durability recovery depends on goes through this interface: the
+ * log's record and header writes, data syncs, segment creation and removal, directory syncs,
+ * and the checkpoint file's creation, writes, sync and rename, so that a fault-injecting
+ * backend sees (and can fail, or forget at a simulated power cut) each of them. Reads do not:
+ * wal_read(), recovery and the checkpoint loader read with pread(); nor do recovery's own
+ * repairs at open (zeroing a torn tail), nor dir.c's CIDSTORE file.
  */
 #ifndef CS_IO_H
 #define CS_IO_H
@@ -34,14 +36,19 @@ struct io_ops {
 	/* Creates file `name` (borrowed) in directory dirfd: it must not exist (O_CREAT |
 	 * O_EXCL, mode 0600, opened O_RDWR | O_CLOEXEC). The file is preallocated to capacity
 	 * bytes reading as zeros (fallocate, or a sparse ftruncate where the file system cannot
-	 * preallocate). Sets *fd, owned by the caller, on success only. On failure the
-	 * half-made file is removed (best effort). The name is durable only after sync_dir(). */
+	 * preallocate; nothing for capacity 0). Sets *fd, owned by the caller, on success only.
+	 * On failure the half-made file is removed (best effort). The name is durable only
+	 * after sync_dir(). */
 	int (*create)(struct io *io, int dirfd, const char *name, uint64_t capacity, int *fd);
 	/* fsync(dirfd): makes the names created and removed in the directory durable. */
 	int (*sync_dir)(struct io *io, int dirfd);
 	/* unlinkat(dirfd, name): removes a file the log gave up on (a segment whose creation
-	 * failed half-way). Durable only after sync_dir(). */
+	 * failed half-way, a checkpoint.tmp). Durable only after sync_dir(). */
 	int (*remove)(struct io *io, int dirfd, const char *name);
+	/* renameat(dirfd, from, dirfd, to) (both borrowed): atomically replaces `to`, if it
+	 * exists, by the file `from` names. Until sync_dir() a power cut may undo it, leaving
+	 * both names as they were. */
+	int (*rename)(struct io *io, int dirfd, const char *from, const char *to);
 	void (*destroy)(struct io *io);
 };
 
@@ -56,10 +63,11 @@ int io_uring_backend(struct io **out, unsigned depth);
 /* Creates the pwrite + fdatasync backend. Errors: -ENOMEM. */
 int io_psync_backend(struct io **out);
 
-/* The plain-syscall create, sync_dir and remove that both backends use (psync.c), with the
- * contracts of the io_ops members of the same names. Errors: -errno. */
+/* The plain-syscall create, sync_dir, remove and rename that both backends use (psync.c),
+ * with the contracts of the io_ops members of the same names. Errors: -errno. */
 int io_plain_create(int dirfd, const char *name, uint64_t capacity, int *fd);
 int io_plain_sync_dir(int dirfd);
 int io_plain_remove(int dirfd, const char *name);
+int io_plain_rename(int dirfd, const char *from, const char *to);
 
 #endif

@@ -155,7 +155,8 @@ static int uring_write(struct io *io, int fd, const void *buf, size_t len, uint6
 	return sync ? uring_sync(io, fd) : 0; /* len == 0 */
 }
 
-/* Segment creation, directory syncs and removals are rare: plain syscalls (psync.c) serve. */
+/* Segment creation, directory syncs, removals and renames are rare: plain syscalls (psync.c)
+ * serve. */
 static int uring_create(struct io *io, int dirfd, const char *name, uint64_t capacity, int *fd)
 {
 	return io_plain_create(dirfd, name, capacity, fd);
@@ -169,6 +170,11 @@ static int uring_sync_dir(struct io *io, int dirfd)
 static int uring_remove(struct io *io, int dirfd, const char *name)
 {
 	return io_plain_remove(dirfd, name);
+}
+
+static int uring_rename(struct io *io, int dirfd, const char *from, const char *to)
+{
+	return io_plain_rename(dirfd, from, to);
 }
 
 static void uring_destroy(struct io *io)
@@ -186,6 +192,7 @@ static const struct io_ops uring_ops = {
     .create = uring_create,
     .sync_dir = uring_sync_dir,
     .remove = uring_remove,
+    .rename = uring_rename,
     .destroy = uring_destroy,
 };
 

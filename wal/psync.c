@@ -11,11 +11,12 @@
  *   P3. create() leaves no file behind when it fails after the name was made, so the only
  *       half-made segment recovery can meet is one cut short by a crash.
  *
- * It also holds the plain-syscall create, directory sync and remove that the io_uring backend
- * shares: all are rare (one per segment) and gain nothing from the ring.
+ * It also holds the plain-syscall create, directory sync, remove and rename that the io_uring
+ * backend shares: all are rare (one per segment or checkpoint) and gain nothing from the ring.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h> /* renameat */
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -64,7 +65,8 @@ int io_plain_create(int dirfd, const char *name, uint64_t capacity, int *out)
 
 	if (fd < 0)
 		return -errno;
-	if (fallocate(fd, 0, 0, (off_t)capacity) != 0) {
+	/* fallocate refuses a length of 0 (EINVAL): an empty file needs nothing. */
+	if (capacity > 0 && fallocate(fd, 0, 0, (off_t)capacity) != 0) {
 		/* Some file systems cannot preallocate; a sparse file of the right size still
 		 * gives recovery its zero tail. */
 		if (errno != EOPNOTSUPP || ftruncate(fd, (off_t)capacity) != 0)
@@ -96,6 +98,11 @@ int io_plain_remove(int dirfd, const char *name)
 	return unlinkat(dirfd, name, 0) == 0 ? 0 : -errno;
 }
 
+int io_plain_rename(int dirfd, const char *from, const char *to)
+{
+	return renameat(dirfd, from, dirfd, to) == 0 ? 0 : -errno;
+}
+
 static int psync_create(struct io *io, int dirfd, const char *name, uint64_t capacity, int *fd)
 {
 	return io_plain_create(dirfd, name, capacity, fd);
@@ -111,6 +118,11 @@ static int psync_remove(struct io *io, int dirfd, const char *name)
 	return io_plain_remove(dirfd, name);
 }
 
+static int psync_rename(struct io *io, int dirfd, const char *from, const char *to)
+{
+	return io_plain_rename(dirfd, from, to);
+}
+
 static void psync_destroy(struct io *io)
 {
 	free(io);
@@ -123,6 +135,7 @@ static const struct io_ops psync_ops = {
     .create = psync_create,
     .sync_dir = psync_sync_dir,
     .remove = psync_remove,
+    .rename = psync_rename,
     .destroy = psync_destroy,
 };
 
