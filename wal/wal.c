@@ -986,6 +986,30 @@ static int read_file(int fd, uint64_t off, uint8_t *hdr, const struct iovec *dst
 #undef PIECE_LEN
 }
 
+/* Decodes the header hdr of the record read at pos into *h and checks it against the payload
+ * (len bytes in the pieces of dst): what wal_read() promises of every record it returns. */
+static int check_record(struct wal_pos pos, uint32_t len, const uint8_t hdr[CS_REC_HEADER],
+                        struct rec_hdr *h, const struct iovec *dst, int ndst)
+{
+	switch (rec_decode_header(hdr, h)) {
+	case REC_OK:
+		break;
+	case REC_ZERO:
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: no record here (zero header)",
+		               pos.seg, pos.off);
+	default:
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: bad record header", pos.seg,
+		               pos.off);
+	}
+	if (h->len != len)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record length %u, expected %u",
+		               pos.seg, pos.off, h->len, len);
+	if (rec_verify(hdr, h, dst, ndst) != 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record checksum mismatch",
+		               pos.seg, pos.off);
+	return 0;
+}
+
 int wal_read(struct wal *w, struct wal_pos pos, uint32_t len, struct rec_hdr *h,
              const struct iovec *dst, int ndst)
 {
@@ -1042,23 +1066,7 @@ int wal_read(struct wal *w, struct wal_pos pos, uint32_t len, struct rec_hdr *h,
 		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: the file ends in the record",
 		               pos.seg, pos.off);
 check:
-	switch (rec_decode_header(hdr, h)) {
-	case REC_OK:
-		break;
-	case REC_ZERO:
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: no record here (zero header)",
-		               pos.seg, pos.off);
-	default:
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: bad record header", pos.seg,
-		               pos.off);
-	}
-	if (h->len != len)
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record length %u, expected %u",
-		               pos.seg, pos.off, h->len, len);
-	if (rec_verify(hdr, h, dst, ndst) != 0)
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record checksum mismatch",
-		               pos.seg, pos.off);
-	return 0;
+	return check_record(pos, len, hdr, h, dst, ndst);
 }
 
 void wal_stat(struct wal *w, struct wal_stat *out)
