@@ -118,6 +118,17 @@ static int store_get(void *ctx, const cs_cid *cid, uint8_t *buf, size_t cap, siz
 	return cs_block_get(ctx, cid, buf, cap, len);
 }
 
+/* The reader's runs of whole raw leaves, read together where they lie together in the log. */
+static int store_get_run(void *ctx, const struct ufs_leaf *v, int n, int *done, size_t *len)
+{
+	struct store_get g[UFS_RUN_MAX];
+
+	_Static_assert(UFS_RUN_MAX <= STORE_GET_MAX, "a run fits one store_get_many()");
+	for (int i = 0; i < n; i++)
+		g[i] = (struct store_get){&v[i].cid, v[i].buf, v[i].len};
+	return store_get_many(ctx, g, n, done, len);
+}
+
 CS_API void cs_add_options_init(cs_add_options *o)
 {
 	*o = (cs_add_options){.cid_version = 1,
@@ -298,7 +309,8 @@ CS_API int cs_cat(cs_store *s, const cs_cid *root, uint64_t offset, void *buf, s
 		*blocks_touched = 0;
 	if (s == NULL || root == NULL || got == NULL || (buf == NULL && len > 0))
 		return cs_fail(CS_EINVAL, "store, root, got or buf is NULL");
-	return ufs_read(store_get, s, root, offset, buf, len, got, blocks_touched);
+	return ufs_read_run(store_get, store_get_run, s, root, offset, buf, len, got,
+	                    blocks_touched);
 }
 
 CS_API int cs_file_size(cs_store *s, const cs_cid *root, uint64_t *size)

@@ -228,6 +228,26 @@ int store_piece_next(cs_store *s, const struct idx *t, struct store_piece *p);
 int store_read_block(cs_store *s, const uint8_t key[CS_KEY_MAX], const struct idx_val *v,
 		     void *buf);
 
+/* One block for store_get_many(): its CID (borrowed), and the buffer its bytes go to (owned
+ * by the caller), which must be exactly the block's length: the length its reader expects. */
+struct store_get {
+	const cs_cid *cid;
+	void *buf;
+	size_t len;
+};
+
+#define STORE_GET_MAX 32 /* blocks of one store_get_many() call */
+
+/* Reads the n blocks of g (n at most STORE_GET_MAX) as cs_block_get() calls in order would,
+ * with their lookups under one lock and blocks that lie back to back in the log read with
+ * one system call (wal_read_many), each checked as cs_block_get() checks it. Stops at the
+ * first block that fails: returns 0 with *done = n, or that block's error with *done its
+ * index and the blocks before it read and checked. Errors: CS_ENOTFOUND and CS_EBUFSIZE
+ * (the block is not g[*done].len bytes: *len its length) without a message, for the caller
+ * to word; CS_EINVAL (a CID), CS_ECORRUPT (the message names the place), -errno.
+ * Thread-safe, and it never waits for a write or a sync. */
+int store_get_many(cs_store *s, const struct store_get *g, int n, int *done, size_t *len);
+
 /* Replay of the pin records (pin.c), called by store.c's apply callback. With before not
  * NULL, r is a carried REC_PIN_DEL whose original lay at *before: it removes a pin only if
  * the pin's record lies before that (C3 of compact.c). */

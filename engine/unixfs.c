@@ -487,7 +487,10 @@ struct frame {
 
 struct reader {
 	ufs_get_fn get;
+	ufs_get_run_fn get_run; /* NULL: every leaf through get */
 	void *ctx;
+	struct ufs_leaf run[UFS_RUN_MAX]; /* whole raw leaves gathered, not yet read */
+	int nrun;
 	const cs_cid *root;
 	uint64_t touched;
 	uint8_t *leaf; /* scratch for leaves read only in part */
@@ -512,10 +515,31 @@ static int fail_at(int code, const cs_cid *c, const char *what)
 	return cs_fail(code, "block %s %s: %s", cid_str(c, text, sizeof(text)), what, detail);
 }
 
+/* The error for block c of the file, which the store does not hold. */
+static int missing(const struct reader *r, const cs_cid *c)
+{
+	char text[CS_CID_TEXT_MAX], rtext[CS_CID_TEXT_MAX];
+
+	if (c->len == r->root->len && memcmp(c->bytes, r->root->bytes, c->len) == 0)
+		return cs_fail(CS_ENOTFOUND, "root block %s is not in the store",
+		               cid_str(c, text, sizeof(text)));
+	return cs_fail(CS_ENOTFOUND, "block %s of the file %s is missing from the store",
+	               cid_str(c, text, sizeof(text)), cid_str(r->root, rtext, sizeof(rtext)));
+}
+
+/* The error for raw block c, which holds len bytes where its parent's blocksize says n. */
+static int wrong_size(const cs_cid *c, size_t len, uint64_t n)
+{
+	char text[CS_CID_TEXT_MAX];
+
+	return cs_fail(CS_ECORRUPT,
+	               "raw block %s holds %zu bytes but its parent's blocksize says %llu",
+	               cid_str(c, text, sizeof(text)), len, (unsigned long long)n);
+}
+
 /* Reads block c into *buf (capacity *cap, grown as needed) and sets *len. */
 static int fetch(struct reader *r, const cs_cid *c, uint8_t **buf, size_t *cap, size_t *len)
 {
-	char text[CS_CID_TEXT_MAX], rtext[CS_CID_TEXT_MAX];
 	int rc;
 
 	if (*buf == NULL) {
@@ -534,14 +558,10 @@ static int fetch(struct reader *r, const cs_cid *c, uint8_t **buf, size_t *cap, 
 		*cap = *len;
 		rc = r->get(r->ctx, c, *buf, *cap, len);
 	}
-	if (rc == CS_ENOTFOUND) {
-		if (c->len == r->root->len && memcmp(c->bytes, r->root->bytes, c->len) == 0)
-			return cs_fail(CS_ENOTFOUND, "root block %s is not in the store",
-			               cid_str(c, text, sizeof(text)));
-		return cs_fail(CS_ENOTFOUND, "block %s of the file %s is missing from the store",
-		               cid_str(c, text, sizeof(text)),
-		               cid_str(r->root, rtext, sizeof(rtext)));
-	}
+	if (rc == CS_ENOTFOUND)
+		return missing(r, c);
+	if (rc == CS_ECORRUPT)
+		return fail_at(rc, c, "is damaged");
 	if (rc < 0)
 		return rc;
 	r->touched++;
@@ -618,11 +638,36 @@ static int codec_of(const cs_cid *c, uint64_t *codec)
 	return 0;
 }
 
+/* Gets the leaves gathered in r->run, in order, and counts their bytes as copied. */
+static int run_flush(struct reader *r, size_t *copied)
+{
+	size_t len = 0;
+	int done = 0, rc;
+
+	if (r->nrun == 0)
+		return 0;
+	rc = r->get_run(r->ctx, r->run, r->nrun, &done, &len);
+	CS_ASSERT(done >= 0 && done <= r->nrun && (rc != 0 || done == r->nrun));
+	r->touched += (uint64_t)done;
+	for (int i = 0; i < done; i++)
+		*copied += r->run[i].len;
+	r->nrun = 0;
+	if (rc == 0)
+		return 0;
+	const struct ufs_leaf *l = &r->run[done];
+	if (rc == CS_ENOTFOUND)
+		return missing(r, &l->cid);
+	if (rc == CS_EBUFSIZE)
+		return wrong_size(&l->cid, len, l->len);
+	if (rc == CS_ECORRUPT)
+		return fail_at(rc, &l->cid, "is damaged");
+	return rc;
+}
+
 /* Reads a raw leaf holding file bytes [lo, lo + n) and copies its part of the range. */
 static int read_raw_leaf(struct reader *r, const cs_cid *c, uint64_t lo, uint64_t n, uint64_t off,
                          uint64_t hi, uint8_t *out, size_t *copied)
 {
-	char text[CS_CID_TEXT_MAX];
 	size_t len;
 	int rc;
 
@@ -638,14 +683,13 @@ static int read_raw_leaf(struct reader *r, const cs_cid *c, uint64_t lo, uint64_
 		/* The whole leaf is wanted: read it straight into the caller's buffer. */
 		rc = r->get(r->ctx, c, out + (lo - off), (size_t)n, &len);
 		if (rc == CS_EBUFSIZE)
-			return cs_fail(
-			    CS_ECORRUPT,
-			    "raw block %s holds %zu bytes but its parent's blocksize says %llu",
-			    cid_str(c, text, sizeof(text)), len, (unsigned long long)n);
+			return wrong_size(c, len, n);
 		if (rc == 0)
 			r->touched++;
-		else if (rc == CS_ENOTFOUND) /* fetch() words the message */
-			return fetch(r, c, &r->leaf, &r->leaf_cap, &len);
+		else if (rc == CS_ENOTFOUND)
+			return missing(r, c);
+		else if (rc == CS_ECORRUPT)
+			return fail_at(rc, c, "is damaged");
 		else
 			return rc;
 	} else {
@@ -653,9 +697,7 @@ static int read_raw_leaf(struct reader *r, const cs_cid *c, uint64_t lo, uint64_
 			return rc;
 	}
 	if (len != n)
-		return cs_fail(CS_ECORRUPT,
-		               "raw block %s holds %zu bytes but its parent's blocksize says %llu",
-		               cid_str(c, text, sizeof(text)), len, (unsigned long long)n);
+		return wrong_size(c, len, n);
 	if (out == NULL || (lo >= off && lo + n <= hi))
 		*copied += copy_overlap(NULL, off, hi, NULL, lo, len);
 	else
@@ -723,6 +765,12 @@ static int open_root(struct reader *r, const cs_cid *root, uint64_t *size, bool 
 int ufs_read(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t offset, uint8_t *buf,
              size_t len, size_t *got, uint64_t *touched)
 {
+	return ufs_read_run(get, NULL, ctx, root, offset, buf, len, got, touched);
+}
+
+int ufs_read_run(ufs_get_fn get, ufs_get_run_fn get_run, void *ctx, const cs_cid *root,
+                 uint64_t offset, uint8_t *buf, size_t len, size_t *got, uint64_t *touched)
+{
 	struct reader *r = calloc(1, sizeof(*r));
 	uint64_t size;
 	size_t copied = 0;
@@ -735,6 +783,7 @@ int ufs_read(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t offset, uin
 	if (r == NULL)
 		return cs_fail(-ENOMEM, "out of memory for a UnixFS reader");
 	r->get = get;
+	r->get_run = get_run;
 	r->ctx = ctx;
 	r->root = root;
 	if ((rc = open_root(r, root, &size, &raw)) < 0)
@@ -771,8 +820,22 @@ int ufs_read(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t offset, uin
 		if (lo >= hi)
 			break; /* this and everything after lies past the range */
 		CS_ASSERT(cs_cid_from_bytes(l.hash, l.hash_len, &c) == 0); /* decoder checked */
-		if ((rc = codec_of(&c, &codec)) < 0)
+		rc = codec_of(&c, &codec);
+		/* A raw leaf wanted whole joins the run; anything else is read only after the
+		 * run, so blocks are read, and errors met, in file order (ufs_read_run). */
+		bool whole = rc == 0 && codec == CS_CODEC_RAW && buf != NULL && lo >= offset &&
+		             lo + bs <= hi;
+		if (whole && get_run != NULL) {
+			r->run[r->nrun++] = (struct ufs_leaf){c, buf + (lo - offset), (size_t)bs};
+			if (r->nrun == UFS_RUN_MAX && (rc = run_flush(r, &copied)) < 0)
+				goto out;
+			continue;
+		}
+		int frc = run_flush(r, &copied);
+		if (frc < 0 || rc < 0) {
+			rc = frc < 0 ? frc : rc;
 			goto out;
+		}
 		if (codec == CS_CODEC_RAW) {
 			if ((rc = read_raw_leaf(r, &c, lo, bs, offset, hi, buf, &copied)) < 0)
 				goto out;
@@ -797,6 +860,8 @@ int ufs_read(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t offset, uin
 			goto out;
 		}
 	}
+	if ((rc = run_flush(r, &copied)) < 0)
+		goto out;
 	/* Invariant 3: consistent sizes mean every wanted byte was copied exactly once. */
 	CS_ASSERT(copied == hi - offset);
 out:

@@ -126,6 +126,29 @@ uint64_t ufs_builder_tsize(const struct ufs_builder *b);
 int ufs_read(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t offset, uint8_t *buf,
              size_t len, size_t *got, uint64_t *touched);
 
+/* A raw leaf that a read wants whole: its CID, and where its len bytes go (borrowed). */
+struct ufs_leaf {
+	cs_cid cid;
+	uint8_t *buf;
+	size_t len;
+};
+
+#define UFS_RUN_MAX 32 /* leaves the reader gathers before it asks for them at once */
+
+/* Gets the n leaves of v (n at most UFS_RUN_MAX) into their buffers as n calls of a
+ * ufs_get_fn in order would, each leaf being exactly len bytes, and stops at the first that
+ * fails: returns 0 with *done = n, or that leaf's error with *done its index and the leaves
+ * before it read. Errors: CS_ENOTFOUND, CS_EBUFSIZE (the block is not v[*done].len bytes:
+ * *len its length), and the get callback's others. */
+typedef int (*ufs_get_run_fn)(void *ctx, const struct ufs_leaf *v, int n, int *done, size_t *len);
+
+/* ufs_read() that gathers the consecutive raw leaves a read wants whole (up to UFS_RUN_MAX,
+ * in file order) and gets them with one call of get_run, which may read them together;
+ * everything else it gets through get, in the same order as ufs_read(), so the blocks read,
+ * touched and the error met first are those of ufs_read(). get_run NULL is ufs_read(). */
+int ufs_read_run(ufs_get_fn get, ufs_get_run_fn get_run, void *ctx, const cs_cid *root,
+                 uint64_t offset, uint8_t *buf, size_t len, size_t *got, uint64_t *touched);
+
 /* Sets *size to the length of the file rooted at root. Errors: as ufs_read. */
 int ufs_file_size(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t *size);
 

@@ -4,7 +4,8 @@
  * Proves: put/get/has/delete round trips (raw and dag-pb, sha2-256 and blake2b-256, the
  * empty block with its well-known CID); a put of a present block writes nothing; blocks
  * survive close and reopen in every durability mode; stat, list and verify agree with what
- * was stored; many threads put and get at once; and every bad input named in the issue gets
+ * was stored; many threads put and get at once; a cat reads a pinned file while another
+ * thread puts, deletes, adds and collects; and every bad input named in the issue gets
  * its own code and a message: missing or unwritable directory, a second opener (another
  * process, and another handle in this one), garbage CID text, a block over the limit, a
  * stray file, a non-store directory, an unknown CIDSTORE_IO, a corrupt meta file.
@@ -17,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -421,6 +423,110 @@ static void test_threads(void **state)
 	assert_int_equal(cs_store_close(s), 0);
 }
 
+/* The churn beside a cat: puts and deletes, adds that share leaves of the file (unpinned, so
+ * their new leaves are garbage) and collections. */
+struct churn {
+	cs_store *s;
+	const uint8_t *file; /* the pinned file's bytes (borrowed) */
+	atomic_int done;     /* set when the churn ends */
+	uint64_t compacted;  /* segments its collections compacted */
+};
+
+#define CAT_CHUNK  (256u * 1024u) /* the default chunk: one leaf */
+#define CAT_LEAVES 24
+
+static const char *churn_run(struct churn *c)
+{
+	static uint8_t blk[64 * 1024]; /* this thread's only */
+	cs_cid cid, root;
+	uint64_t size;
+	cs_add *a;
+
+	for (int i = 0; i < 200; i++) {
+		tu_fill(blk, sizeof(blk), 5000 + (uint64_t)i);
+		if (cs_block_put(c->s, blk, sizeof(blk), CS_CODEC_RAW, CS_HASH_SHA2_256, &cid) != 0)
+			return "put";
+		if (i % 2 == 0 && cs_block_delete(c->s, &cid) != 0)
+			return "delete";
+		if (i % 20 == 0) {
+			if (cs_add_begin(c->s, NULL, &a) != 0)
+				return "add";
+			if (cs_add_write(a, c->file + 2 * CAT_CHUNK, 4 * CAT_CHUNK) != 0 ||
+			    cs_add_write(a, blk, sizeof(blk)) != 0) {
+				cs_add_abort(a);
+				return "add write";
+			}
+			if (cs_add_finish(a, &root, &size) != 0)
+				return "add finish";
+		}
+		cs_gc_stat st;
+		if (i % 50 == 49) {
+			if (cs_gc(c->s, &st) != 0)
+				return "gc";
+			c->compacted += st.segments_compacted;
+		}
+	}
+	return NULL;
+}
+
+static void *churn_main(void *p)
+{
+	struct churn *c = p;
+	const char *failed = churn_run(c);
+
+	atomic_store(&c->done, 1); /* on every path: the reader waits for it */
+	return (void *)failed;
+}
+
+/* cs_cat reads runs of leaves (store_get_many) while another thread puts, deletes, adds and
+ * collects, each collection compacting: the file lies in a segment that is mostly garbage, so
+ * a compaction moves its leaves and deletes the segment under the reads (C5 of compact.c).
+ * Every read gives the pinned file's bytes (and, under TSan, no race). */
+static void test_cat_concurrent(void **state)
+{
+	cs_options o = tu_opts();
+	o.durability = CS_DURABLE_NONE;
+	cs_store *s = open_ok(&o);
+	size_t len = CAT_LEAVES * CAT_CHUNK - 777, got;
+	uint8_t *file = malloc(len), *buf = malloc(len);
+	cs_add *a;
+	cs_cid root;
+	uint64_t size;
+
+	tu_fill(file, len, 4242);
+	/* 10 MiB of garbage in front of the file, in its segment. */
+	for (int i = 0; i < 40; i++) {
+		cs_cid g;
+		tu_fill(buf, CAT_CHUNK, 777 + (uint64_t)i);
+		assert_int_equal(cs_block_put(s, buf, CAT_CHUNK, CS_CODEC_RAW, CS_HASH_SHA2_256, &g), 0);
+		assert_int_equal(cs_block_delete(s, &g), 0);
+	}
+	assert_int_equal(cs_add_begin(s, NULL, &a), 0);
+	assert_int_equal(cs_add_write(a, file, len), 0);
+	assert_int_equal(cs_add_finish(a, &root, &size), 0);
+	assert_int_equal(cs_pin_add(s, &root, CS_PIN_RECURSIVE), 0);
+
+	struct churn c = {s, file, 0, 0};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, churn_main, &c), 0);
+	/* Reads until the churn ends, so that its collections run under them. */
+	for (int i = 0; i < 40 || !atomic_load(&c.done); i++) {
+		size_t off = i % 2 ? 0 : (size_t)i * 100003 % len, n = len - off;
+		assert_int_equal(cs_cat(s, &root, off, buf, n, &got, NULL), 0);
+		assert_int_equal(got, n);
+		assert_memory_equal(buf, file + off, n);
+	}
+	void *r;
+	pthread_join(th, &r);
+	if (r != NULL)
+		fail_msg("churn thread: %s failed: %s", (const char *)r, cs_errmsg());
+	assert_true(c.compacted > 0);
+	assert_int_equal(cs_store_verify(s, NULL, NULL, NULL, NULL), 0);
+	assert_int_equal(cs_store_close(s), 0);
+	free(file);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -435,6 +541,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_stray_and_foreign, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_meta_and_env, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cat_concurrent, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,9 @@
  *  - a record reads back at once from the batch buffer and, after wal_sync, from the file,
  *    byte for byte, with the header fields it was given; a damaged byte in the file is
  *    CS_ECORRUPT naming segment and offset;
+ *  - wal_read_many reads records back to back in the file with one call, and answers as
+ *    wal_read calls in order would: in any order, partly from the batch buffer, stopping at
+ *    damage, a bad position or a wrong length with wal_read's error at that record;
  *  - a transaction gets consecutive seqs, adjacent offsets, REC_F_CONT on all but its last
  *    record and REC_F_MID on all but its first;
  *  - segments rotate: each file starts with a valid header whose first_seq continues the
@@ -577,6 +580,121 @@ static void test_append_read(void **state)
 
 	ctx_close(&c, 0);
 	walk_log(c.dirfd, 1, &e, 1, &li);
+	ctx_fini(&c);
+}
+
+/* Fills m (with its three pieces in dst, over buf) to read record e back. */
+static void many_of(const struct exp_rec *e, struct wal_many *m, struct iovec dst[3], uint8_t *buf)
+{
+	dst[0] = (struct iovec){buf, 1};
+	dst[1] = (struct iovec){buf + 1, e->len / 2};
+	dst[2] = (struct iovec){buf + 1 + e->len / 2, e->len - 1 - e->len / 2};
+	*m = (struct wal_many){.pos = e->pos, .len = e->len, .dst = dst, .ndst = 3};
+}
+
+/* Reads the records idx[0..n) of e with one wal_read_many and checks each as check_read. */
+static void check_many(struct wal *w, const struct exp_rec *e, const int *idx, int n)
+{
+	struct wal_many m[WAL_MANY_MAX];
+	struct iovec dst[WAL_MANY_MAX][3];
+	uint8_t *buf[WAL_MANY_MAX], want[5000];
+	int done = -1;
+
+	for (int i = 0; i < n; i++) {
+		buf[i] = malloc(e[idx[i]].len);
+		many_of(&e[idx[i]], &m[i], dst[i], buf[i]);
+	}
+	int rc = wal_read_many(w, m, n, &done);
+	if (rc != 0)
+		fail_msg("wal_read_many: %s (%s) at %d", cs_strerror(rc), cs_errmsg(), done);
+	assert_int_equal(done, n);
+	for (int i = 0; i < n; i++) {
+		const struct exp_rec *x = &e[idx[i]];
+		assert_int_equal(m[i].h.seq, x->seq);
+		assert_int_equal(m[i].h.len, x->len);
+		tu_fill(want, x->len, x->seed);
+		assert_memory_equal(buf[i], want, x->len);
+		free(buf[i]);
+	}
+}
+
+/* wal_read_many answers as wal_read calls in order: records back to back in the file (read
+ * with one preadv, padding between them), in any order, partly still in the batch buffer, or
+ * on either side of damage, a bad position or a wrong length, which stop it at that record
+ * with wal_read's error. */
+static void test_read_many(void **state)
+{
+	enum { N = 14, HELD = 11 };
+	struct ctx c;
+	struct exp_rec e[N];
+	uint8_t scratch[5000];
+	struct log_info li;
+
+	ctx_init(&c, "wal-many");
+	ctx_open(&c, CS_DURABLE_NONE, CS_SEG_MIN, CS_BATCH_MIN);
+	for (int i = 0; i < N; i++) {
+		if (i == HELD) {
+			assert_int_equal(wal_sync(c.w), 0); /* 0..HELD-1 are in the file */
+			tio_gate(c.t, 1);                   /* the rest stays in the buffer */
+		}
+		uint32_t len = 100 + (uint32_t)(i * 377) % 4000; /* most need padding */
+		assert_int_equal(append_one(c.w, len, 300 + (uint64_t)i, &e[i], scratch), 0);
+	}
+	static const int all[N] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+	static const int mixed[] = {5, 2, 3, 4, 9, 9, 0, 13, 12};
+	static const int across[] = {8, 9, 10, 11, 12};
+	check_many(c.w, e, all, N);
+	check_many(c.w, e, mixed, sizeof(mixed) / sizeof(mixed[0]));
+	check_many(c.w, e, across, 5);
+	check_many(c.w, e, all, 0);
+
+	struct wal_many m[N];
+	struct iovec dst[N][3];
+	uint8_t *buf[N];
+	int done = -1;
+	char where[64];
+	for (int i = 0; i < N; i++) {
+		buf[i] = malloc(e[i].len);
+		many_of(&e[i], &m[i], dst[i], buf[i]);
+	}
+	/* A damaged payload byte of record 4, in the middle of a run in the file. */
+	int fd = openat(c.dirfd, "00000001.seg", O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t x, y;
+	off_t at = (off_t)e[4].pos.off + CS_REC_HEADER + 50;
+	assert_int_equal(pread(fd, &x, 1, at), 1);
+	y = x ^ 0x40;
+	assert_int_equal(pwrite(fd, &y, 1, at), 1);
+	assert_int_equal(wal_read_many(c.w, m, HELD, &done), CS_ECORRUPT);
+	assert_int_equal(done, 4);
+	snprintf(where, sizeof(where), "offset %u: record checksum mismatch", e[4].pos.off);
+	expect_msg(where);
+	assert_int_equal(pwrite(fd, &x, 1, at), 1);
+	close(fd);
+	/* A position in no segment, and a wrong length, in the middle. */
+	m[3].pos.seg = 9;
+	assert_int_equal(wal_read_many(c.w, m, N, &done), CS_ECORRUPT);
+	assert_int_equal(done, 3);
+	expect_msg("no such segment");
+	many_of(&e[3], &m[3], dst[3], buf[3]);
+	m[6].len = e[6].len - 1;
+	dst[6][2].iov_len--;
+	assert_int_equal(wal_read_many(c.w, m, N, &done), CS_ECORRUPT);
+	assert_int_equal(done, 6);
+	expect_msg("expected");
+	many_of(&e[6], &m[6], dst[6], buf[6]);
+	assert_int_equal(wal_read_many(c.w, m, N, &done), 0);
+	assert_int_equal(done, N);
+	/* Calls outside the contract. */
+	dst[2][0].iov_len = 2;
+	assert_int_equal(wal_read_many(c.w, m, N, &done), CS_EINVAL);
+	assert_int_equal(wal_read_many(c.w, m, WAL_MANY_MAX + 1, &done), CS_EINVAL);
+	for (int i = 0; i < N; i++)
+		free(buf[i]);
+
+	tio_gate(c.t, 0);
+	ctx_close(&c, 0);
+	walk_log(c.dirfd, 1, e, N, &li);
 	ctx_fini(&c);
 }
 
@@ -1198,13 +1316,13 @@ static void test_throughput(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_empty_open),      cmocka_unit_test(test_append_read),
-	    cmocka_unit_test(test_transaction),     cmocka_unit_test(test_rotation),
-	    cmocka_unit_test(test_concurrent),      cmocka_unit_test(test_mode_none),
-	    cmocka_unit_test(test_mode_interval),   cmocka_unit_test(test_poison),
-	    cmocka_unit_test(test_poison_rotation), cmocka_unit_test(test_reopen),
-	    cmocka_unit_test(test_limits),          cmocka_unit_test(test_backend_direct),
-	    cmocka_unit_test(test_throughput),
+	    cmocka_unit_test(test_empty_open),     cmocka_unit_test(test_append_read),
+	    cmocka_unit_test(test_read_many),      cmocka_unit_test(test_transaction),
+	    cmocka_unit_test(test_rotation),       cmocka_unit_test(test_concurrent),
+	    cmocka_unit_test(test_mode_none),      cmocka_unit_test(test_mode_interval),
+	    cmocka_unit_test(test_poison),         cmocka_unit_test(test_poison_rotation),
+	    cmocka_unit_test(test_reopen),         cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_backend_direct), cmocka_unit_test(test_throughput),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,11 @@
 #include <string.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
+#ifdef CS_HAVE_XXH_DISPATCH
+/* Routes XXH3_64bits, _withSeed and _update to the library's entry points that choose the
+ * widest vector code the CPU has (CMakeLists.txt checks that the library exports them). */
+#include <xxh_x86dispatch.h>
+#endif
 
 #include "endian.h"
 #include "err.h"

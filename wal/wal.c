@@ -60,6 +60,7 @@
 #include "wal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -986,6 +987,30 @@ static int read_file(int fd, uint64_t off, uint8_t *hdr, const struct iovec *dst
 #undef PIECE_LEN
 }
 
+/* Decodes the header hdr of the record read at pos into *h and checks it against the payload
+ * (len bytes in the pieces of dst): what wal_read() promises of every record it returns. */
+static int check_record(struct wal_pos pos, uint32_t len, const uint8_t hdr[CS_REC_HEADER],
+                        struct rec_hdr *h, const struct iovec *dst, int ndst)
+{
+	switch (rec_decode_header(hdr, h)) {
+	case REC_OK:
+		break;
+	case REC_ZERO:
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: no record here (zero header)",
+		               pos.seg, pos.off);
+	default:
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: bad record header", pos.seg,
+		               pos.off);
+	}
+	if (h->len != len)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record length %u, expected %u",
+		               pos.seg, pos.off, h->len, len);
+	if (rec_verify(hdr, h, dst, ndst) != 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record checksum mismatch",
+		               pos.seg, pos.off);
+	return 0;
+}
+
 int wal_read(struct wal *w, struct wal_pos pos, uint32_t len, struct rec_hdr *h,
              const struct iovec *dst, int ndst)
 {
@@ -1042,22 +1067,140 @@ int wal_read(struct wal *w, struct wal_pos pos, uint32_t len, struct rec_hdr *h,
 		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: the file ends in the record",
 		               pos.seg, pos.off);
 check:
-	switch (rec_decode_header(hdr, h)) {
-	case REC_OK:
-		break;
-	case REC_ZERO:
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: no record here (zero header)",
-		               pos.seg, pos.off);
-	default:
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: bad record header", pos.seg,
-		               pos.off);
+	return check_record(pos, len, hdr, h, dst, ndst);
+}
+
+/* Reads into the pieces v[0..nv) from fd at off, resubmitting short transfers (v is
+ * consumed). Returns 0, 1 when the file ends first, or -errno. */
+static int preadv_all(int fd, struct iovec *v, int nv, uint64_t off)
+{
+	int tries = 0;
+
+	while (nv > 0) {
+		ssize_t r = preadv(fd, v, nv < IOV_MAX ? nv : IOV_MAX, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR && ++tries <= CS_IO_RETRIES)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return 1;
+		off += (uint64_t)r;
+		while (nv > 0 && (size_t)r >= v->iov_len) {
+			r -= (ssize_t)v->iov_len;
+			v++;
+			nv--;
+		}
+		if (nv > 0) {
+			v->iov_base = (uint8_t *)v->iov_base + r;
+			v->iov_len -= (size_t)r;
+		}
 	}
-	if (h->len != len)
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record length %u, expected %u",
-		               pos.seg, pos.off, h->len, len);
-	if (rec_verify(hdr, h, dst, ndst) != 0)
-		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record checksum mismatch",
-		               pos.seg, pos.off);
+	return 0;
+}
+
+/* Bytes from a record's start to the next record's, in 64 bits: len is not checked yet. */
+static uint64_t rec_span(uint32_t len)
+{
+	return ((uint64_t)CS_REC_HEADER + len + CS_REC_ALIGN - 1) & ~(uint64_t)(CS_REC_ALIGN - 1);
+}
+
+/*
+ * Reads the k >= 2 back-to-back records r[0..k) with one preadv when they all lie in the
+ * file, and checks them in order. Returns 0 with *ok = k; a check's error with *ok the index
+ * of the record that failed it; or 1 when the records must be read one by one instead (some
+ * lie in a batch buffer, the segment is unknown, the range runs past its end, or the read
+ * failed or came up short): wal_read() then gives each its exact answer.
+ */
+static int read_run(struct wal *w, struct wal_many *r, int k, int *ok)
+{
+	uint8_t hdr[WAL_MANY_MAX][CS_REC_HEADER], pad[CS_REC_ALIGN];
+	struct iovec v[WAL_MANY_MAX * (WAL_MANY_DST + 2)];
+	uint32_t seg = r[0].pos.seg;
+	uint64_t from = r[0].pos.off,
+	         to = (uint64_t)r[k - 1].pos.off + CS_REC_HEADER + r[k - 1].len;
+	struct seg_ent *e;
+	int nv = 0, fd = -1;
+
+	*ok = 0;
+	pthread_mutex_lock(&w->mu);
+	for (int i = 0; i < 2; i++) {
+		const struct batch *b = &w->buf[i];
+		if (b->state != BUF_FREE && b->seg == seg && from < (uint64_t)b->start + b->fill &&
+		    to > b->start) {
+			pthread_mutex_unlock(&w->mu);
+			return 1; /* some of it is not in the file yet (W8) */
+		}
+	}
+	/* The same lookup and reference as wal_read()'s: the reference keeps the fd open, and
+	 * the segment in place, until the read is done (W11). */
+	e = seg_find(w, seg);
+	if (e != NULL && to <= e->capacity)
+		fd = seg_ref(w, e);
+	pthread_mutex_unlock(&w->mu);
+	if (fd < 0)
+		return 1;
+
+	for (int i = 0; i < k; i++) {
+		v[nv++] = (struct iovec){hdr[i], CS_REC_HEADER};
+		for (int j = 0; j < r[i].ndst; j++)
+			if (r[i].dst[j].iov_len > 0) /* an empty piece's base may be NULL */
+				v[nv++] = r[i].dst[j];
+		size_t gap = (size_t)(rec_span(r[i].len) - CS_REC_HEADER - r[i].len);
+		if (i < k - 1 && gap > 0)
+			v[nv++] = (struct iovec){pad, gap}; /* padding, not checked (as wal_read) */
+	}
+	int got = preadv_all(fd, v, nv, from);
+	seg_unref(w, seg);
+	if (got != 0)
+		return 1;
+	for (int i = 0; i < k; i++) {
+		int rc = check_record(r[i].pos, r[i].len, hdr[i], &r[i].h, r[i].dst, r[i].ndst);
+		if (rc != 0) {
+			*ok = i;
+			return rc;
+		}
+	}
+	*ok = k;
+	return 0;
+}
+
+int wal_read_many(struct wal *w, struct wal_many *r, int n, int *done)
+{
+	*done = 0;
+	if (n < 0 || n > WAL_MANY_MAX)
+		return cs_fail(CS_EINVAL, "log read of %d records: at most %d", n, WAL_MANY_MAX);
+	for (int i = 0; i < n; i++)
+		if (r[i].ndst < 0 || r[i].ndst > WAL_MANY_DST ||
+		    parts_len(r[i].dst, r[i].ndst) != r[i].len)
+			return cs_fail(CS_EINVAL,
+			               "log read: buffers of record %d do not total %u bytes", i,
+			               r[i].len);
+	for (int i = 0; i < n;) {
+		/* The longest run of back-to-back records from i, all in one segment; each
+		 * after the first is as well placed as the first (spans keep the alignment). */
+		int placed = r[i].pos.off >= CS_SEG_HEADER && r[i].pos.off % CS_REC_ALIGN == 0;
+		int k = 1, ok = 0, rc = 1;
+		while (placed && i + k < n && r[i + k].pos.seg == r[i].pos.seg &&
+		       (uint64_t)r[i + k].pos.off ==
+		           r[i + k - 1].pos.off + rec_span(r[i + k - 1].len))
+			k++;
+		if (k > 1)
+			rc = read_run(w, r + i, k, &ok);
+		if (rc == 1) {
+			/* One by one: a lone record, or a run read_run() leaves to wal_read(). */
+			for (ok = 0; ok < k; ok++) {
+				rc = wal_read(w, r[i + ok].pos, r[i + ok].len, &r[i + ok].h,
+				              r[i + ok].dst, r[i + ok].ndst);
+				if (rc != 0)
+					break;
+			}
+		}
+		*done = i + ok;
+		if (rc != 0)
+			return rc;
+		i += k;
+	}
 	return 0;
 }
 

@@ -115,6 +115,31 @@ int wal_sync(struct wal *w);
 int wal_read(struct wal *w, struct wal_pos pos, uint32_t len, struct rec_hdr *h,
 	     const struct iovec *dst, int ndst);
 
+/* One record for wal_read_many(): its position and payload length, the pieces its payload
+ * goes to (borrowed; at most WAL_MANY_DST of them, totalling len bytes), and its header,
+ * filled by the read. */
+struct wal_many {
+	struct wal_pos pos;
+	uint32_t len;
+	const struct iovec *dst;
+	int ndst;
+	struct rec_hdr h;
+};
+
+#define WAL_MANY_MAX 32 /* records of one wal_read_many() call */
+#define WAL_MANY_DST 4  /* payload pieces of one of its records */
+
+/* Reads the n records of r (n at most WAL_MANY_MAX) as n calls of wal_read() in order would,
+ * stopping at the first that fails: returns 0 with *done = n, or that record's error (as
+ * wal_read's, message included) with *done its index and the records before it read and
+ * checked. Records that lie back to back in one segment's file (each starting where the one
+ * before it ends, padding included) are read with one preadv, headers into scratch space and
+ * payloads straight into their pieces; so a range of blocks written one after another, as
+ * an add writes a file's leaves, costs one system call, not one per block. Thread-safe.
+ * Errors: as wal_read(); CS_EINVAL also for n outside [0, WAL_MANY_MAX] or a record of more
+ * than WAL_MANY_DST pieces. */
+int wal_read_many(struct wal *w, struct wal_many *r, int n, int *done);
+
 /* The position the next appended record will take, or one after it: every record appended
  * before the call lies before it, every record appended after at or past it (W5). */
 struct wal_pos wal_tail(struct wal *w);
