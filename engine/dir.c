@@ -9,6 +9,10 @@
  *   D3. Only the holder of the flock on LOCK touches the store's files. flock locks belong
  *       to the open file description, so a second handle in the same process is refused too,
  *       and a dead holder's lock vanishes with it.
+ *   D4. When a store is created, the parent directory is synced too, after CIDSTORE's rename
+ *       and before the open returns: the store directory's own entry, which mkdir (now or by
+ *       an earlier, crashed open) made, is then durable, so no acknowledged write can live in
+ *       a directory that a power cut takes away.
  */
 #include "dir.h"
 
@@ -162,6 +166,36 @@ static int lock_take(int dirfd, const char *path, int *lockfd)
 	return 0;
 }
 
+/* D4: fsync of the directory that holds path's last component. */
+static int sync_parent(const char *path)
+{
+	char parent[4096];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(parent))
+		return cs_fail(-ENAMETOOLONG, "store directory path of %zu bytes is too long", n);
+	memcpy(parent, path, n + 1);
+	while (n > 1 && parent[n - 1] == '/') /* "a/b/" names b too */
+		parent[--n] = '\0';
+	char *slash = strrchr(parent, '/');
+	if (slash == NULL)
+		strcpy(parent, ".");
+	else if (slash == parent)
+		parent[1] = '\0'; /* "/b": the root */
+	else
+		*slash = '\0';
+	int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return cs_fail(-errno, "cannot open %s to sync the new store's entry: %s", parent,
+		               strerror(errno));
+	int rc = fsync(fd) != 0 ? -errno : 0;
+	close(fd);
+	if (rc != 0)
+		return cs_fail(rc, "cannot sync %s, which holds the new store: %s", parent,
+		               strerror(-rc));
+	return 0;
+}
+
 int dir_open(const char *path, int create, struct dir_handle *out)
 {
 	int rc;
@@ -198,6 +232,8 @@ int dir_open(const char *path, int create, struct dir_handle *out)
 	rc = meta_read(dirfd, &out->uid);
 	if (rc == -ENOENT) { /* D1: checked empty above; we hold the lock now */
 		rc = meta_create(dirfd, &out->uid);
+		if (rc == 0)
+			rc = sync_parent(path); /* D4 */
 		out->created = 1;
 	}
 	if (rc != 0)

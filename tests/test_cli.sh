@@ -372,6 +372,23 @@ done
 expect 0 "help" -- "$bin" --help
 grep -q "exit codes" "$tmp/out" && ok || bad "--help lacks the exit-code table"
 
+# D4 of engine/dir.c: creating a store syncs the directory that holds it (else a power cut
+# could take the new store directory, and every write acknowledged in it, away).
+mkdir -p "$tmp/fresh"
+strace -f -e trace=openat,fsync -o "$tmp/strace" "$bin" --dir "$tmp/fresh/store/" stat >/dev/null 2>&1
+python3 - "$tmp/strace" "$tmp/fresh" <<'PY' && ok || bad "store creation does not sync the parent directory"
+import re, sys
+fds, synced = set(), False
+for line in open(sys.argv[1]):
+    m = re.search(r'openat\(AT_FDCWD, "%s/?", [^)]*O_DIRECTORY[^)]*\) = (\d+)' % re.escape(sys.argv[2]), line)
+    if m:
+        fds.add(m.group(1))
+    m = re.search(r'fsync\((\d+)\)\s+= 0', line)
+    if m and m.group(1) in fds:
+        synced = True
+sys.exit(0 if synced else 1)
+PY
+
 # The main job on a small dataset.
 expect 0 "demo" -- "$bin" --dir "$tmp/demo" demo 8
 grep -q '"blocks": 24' "$tmp/out" && ok || bad "demo: 32 chunks, a quarter repeats: $(cat "$tmp/out")"
