@@ -45,6 +45,7 @@
 #ifndef CS_FAULT_IO_H
 #define CS_FAULT_IO_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -384,6 +385,56 @@ FAULT_FN void fault_pread_all(int fd, uint8_t *p, size_t len, uint64_t off)
 		len -= (size_t)n;
 		off += (uint64_t)n;
 	}
+}
+
+/* Copies the files of store directory `from` (but LOCK) into `to`, made anew, holes kept:
+ * a store image to reopen or cut again. Dies on any error. */
+FAULT_FN void fault_copy_store(const char *from, const char *to)
+{
+	static uint8_t buf[1 << 20];
+	char cmd[8400];
+	DIR *d = opendir(from);
+	struct dirent *e;
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", to);
+	if (d == NULL || system(cmd) != 0 || mkdir(to, 0700) != 0)
+		fault_die("copy_store: opendir, rm or mkdir");
+	int tofd = open(to, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (tofd < 0)
+		fault_die("copy_store: open");
+	while ((e = readdir(d)) != NULL) {
+		struct stat st;
+		if (e->d_name[0] == '.' || strcmp(e->d_name, "LOCK") == 0)
+			continue;
+		int src = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
+		if (src < 0 || fstat(src, &st) != 0)
+			fault_die("copy_store: open or fstat of a source file");
+		int dst = openat(tofd, e->d_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (dst < 0 || ftruncate(dst, st.st_size) != 0)
+			fault_die("copy_store: create");
+		off_t pos = 0;
+		/* Bounded by the file's size: each pass moves past one data extent. */
+		while (pos < st.st_size) {
+			off_t data = lseek(src, pos, SEEK_DATA);
+			if (data < 0)
+				break; /* ENXIO: only a hole is left */
+			off_t hole = lseek(src, data, SEEK_HOLE);
+			if (hole <= data)
+				fault_die("copy_store: SEEK_HOLE");
+			for (off_t o = data; o < hole;) {
+				size_t want = (size_t)(hole - o) < sizeof(buf) ? (size_t)(hole - o)
+				                                               : sizeof(buf);
+				fault_pread_all(src, buf, want, (uint64_t)o);
+				fault_pwrite_all(dst, buf, want, (uint64_t)o);
+				o += (off_t)want;
+			}
+			pos = hole;
+		}
+		close(src);
+		close(dst);
+	}
+	closedir(d);
+	close(tofd);
 }
 
 /* Writes len bytes through to the file, recording what they overwrite (F2). Returns the

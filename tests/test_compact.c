@@ -769,49 +769,6 @@ static void check_prepared(const char *dir, const char *where)
 	assert_int_equal(cs_store_close(s), 0);
 }
 
-/* Copies the files of store directory `from` into a fresh `to`, holes kept. */
-static void copy_store(const char *from, const char *to)
-{
-	static uint8_t buf[1 << 20];
-	DIR *d = opendir(from);
-	struct dirent *e;
-
-	assert_non_null(d);
-	tu_rmrf(to);
-	assert_int_equal(mkdir(to, 0700), 0);
-	int tofd = open(to, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_true(tofd >= 0);
-	while ((e = readdir(d)) != NULL) {
-		struct stat st;
-		if (e->d_name[0] == '.' || strcmp(e->d_name, "LOCK") == 0)
-			continue;
-		int src = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
-		assert_true(src >= 0 && fstat(src, &st) == 0);
-		int dst = openat(tofd, e->d_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		assert_true(dst >= 0 && ftruncate(dst, st.st_size) == 0);
-		off_t pos = 0;
-		while (pos < st.st_size) { /* bounded: each pass moves past one data extent */
-			off_t data = lseek(src, pos, SEEK_DATA);
-			if (data < 0)
-				break;
-			off_t hole = lseek(src, data, SEEK_HOLE);
-			assert_true(hole > data);
-			for (off_t o = data; o < hole;) {
-				size_t want = (size_t)(hole - o) < sizeof(buf) ? (size_t)(hole - o)
-				                                               : sizeof(buf);
-				fault_pread_all(src, buf, want, (uint64_t)o);
-				fault_pwrite_all(dst, buf, want, (uint64_t)o);
-				o += (off_t)want;
-			}
-			pos = hole;
-		}
-		close(src);
-		close(dst);
-	}
-	closedir(d);
-	close(tofd);
-}
-
 /* ---- (d) Power cuts --------------------------------------------------------------------- */
 
 /* Runs a compaction of every segment of the store in dir through the fault backend, the
@@ -865,7 +822,7 @@ static void test_power_cuts(void **state)
 	prepare(tmpl);
 	check_prepared(tmpl, "prepared");
 
-	copy_store(tmpl, work);
+	fault_copy_store(tmpl, work);
 	uint64_t n = cut_run(work, FAULT_OFF, &rc);
 	if (rc != 0)
 		fail_msg("the uncut compaction failed: %s: %s", cs_strerror(rc), cs_errmsg());
@@ -880,13 +837,13 @@ static void test_power_cuts(void **state)
 	/* Sanitizer builds, where each reopen costs ten times as much, cut after every third
 	 * operation, as tests/test_crash.c does. */
 	for (uint64_t k = 0; k <= n; k += SLOW_BUILD ? 3 : 1) {
-		copy_store(tmpl, work);
+		fault_copy_store(tmpl, work);
 		cut_run(work, k, &rc);
 		for (int pol = 0; pol < FAULT_NPOLICIES; pol++) {
 			int seeds = pol == FAULT_KEEP || pol == FAULT_DROP ? 1 : (SLOW_BUILD ? 1 : 3);
 			for (int seed = 1; seed <= seeds; seed++) {
 				struct fault_cut cut;
-				copy_store(work, img);
+				fault_copy_store(work, img);
 				int ifd = open(img, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 				assert_true(ifd >= 0);
 				fault_power_cut(ifd, (enum fault_policy)pol, (uint64_t)seed, 0, &cut);
@@ -1048,7 +1005,7 @@ static void full_once(const char *tmpl, enum fault_kind kind, int err)
 	snprintf(where, sizeof(where), "%s %s",
 	         kind == FAULT_NKINDS ? "header write" : fault_kind_name[kind], cs_strerror(err));
 	img_path(dir, sizeof(dir), "full");
-	copy_store(tmpl, dir);
+	fault_copy_store(tmpl, dir);
 	fault_reset();
 	store_io_factory = fault_factory;
 	assert_int_equal(cs_store_open(dir, &o, &s), 0);

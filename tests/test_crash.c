@@ -193,50 +193,6 @@ static void fresh_store(const char *path)
 	write_file(path, "CIDSTORE", g_meta, sizeof(g_meta));
 }
 
-/* Copies the files of store directory `from` into a new directory `to`, holes kept. */
-static void copy_store(const char *from, const char *to)
-{
-	static uint8_t buf[1 << 20];
-	DIR *d = opendir(from);
-	struct dirent *e;
-
-	assert_non_null(d);
-	rm_store(to);
-	assert_int_equal(mkdir(to, 0700), 0);
-	int tofd = open(to, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_true(tofd >= 0);
-	while ((e = readdir(d)) != NULL) {
-		struct stat st;
-		if (e->d_name[0] == '.' || strcmp(e->d_name, "LOCK") == 0)
-			continue;
-		int src = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
-		assert_true(src >= 0 && fstat(src, &st) == 0);
-		int dst = openat(tofd, e->d_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		assert_true(dst >= 0 && ftruncate(dst, st.st_size) == 0);
-		off_t pos = 0;
-		/* Bounded by the file's size: each pass moves past one data extent. */
-		while (pos < st.st_size) {
-			off_t data = lseek(src, pos, SEEK_DATA);
-			if (data < 0)
-				break; /* ENXIO: only a hole is left */
-			off_t hole = lseek(src, data, SEEK_HOLE);
-			assert_true(hole > data);
-			for (off_t o = data; o < hole;) {
-				size_t want = (size_t)(hole - o) < sizeof(buf) ? (size_t)(hole - o)
-				                                               : sizeof(buf);
-				fault_pread_all(src, buf, want, (uint64_t)o);
-				fault_pwrite_all(dst, buf, want, (uint64_t)o);
-				o += (off_t)want;
-			}
-			pos = hole;
-		}
-		close(src);
-		close(dst);
-	}
-	closedir(d);
-	close(tofd);
-}
-
 static void path_in(char *buf, size_t cap, const char *name)
 {
 	snprintf(buf, cap, "%s/%s", g_root, name);
@@ -1461,7 +1417,7 @@ static void el_prepare(void)
 	assert_int_equal(cs_name_set(s, "base", &el.base[0].cid, 1), 0);
 	assert_int_equal(cs_pin_add(s, &el.base[2].cid, CS_PIN_DIRECT), 0);
 	assert_int_equal(cs_store_close(s), 0);
-	copy_store(el.based, el.fulld);
+	fault_copy_store(el.based, el.fulld);
 	assert_int_equal(cs_store_open(el.fulld, &o, &s), 0);
 	for (int i = 0; i < EL_FILL; i++)
 		assert_int_equal(kb_put(s, &el.fill[i]), 0);
@@ -1544,7 +1500,7 @@ static void el_check_failed_checkpoint(cs_store *s, int err, int rc, const char 
 	if (access(tmp, F_OK) == 0)
 		fail_msg("%s: the failed checkpoint left its checkpoint.tmp", where);
 	snprintf(copy, sizeof(copy), "%s-copy", el.dir);
-	copy_store(el.dir, copy);
+	fault_copy_store(el.dir, copy);
 	o.durability = CS_DURABLE_NONE;
 	int (*factory)(struct io **) = store_io_factory;
 	store_io_factory = NULL;
@@ -1597,7 +1553,7 @@ static int el_turn(enum eop op, int kind, int err, uint64_t n, struct el_stats *
 	el_close_ckpt_failed = 0;
 	rm_store(el.dir);
 	if (op != EO_OPEN_NEW)
-		copy_store(op == EO_PUT_SEG ? el.fulld : el.based, el.dir);
+		fault_copy_store(op == EO_PUT_SEG ? el.fulld : el.based, el.dir);
 	fault_reset();
 	fault_g.drop_on_sync_fail = 1;
 	fault_g.partial_writes = (int)(n & 1); /* a failed write lands half its bytes, or none */
@@ -2514,7 +2470,7 @@ static void test_torn_pinned_name(void **state)
 	const char *segname = strrchr(seg, '/') + 1;
 	for (size_t cut = name_off; cut <= pin_off + pin_sz; cut += 8) {
 		char iseg[600];
-		copy_store(wdir, idir);
+		fault_copy_store(wdir, idir);
 		snprintf(iseg, sizeof(iseg), "%s/%s", idir, segname);
 		fd = open(iseg, O_WRONLY | O_CLOEXEC);
 		assert_true(fd >= 0);
@@ -2528,7 +2484,7 @@ static void test_torn_pinned_name(void **state)
 	for (size_t i = pin_off; i < pin_off + pin_sz; i++) {
 		char iseg[600];
 		uint8_t b = img[i] ^ 0x20;
-		copy_store(wdir, idir);
+		fault_copy_store(wdir, idir);
 		snprintf(iseg, sizeof(iseg), "%s/%s", idir, segname);
 		fd = open(iseg, O_WRONLY | O_CLOEXEC);
 		assert_true(fd >= 0);
