@@ -11,6 +11,15 @@
  *       thread for T seconds alone, then T seconds while a second thread runs cs_gc() back
  *       to back (each collection sweeps what the writer put before it began). ops/s of each
  *       phase and their ratio; the longest put (the writer's worst stall) and p99.9 of each.
+ *   gc/stall_paced_4k  the writer stalls that GC itself causes: as gc/ingest_during_gc, but
+ *       the writer is paced well below the disk's bandwidth, one put begun every kPaceGap
+ *       (100 us: 10k puts/s, 41 MB/s, about a sixth of what this machine's unpaced writer
+ *       does), so that the log's backpressure (a put that finds both batch buffers busy
+ *       waits for a write and a sync) does not arise; T seconds alone, T beside cs_gc()
+ *       back to back. The longest put, p99.9 and p99 of each phase, and the collections run.
+ *   gc/stall_paced_4k_sync  the same under CS_DURABLE_SYNC (the store reopened so for the two
+ *       phases): each put waits for its fdatasync, so it runs back to back at one put per
+ *       sync, and the collector's deletes share the writer's batches and syncs.
  *   gc/pin_1m  a store of 1M 64-byte blocks (scaled), every one pinned direct (untimed);
  *       then 10k more blocks are put, and each cs_pin_add() and cs_pin_rm() of them is timed
  *       (CS_DURABLE_NONE, so the figure is the pin table's cost, not an fdatasync's).
@@ -41,17 +50,18 @@ namespace {
 constexpr size_t kTiny = 64;       /* the collected and pinned blocks */
 constexpr size_t kPut = 4 * KiB;   /* the ingest phases' blocks */
 constexpr uint64_t kMillion = 1000000;
+constexpr uint64_t kPaceGap = 100000; /* ns between paced puts' starts */
 
 void fail(benchmark::State &state, const char *what, int rc)
 {
 	state.SkipWithError((std::string(what) + ": " + cs_error_text(rc)).c_str());
 }
 
-int open_none(const std::string &dir, cs_store **out)
+int open_mode(const std::string &dir, cs_durability d, cs_store **out)
 {
 	cs_options o;
 	cs_options_init(&o);
-	o.durability = CS_DURABLE_NONE;
+	o.durability = d;
 	o.flags |= CS_OPEN_CREATE;
 	return cs_store_open(dir.c_str(), &o, out);
 }
@@ -100,7 +110,7 @@ int build_gc_store()
 	const uint64_t leaves = n / 2;
 	g_gc.garbage = n - leaves;
 	g_gc.dir = fresh_path("gc");
-	int rc = open_none(g_gc.dir, &g_gc.s);
+	int rc = open_mode(g_gc.dir, CS_DURABLE_NONE, &g_gc.s);
 	if (rc != 0)
 		return rc;
 	cs_add_options ao;
@@ -252,12 +262,26 @@ struct WriterRun {
 	std::vector<double> alone, during;
 };
 
-/* Fills r; on failure reports the error on state and returns false. */
-bool run_writer(benchmark::State &state, uint64_t gap_ns, WriterRun &r)
+/* Closes the GC store and opens it again in mode d; close writes a checkpoint, so the open
+ * loads the tables from it. */
+int reopen_gc_store(cs_durability d)
+{
+	int rc = cs_store_close(g_gc.s);
+	g_gc.s = nullptr;
+	return rc != 0 ? rc : open_mode(g_gc.dir, d, &g_gc.s);
+}
+
+/* Fills r, the writer's store in mode d (the store is built and the garbage put under
+ * CS_DURABLE_NONE, and left so); on failure reports the error on state and returns false. */
+bool run_writer(benchmark::State &state, uint64_t gap_ns, cs_durability d, WriterRun &r)
 {
 	int rc = put_garbage(g_gc.s);
 	if (rc != 0) {
 		fail(state, "putting the garbage", rc);
+		return false;
+	}
+	if (d != CS_DURABLE_NONE && (rc = reopen_gc_store(d)) != 0) {
+		fail(state, "opening the store again", rc);
 		return false;
 	}
 	r.n_alone = write_for(g_gc.s, r.secs, gap_ns, r.alone);
@@ -273,6 +297,10 @@ bool run_writer(benchmark::State &state, uint64_t gap_ns, WriterRun &r)
 	/* G2: a final collection leaves exactly the named file. */
 	if ((rc = cs_gc(g_gc.s, nullptr)) != 0 || blocks_of(g_gc.s) != g_gc.live) {
 		state.SkipWithError("the collections lost or kept the wrong blocks");
+		return false;
+	}
+	if (d != CS_DURABLE_NONE && (rc = reopen_gc_store(CS_DURABLE_NONE)) != 0) {
+		fail(state, "opening the store again", rc);
 		return false;
 	}
 	return true;
@@ -301,9 +329,27 @@ void bm_ingest_during_gc(benchmark::State &state)
 	WriterRun r;
 	r.secs = std::max(0.2, 3.0 * std::min(1.0, cfg().scale));
 	for (auto _ : state)
-		if (!run_writer(state, 0, r))
+		if (!run_writer(state, 0, CS_DURABLE_NONE, r))
 			return;
 	writer_counters(state, r);
+}
+
+void bm_stall_paced(benchmark::State &state, cs_durability d)
+{
+	int rc = build_gc_store();
+	if (rc != 0) {
+		fail(state, "building the store", rc);
+		return;
+	}
+	WriterRun r;
+	/* Longer than the unpaced phases: each phase should see several whole collections of
+	 * the 1M blocks (about 1 s each), and a paced put is rarely slow. */
+	r.secs = std::max(0.2, 5.0 * std::min(1.0, cfg().scale));
+	for (auto _ : state)
+		if (!run_writer(state, kPaceGap, d, r))
+			return;
+	writer_counters(state, r);
+	state.counters["gap_us"] = (double)kPaceGap / 1e3;
 }
 
 void bm_pins(benchmark::State &state)
@@ -312,7 +358,7 @@ void bm_pins(benchmark::State &state)
 	const uint64_t probe = std::max<uint64_t>(100, std::min<uint64_t>(10000, n / 100));
 	std::string dir = fresh_path("pins");
 	cs_store *s = nullptr;
-	int rc = open_none(dir, &s);
+	int rc = open_mode(dir, CS_DURABLE_NONE, &s);
 	std::vector<double> add_us, rm_us;
 	std::vector<cs_cid> extra(probe);
 	uint8_t b[kTiny];
@@ -379,6 +425,12 @@ void register_gc()
 		->UseManualTime()
 		->Unit(benchmark::kMillisecond);
 	benchmark::RegisterBenchmark(CSB_GC_INGEST, bm_ingest_during_gc)
+		->Iterations(1)
+		->Unit(benchmark::kMillisecond);
+	benchmark::RegisterBenchmark(CSB_GC_STALL, bm_stall_paced, CS_DURABLE_NONE)
+		->Iterations(1)
+		->Unit(benchmark::kMillisecond);
+	benchmark::RegisterBenchmark(CSB_GC_STALL_SYNC, bm_stall_paced, CS_DURABLE_SYNC)
 		->Iterations(1)
 		->Unit(benchmark::kMillisecond);
 	benchmark::RegisterBenchmark(CSB_PINS, bm_pins)->Iterations(1)->Unit(
