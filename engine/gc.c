@@ -68,6 +68,29 @@ static int active(cs_store *s)
 	return atomic_load_explicit(&s->gc_active, memory_order_acquire);
 }
 
+/* The part of the mark set that holds key. The first digest byte, not one that keyset's
+ * home slot is read from (bytes 2..9 of the key) alone, so that slots spread in every part;
+ * and the index orders keys by it, so a sweep piece's keys lie in one or two parts. */
+static struct keyset *gc_marks(cs_store *s, const uint8_t key[CS_KEY_MAX])
+{
+	_Static_assert(GC_MARK_PARTS == 256, "a part per value of one key byte");
+	return &s->marks[key[2]];
+}
+
+void gc_marks_free(cs_store *s)
+{
+	for (size_t i = 0; i < GC_MARK_PARTS; i++)
+		keyset_free(&s->marks[i]);
+}
+
+static size_t gc_marks_count(const cs_store *s)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < GC_MARK_PARTS; i++)
+		n += s->marks[i].n;
+	return n;
+}
+
 int gc_shade(cs_store *s, const uint8_t key[CS_KEY_MAX])
 {
 	int rc = 0;
@@ -75,8 +98,8 @@ int gc_shade(cs_store *s, const uint8_t key[CS_KEY_MAX])
 	if (!active(s))
 		return 0;
 	pthread_mutex_lock(&s->mark_mu);
-	if (s->gc_active && keyset_get(&s->marks, key) == 0 &&
-	    keyset_add(&s->marks, key, MARK_SHADED) < 0)
+	if (s->gc_active && keyset_get(gc_marks(s, key), key) == 0 &&
+	    keyset_add(gc_marks(s, key), key, MARK_SHADED) < 0)
 		rc = cs_fail(-ENOMEM, "out of memory for the collector's mark set");
 	pthread_mutex_unlock(&s->mark_mu);
 	return rc;
@@ -90,10 +113,10 @@ static int mark_deep(void *ctx, const uint8_t key[CS_KEY_MAX], const cs_cid *cid
 	int rc = 1;
 
 	pthread_mutex_lock(&s->mark_mu);
-	uint32_t m = keyset_get(&s->marks, key);
+	uint32_t m = keyset_get(gc_marks(s, key), key);
 	if (!s->gc_active || m >= MARK_DEEP)
 		rc = 0; /* nothing left to protect, or done already */
-	else if (keyset_add(&s->marks, key, MARK_DEEP - m) < 0)
+	else if (keyset_add(gc_marks(s, key), key, MARK_DEEP - m) < 0)
 		rc = cs_fail(-ENOMEM, "out of memory for the collector's mark set");
 	pthread_mutex_unlock(&s->mark_mu);
 	return rc;
@@ -250,7 +273,7 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 	int got = store_piece_next(s, s->idx, p);
 	for (int i = 0; i < got; i++) {
 		struct wal_pos at = {p->vals[i].seg, p->vals[i].off};
-		if (wal_pos_cmp(at, s->gc_from) >= 0 || keyset_get(&s->marks, p->keys[i]) > 0)
+		if (wal_pos_cmp(at, s->gc_from) >= 0 || keyset_get(gc_marks(s, p->keys[i]), p->keys[i]) > 0)
 			continue; /* E1, marked */
 		const uint8_t *k = p->keys[i];
 		rec_block_meta(meta[n], (uint16_t)(k[0] << 8 | k[1]), CS_DIGEST_MAX, 0);
@@ -295,12 +318,15 @@ static int sweep(cs_store *s, cs_gc_stat *st)
 
 /* ---- The collection -------------------------------------------------------------------- */
 
+/* Once gc_active is 0 under mark_mu, no shade or mark touches the set, and the next
+ * collection's activation follows this one's end (gc_running, under life_mu): the set is
+ * freed without mark_mu, so that writers do not wait for the unmapping of its tables. */
 static void deactivate(cs_store *s)
 {
 	pthread_mutex_lock(&s->mark_mu);
 	atomic_store_explicit(&s->gc_active, 0, memory_order_release);
-	keyset_free(&s->marks);
 	pthread_mutex_unlock(&s->mark_mu);
+	gc_marks_free(s);
 }
 
 int gc_exclusive_begin(cs_store *s)
@@ -355,7 +381,7 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 	st.mark_seconds = t1 - t0;
 	if (rc == 0) {
 		pthread_mutex_lock(&s->mark_mu);
-		st.marked = s->marks.n;
+		st.marked = gc_marks_count(s);
 		pthread_mutex_unlock(&s->mark_mu);
 		rc = sweep(s, &st);
 	}

@@ -372,7 +372,7 @@ static void free_tables(cs_store *s)
 	if (s->pins != NULL)
 		idx_destroy(s->pins);
 	keyset_free(&s->cover);
-	keyset_free(&s->marks);
+	gc_marks_free(s);
 	names_destroy(s->names);
 	free(s->live);
 	rec_drops_free(&s->drops);

@@ -32,6 +32,8 @@
 struct idx;
 struct names;
 
+#define GC_MARK_PARTS 256 /* parts of GC's mark set (gc.c) */
+
 struct cs_store {
 	struct dir_handle dir;
 	cs_options opts;
@@ -56,7 +58,10 @@ struct cs_store {
 	/* Garbage collection (gc.c). */
 	pthread_mutex_t mark_mu;
 	atomic_int gc_active;  /* a mark or sweep runs; writers shade (E2); set under mark_mu */
-	struct keyset marks;   /* under mark_mu: blocks GC must keep */
+	/* Under mark_mu: the blocks GC must keep, in GC_MARK_PARTS parts by the key's first
+	 * digest byte (gc_marks()). A keyset grows by rehashing it whole, and writers' shades
+	 * wait for it: one part's growth holds mark_mu for 1/256 of the set, not all of it. */
+	struct keyset marks[GC_MARK_PARTS];
 	struct wal_pos gc_from; /* E1: blocks at or past this position are kept */
 	struct store_hold *holds; /* under mark_mu: adds in flight, oldest last */
 	int gc_running;        /* under life_mu: a cs_gc runs (one at a time) */
@@ -269,6 +274,9 @@ void pin_add_done(struct pin_add *p);
  * holds it (the CID text of cid for the message). Called with life_mu held. Errors also
  * -ENOMEM, and the DAG walk's when the cover map is built. */
 int pin_check_held(cs_store *s, const uint8_t key[CS_KEY_MAX], const cs_cid *cid);
+
+/* Frees the mark set's parts; the set is empty afterwards. No collection may be active. */
+void gc_marks_free(cs_store *s);
 
 /* GC's barrier (gc.c, E2): while a collection runs, marks key so that the sweep keeps it.
  * Call before checking that the block is present. Cheap (one atomic load) when no GC runs.
