@@ -8,8 +8,9 @@
  *
  * Nothing is stopped for longer than one step of a piece: activation holds life_mu and
  * name_mu for a few assignments; the marker takes mark_mu per block; each sweep piece holds
- * life_mu and mark_mu while it appends at most STORE_PIECE (256) tombstones (one transaction, no
- * I/O waited for) and drops their index entries. Puts of new blocks take no lock of GC's.
+ * life_mu while it copies at most STORE_PIECE (256) index entries, and mark_mu too while it
+ * appends their tombstones (one transaction, no I/O waited for) and drops the entries. Puts
+ * of new blocks take no lock of GC's but mark_mu, to shade (E2).
  *
  * The epoch rule (docs/GC.md): a collection keeps every block that a root reached when it
  * began, and every block put, named or pinned after it began.
@@ -21,10 +22,11 @@
  *       it shades the block in the mark set before it checks that the block is present: a
  *       put of a present block (store_put), a pin add (its whole DAG, under life_mu), a
  *       name set (its whole DAG, gc_shade_dag, under life_mu).
- *   E3. A sweep piece copies its entries, decides (unmarked, before gc_from) and deletes
- *       (tombstone appended, then the index entry dropped) under mark_mu, so a shade lands
- *       either before the decision (the block stays) or after the drop (the shader finds
- *       the block absent and writes it anew, after the tombstone in the log).
+ *   E3. A sweep piece copies its entries under life_mu (no delete changes them), then
+ *       decides (unmarked, before gc_from) and deletes (tombstone appended, then the index
+ *       entry dropped) under mark_mu too, so a shade lands either before the decision (the
+ *       block stays) or after the drop (the shader finds the block absent and writes it
+ *       anew, after the tombstone in the log).
  *   E4. Roots: activation holds life_mu and name_mu, which every pin and name mutation holds
  *       from its check through its table update (P1 of pin.c, S5 of store.c). A root set
  *       before activation is in its table when the marker walks it; a root set after sees
@@ -258,8 +260,10 @@ static int mark_pins(cs_store *s, uint64_t *roots)
 /* Copies the next piece of the index into p and deletes its unmarked entries that lie
  * before gc_from (E1, E3). The piece is copied, decided on and deleted under life_mu, which
  * every other delete of an index entry holds, so no entry of it changes meanwhile (a put
- * changes no present entry; one it inserts lies past gc_from). Returns the entries looked
- * at, 0 at the end of the index, or an error. */
+ * changes no present entry; one it inserts lies past gc_from). Only the decision and the
+ * deletes need mark_mu (E3), which every put takes while a collection runs: the copy is
+ * made before it is taken. Returns the entries looked at, 0 at the end of the index, or an
+ * error. */
 static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 {
 	uint8_t meta[STORE_PIECE][CS_BLOCK_META];
@@ -269,8 +273,8 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 	uint64_t seq;
 
 	pthread_mutex_lock(&s->life_mu);
-	pthread_mutex_lock(&s->mark_mu);
 	int got = store_piece_next(s, s->idx, p);
+	pthread_mutex_lock(&s->mark_mu);
 	for (int i = 0; i < got; i++) {
 		struct wal_pos at = {p->vals[i].seg, p->vals[i].off};
 		if (wal_pos_cmp(at, s->gc_from) >= 0 || keyset_get(gc_marks(s, p->keys[i]), p->keys[i]) > 0)
