@@ -115,6 +115,8 @@ void release_gc_benchmarks();
 #define CSB_FILE_CAT "files/cat_1g_warm"
 #define CSB_GC "gc/collect_1m_half"
 #define CSB_GC_INGEST "gc/ingest_during_gc"
+#define CSB_GC_STALL "gc/stall_paced_4k"
+#define CSB_GC_STALL_SYNC "gc/stall_paced_4k_sync"
 #define CSB_PINS "gc/pin_1m"
 
 } // namespace csb

@@ -11,6 +11,15 @@
  *       thread for T seconds alone, then T seconds while a second thread runs cs_gc() back
  *       to back (each collection sweeps what the writer put before it began). ops/s of each
  *       phase and their ratio; the longest put (the writer's worst stall) and p99.9 of each.
+ *   gc/stall_paced_4k  the writer stalls that GC itself causes: as gc/ingest_during_gc, but
+ *       the writer is paced well below the disk's bandwidth, one put begun every kPaceGap
+ *       (100 us: 10k puts/s, 41 MB/s, about a sixth of what this machine's unpaced writer
+ *       does), so that the log's backpressure (a put that finds both batch buffers busy
+ *       waits for a write and a sync) does not arise; T seconds alone, T beside cs_gc()
+ *       back to back. The longest put, p99.9 and p99 of each phase, and the collections run.
+ *   gc/stall_paced_4k_sync  the same under CS_DURABLE_SYNC (the store reopened so for the two
+ *       phases): each put waits for its fdatasync, so it runs back to back at one put per
+ *       sync, and the collector's deletes share the writer's batches and syncs.
  *   gc/pin_1m  a store of 1M 64-byte blocks (scaled), every one pinned direct (untimed);
  *       then 10k more blocks are put, and each cs_pin_add() and cs_pin_rm() of them is timed
  *       (CS_DURABLE_NONE, so the figure is the pin table's cost, not an fdatasync's).
@@ -28,6 +37,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,17 +50,18 @@ namespace {
 constexpr size_t kTiny = 64;       /* the collected and pinned blocks */
 constexpr size_t kPut = 4 * KiB;   /* the ingest phases' blocks */
 constexpr uint64_t kMillion = 1000000;
+constexpr uint64_t kPaceGap = 100000; /* ns between paced puts' starts */
 
 void fail(benchmark::State &state, const char *what, int rc)
 {
 	state.SkipWithError((std::string(what) + ": " + cs_error_text(rc)).c_str());
 }
 
-int open_none(const std::string &dir, cs_store **out)
+int open_mode(const std::string &dir, cs_durability d, cs_store **out)
 {
 	cs_options o;
 	cs_options_init(&o);
-	o.durability = CS_DURABLE_NONE;
+	o.durability = d;
 	o.flags |= CS_OPEN_CREATE;
 	return cs_store_open(dir.c_str(), &o, out);
 }
@@ -99,7 +110,7 @@ int build_gc_store()
 	const uint64_t leaves = n / 2;
 	g_gc.garbage = n - leaves;
 	g_gc.dir = fresh_path("gc");
-	int rc = open_none(g_gc.dir, &g_gc.s);
+	int rc = open_mode(g_gc.dir, CS_DURABLE_NONE, &g_gc.s);
 	if (rc != 0)
 		return rc;
 	cs_add_options ao;
@@ -178,22 +189,35 @@ void bm_collect(benchmark::State &state)
 	state.counters["index_B_per_block_after"] = after;
 }
 
-/* One ingest phase: unique 4 KiB puts for `secs` seconds. Fills lat_us, returns the puts
+/* One writer phase: unique 4 KiB puts for `secs` seconds, each timed into lat_us. With
+ * gap_ns 0 each put starts when the last returned; otherwise gap_ns after the last one began,
+ * or at once when the last took longer: a slow put is not made up for by a burst, which would
+ * run into the log's backpressure and be counted as a stall of its own. Returns the puts
  * done or a negative error. */
 std::atomic<uint64_t> g_put_seq{1};
 
-int64_t ingest_for(cs_store *s, double secs, std::vector<double> &lat_us)
+int64_t write_for(cs_store *s, double secs, uint64_t gap_ns, std::vector<double> &lat_us)
 {
 	std::vector<uint8_t> b(kPut);
 	fill_random(b.data(), b.size(), 0x1e57);
 	cs_cid cid;
 	int64_t n = 0;
-	double end = now_s() + secs;
+	const uint64_t end = now_ns() + (uint64_t)(secs * 1e9);
+	uint64_t next = now_ns();
 	lat_us.clear();
-	while (now_s() < end) {
+	for (;;) {
+		uint64_t t0 = now_ns();
+		if (gap_ns > 0 && t0 < next) {
+			struct timespec ts = {(time_t)(next / 1000000000ull),
+			                      (long)(next % 1000000000ull)};
+			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
+			t0 = now_ns();
+		}
+		if (t0 >= end)
+			break;
+		next = t0 + gap_ns;
 		uint64_t v = g_put_seq++;
 		memcpy(b.data(), &v, sizeof(v));
-		uint64_t t0 = now_ns();
 		int rc = cs_block_put(s, b.data(), b.size(), CS_CODEC_RAW, CS_HASH_SHA2_256, &cid);
 		lat_us.push_back((double)(now_ns() - t0) / 1e3);
 		if (rc != 0)
@@ -203,6 +227,98 @@ int64_t ingest_for(cs_store *s, double secs, std::vector<double> &lat_us)
 	return n;
 }
 
+/* Runs one writer phase (write_for with these arguments) while a second thread runs cs_gc()
+ * back to back on s; sets *gcs to the collections that completed. Returns the phase's puts,
+ * or the error of the phase or of a collection. */
+int64_t write_beside_gc(cs_store *s, double secs, uint64_t gap_ns, std::vector<double> &lat_us,
+                        uint64_t *gcs)
+{
+	std::atomic<bool> stop{false};
+	std::atomic<int> gc_rc{0};
+	std::atomic<uint64_t> runs{0};
+	std::thread collector([&] {
+		while (!stop.load()) {
+			int r = cs_gc(s, nullptr);
+			if (r != 0) {
+				gc_rc = r;
+				return;
+			}
+			runs++;
+		}
+	});
+	int64_t n = write_for(s, secs, gap_ns, lat_us);
+	stop = true;
+	collector.join();
+	*gcs = runs.load();
+	return n < 0 ? n : gc_rc != 0 ? gc_rc.load() : n;
+}
+
+/* One measurement of a writer alone and beside back-to-back collections, on the GC store
+ * with the garbage put again: what the two ingest benchmarks share. */
+struct WriterRun {
+	double secs = 0;
+	int64_t n_alone = 0, n_during = 0;
+	uint64_t gcs = 0;
+	std::vector<double> alone, during;
+};
+
+/* Closes the GC store and opens it again in mode d; close writes a checkpoint, so the open
+ * loads the tables from it. */
+int reopen_gc_store(cs_durability d)
+{
+	int rc = cs_store_close(g_gc.s);
+	g_gc.s = nullptr;
+	return rc != 0 ? rc : open_mode(g_gc.dir, d, &g_gc.s);
+}
+
+/* Fills r, the writer's store in mode d (the store is built and the garbage put under
+ * CS_DURABLE_NONE, and left so); on failure reports the error on state and returns false. */
+bool run_writer(benchmark::State &state, uint64_t gap_ns, cs_durability d, WriterRun &r)
+{
+	int rc = put_garbage(g_gc.s);
+	if (rc != 0) {
+		fail(state, "putting the garbage", rc);
+		return false;
+	}
+	if (d != CS_DURABLE_NONE && (rc = reopen_gc_store(d)) != 0) {
+		fail(state, "opening the store again", rc);
+		return false;
+	}
+	r.n_alone = write_for(g_gc.s, r.secs, gap_ns, r.alone);
+	if (r.n_alone < 0) {
+		fail(state, "putting alone", (int)r.n_alone);
+		return false;
+	}
+	r.n_during = write_beside_gc(g_gc.s, r.secs, gap_ns, r.during, &r.gcs);
+	if (r.n_during < 0) {
+		fail(state, "putting beside cs_gc", (int)r.n_during);
+		return false;
+	}
+	/* G2: a final collection leaves exactly the named file. */
+	if ((rc = cs_gc(g_gc.s, nullptr)) != 0 || blocks_of(g_gc.s) != g_gc.live) {
+		state.SkipWithError("the collections lost or kept the wrong blocks");
+		return false;
+	}
+	if (d != CS_DURABLE_NONE && (rc = reopen_gc_store(CS_DURABLE_NONE)) != 0) {
+		fail(state, "opening the store again", rc);
+		return false;
+	}
+	return true;
+}
+
+void writer_counters(benchmark::State &state, WriterRun &r)
+{
+	state.counters["ops/s_alone"] = (double)r.n_alone / r.secs;
+	state.counters["ops/s_during_gc"] = (double)r.n_during / r.secs;
+	state.counters["gc_runs"] = (double)r.gcs;
+	state.counters["max_us_alone"] = percentile(r.alone, 100);
+	state.counters["max_us_during_gc"] = percentile(r.during, 100);
+	state.counters["p999_us_alone"] = percentile(r.alone, 99.9);
+	state.counters["p999_us_during_gc"] = percentile(r.during, 99.9);
+	state.counters["p99_us_alone"] = percentile(r.alone, 99);
+	state.counters["p99_us_during_gc"] = percentile(r.during, 99);
+}
+
 void bm_ingest_during_gc(benchmark::State &state)
 {
 	int rc = build_gc_store();
@@ -210,49 +326,30 @@ void bm_ingest_during_gc(benchmark::State &state)
 		fail(state, "building the store", rc);
 		return;
 	}
-	const double secs = std::max(0.2, 3.0 * std::min(1.0, cfg().scale));
-	std::vector<double> alone, during;
-	int64_t n_alone = 0, n_during = 0;
-	uint64_t gcs = 0;
-	for (auto _ : state) {
-		if ((rc = put_garbage(g_gc.s)) != 0) {
-			fail(state, "putting the garbage", rc);
-			break;
-		}
-		n_alone = ingest_for(g_gc.s, secs, alone);
-		std::atomic<bool> stop{false};
-		std::atomic<int> gc_rc{0};
-		std::thread collector([&] {
-			while (!stop.load()) {
-				int r = cs_gc(g_gc.s, nullptr);
-				if (r != 0) {
-					gc_rc = r;
-					return;
-				}
-				gcs++;
-			}
-		});
-		n_during = ingest_for(g_gc.s, secs, during);
-		stop = true;
-		collector.join();
-		if (n_alone < 0 || n_during < 0 || gc_rc != 0) {
-			fail(state, "ingest or cs_gc", n_alone < 0 ? (int)n_alone
-					: n_during < 0 ? (int)n_during : gc_rc.load());
-			break;
-		}
-		/* G2: a final collection leaves exactly the named file. */
-		if ((rc = cs_gc(g_gc.s, nullptr)) != 0 || blocks_of(g_gc.s) != g_gc.live) {
-			state.SkipWithError("the collections lost or kept the wrong blocks");
-			break;
-		}
+	WriterRun r;
+	r.secs = std::max(0.2, 3.0 * std::min(1.0, cfg().scale));
+	for (auto _ : state)
+		if (!run_writer(state, 0, CS_DURABLE_NONE, r))
+			return;
+	writer_counters(state, r);
+}
+
+void bm_stall_paced(benchmark::State &state, cs_durability d)
+{
+	int rc = build_gc_store();
+	if (rc != 0) {
+		fail(state, "building the store", rc);
+		return;
 	}
-	state.counters["ops/s_alone"] = (double)n_alone / secs;
-	state.counters["ops/s_during_gc"] = (double)n_during / secs;
-	state.counters["gc_runs"] = (double)gcs;
-	state.counters["max_us_alone"] = percentile(alone, 100);
-	state.counters["max_us_during_gc"] = percentile(during, 100);
-	state.counters["p999_us_alone"] = percentile(alone, 99.9);
-	state.counters["p999_us_during_gc"] = percentile(during, 99.9);
+	WriterRun r;
+	/* Longer than the unpaced phases: each phase should see several whole collections of
+	 * the 1M blocks (about 1 s each), and a paced put is rarely slow. */
+	r.secs = std::max(0.2, 5.0 * std::min(1.0, cfg().scale));
+	for (auto _ : state)
+		if (!run_writer(state, kPaceGap, d, r))
+			return;
+	writer_counters(state, r);
+	state.counters["gap_us"] = (double)kPaceGap / 1e3;
 }
 
 void bm_pins(benchmark::State &state)
@@ -261,7 +358,7 @@ void bm_pins(benchmark::State &state)
 	const uint64_t probe = std::max<uint64_t>(100, std::min<uint64_t>(10000, n / 100));
 	std::string dir = fresh_path("pins");
 	cs_store *s = nullptr;
-	int rc = open_none(dir, &s);
+	int rc = open_mode(dir, CS_DURABLE_NONE, &s);
 	std::vector<double> add_us, rm_us;
 	std::vector<cs_cid> extra(probe);
 	uint8_t b[kTiny];
@@ -328,6 +425,12 @@ void register_gc()
 		->UseManualTime()
 		->Unit(benchmark::kMillisecond);
 	benchmark::RegisterBenchmark(CSB_GC_INGEST, bm_ingest_during_gc)
+		->Iterations(1)
+		->Unit(benchmark::kMillisecond);
+	benchmark::RegisterBenchmark(CSB_GC_STALL, bm_stall_paced, CS_DURABLE_NONE)
+		->Iterations(1)
+		->Unit(benchmark::kMillisecond);
+	benchmark::RegisterBenchmark(CSB_GC_STALL_SYNC, bm_stall_paced, CS_DURABLE_SYNC)
 		->Iterations(1)
 		->Unit(benchmark::kMillisecond);
 	benchmark::RegisterBenchmark(CSB_PINS, bm_pins)->Iterations(1)->Unit(

@@ -348,9 +348,24 @@ void summary()
 	const double id = fig(CSB_GC_INGEST, "ops/s_during_gc");
 	row("(gc) 4 KiB ingest during GC", num(id, "ops/s"), "ingest alone", num(ia, "ops/s"),
 	    ratio(id, ia), 0.7);
-	row_at_most("(gc) longest put during GC", fig(CSB_GC_INGEST, "max_us_during_gc") / 1e3,
+	/* The stall target is about GC's pauses: the paced writer's figure, which leaves out
+	 * the log's backpressure on a writer that outruns the disk (bench/README.md). */
+	row_at_most("(gc) longest paced put during GC", fig(CSB_GC_STALL, "max_us_during_gc") / 1e3,
 		    "ms", 10);
-	printf("%-38s %s (p99.9 %s during GC, %s alone)\n", "(gc) longest put without GC",
+	printf("%-38s %s alone; p99.9 %s / %s, p99 %s / %s; %s\n", "(gc) paced put, GC / alone",
+	       num(fig(CSB_GC_STALL, "max_us_alone") / 1e3, "ms").c_str(),
+	       num(fig(CSB_GC_STALL, "p999_us_during_gc"), "us").c_str(),
+	       num(fig(CSB_GC_STALL, "p999_us_alone"), "us").c_str(),
+	       num(fig(CSB_GC_STALL, "p99_us_during_gc"), "us").c_str(),
+	       num(fig(CSB_GC_STALL, "p99_us_alone"), "us").c_str(),
+	       num(fig(CSB_GC_STALL, "gc_runs"), "GCs").c_str());
+	printf("%-38s %s during GC, %s alone (p99.9 %s / %s)\n", "(gc) longest durable put",
+	       num(fig(CSB_GC_STALL_SYNC, "max_us_during_gc") / 1e3, "ms").c_str(),
+	       num(fig(CSB_GC_STALL_SYNC, "max_us_alone") / 1e3, "ms").c_str(),
+	       num(fig(CSB_GC_STALL_SYNC, "p999_us_during_gc"), "us").c_str(),
+	       num(fig(CSB_GC_STALL_SYNC, "p999_us_alone"), "us").c_str());
+	printf("%-38s %s during GC, %s alone (p99.9 %s / %s)\n", "(gc) longest unpaced put",
+	       num(fig(CSB_GC_INGEST, "max_us_during_gc") / 1e3, "ms").c_str(),
 	       num(fig(CSB_GC_INGEST, "max_us_alone") / 1e3, "ms").c_str(),
 	       num(fig(CSB_GC_INGEST, "p999_us_during_gc"), "us").c_str(),
 	       num(fig(CSB_GC_INGEST, "p999_us_alone"), "us").c_str());

@@ -7,9 +7,12 @@
  *   activate ──> mark (roots walked in pieces) ──> sweep (index walked in pieces) ──> sync
  *
  * Nothing is stopped for longer than one step of a piece: activation holds life_mu and
- * name_mu for a few assignments; the marker takes mark_mu per block; each sweep piece holds
- * life_mu and mark_mu while it appends at most STORE_PIECE (256) tombstones (one transaction, no
- * I/O waited for) and drops their index entries. Puts of new blocks take no lock of GC's.
+ * name_mu for a few assignments; the marker takes the mark set's part of each block it marks;
+ * each sweep piece holds life_mu while it copies at most STORE_PIECE (256) index entries,
+ * and the parts of their keys (one or two: the index is in key order) while it appends their
+ * tombstones (one transaction, no I/O waited for) and drops the entries. Puts of new blocks
+ * take no lock of GC's but the part of their key, to shade (E2): a collector preempted while
+ * it holds a part stalls only the writers of the 1/256 of keys in it.
  *
  * The epoch rule (docs/GC.md): a collection keeps every block that a root reached when it
  * began, and every block put, named or pinned after it began.
@@ -21,10 +24,12 @@
  *       it shades the block in the mark set before it checks that the block is present: a
  *       put of a present block (store_put), a pin add (its whole DAG, under life_mu), a
  *       name set (its whole DAG, gc_shade_dag, under life_mu).
- *   E3. A sweep piece copies its entries, decides (unmarked, before gc_from) and deletes
- *       (tombstone appended, then the index entry dropped) under mark_mu, so a shade lands
- *       either before the decision (the block stays) or after the drop (the shader finds
- *       the block absent and writes it anew, after the tombstone in the log).
+ *   E3. A sweep piece copies its entries under life_mu (no delete changes them), then
+ *       decides (unmarked, before gc_from) and deletes (tombstone appended, then the index
+ *       entry dropped) holding the mark set's part of each of its keys too, which every shade
+ *       and mark of that key holds: a shade lands either before the decision (the block
+ *       stays) or after the drop (the shader finds the block absent and writes it anew,
+ *       after the tombstone in the log).
  *   E4. Roots: activation holds life_mu and name_mu, which every pin and name mutation holds
  *       from its check through its table update (P1 of pin.c, S5 of store.c). A root set
  *       before activation is in its table when the marker walks it; a root set after sees
@@ -55,6 +60,7 @@
 #define MARK_DEEP   2u /* kept, and every block below it is marked too */
 
 #define ROOT_STEP 256 /* names copied out per piece of the root walk */
+#define PIECE_PARTS 8 /* parts of the mark set a sweep piece's keys may lie in */
 
 static double now_s(void)
 {
@@ -68,17 +74,59 @@ static int active(cs_store *s)
 	return atomic_load_explicit(&s->gc_active, memory_order_acquire);
 }
 
+/* The part of the mark set that holds key, by index. The first digest byte: not one that
+ * keyset's home slot is read from alone (it XORs in later bytes), so slots spread in every
+ * part; and the index orders keys by it, so a sweep piece's keys lie in one or two parts. */
+static unsigned part_of(const uint8_t key[CS_KEY_MAX])
+{
+	_Static_assert(GC_MARK_PARTS == 256, "a part per value of one key byte");
+	return key[2];
+}
+
+static struct gc_part *gc_part(cs_store *s, const uint8_t key[CS_KEY_MAX])
+{
+	return &s->marks[part_of(key)];
+}
+
+void gc_marks_init(cs_store *s)
+{
+	for (size_t i = 0; i < GC_MARK_PARTS; i++) {
+		pthread_mutex_init(&s->marks[i].mu, NULL);
+		s->marks[i].marks = (struct keyset)KEYSET_INIT;
+	}
+}
+
+void gc_marks_destroy(cs_store *s)
+{
+	for (size_t i = 0; i < GC_MARK_PARTS; i++) {
+		keyset_free(&s->marks[i].marks);
+		pthread_mutex_destroy(&s->marks[i].mu);
+	}
+}
+
+static size_t marks_count(cs_store *s)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < GC_MARK_PARTS; i++) {
+		pthread_mutex_lock(&s->marks[i].mu);
+		n += s->marks[i].marks.n;
+		pthread_mutex_unlock(&s->marks[i].mu);
+	}
+	return n;
+}
+
 int gc_shade(cs_store *s, const uint8_t key[CS_KEY_MAX])
 {
 	int rc = 0;
 
 	if (!active(s))
 		return 0;
-	pthread_mutex_lock(&s->mark_mu);
-	if (s->gc_active && keyset_get(&s->marks, key) == 0 &&
-	    keyset_add(&s->marks, key, MARK_SHADED) < 0)
+	struct gc_part *p = gc_part(s, key);
+	pthread_mutex_lock(&p->mu);
+	if (s->gc_active && keyset_get(&p->marks, key) == 0 &&
+	    keyset_add(&p->marks, key, MARK_SHADED) < 0)
 		rc = cs_fail(-ENOMEM, "out of memory for the collector's mark set");
-	pthread_mutex_unlock(&s->mark_mu);
+	pthread_mutex_unlock(&p->mu);
 	return rc;
 }
 
@@ -89,13 +137,14 @@ static int mark_deep(void *ctx, const uint8_t key[CS_KEY_MAX], const cs_cid *cid
 	cs_store *s = ctx;
 	int rc = 1;
 
-	pthread_mutex_lock(&s->mark_mu);
-	uint32_t m = keyset_get(&s->marks, key);
+	struct gc_part *p = gc_part(s, key);
+	pthread_mutex_lock(&p->mu);
+	uint32_t m = keyset_get(&p->marks, key);
 	if (!s->gc_active || m >= MARK_DEEP)
 		rc = 0; /* nothing left to protect, or done already */
-	else if (keyset_add(&s->marks, key, MARK_DEEP - m) < 0)
+	else if (keyset_add(&p->marks, key, MARK_DEEP - m) < 0)
 		rc = cs_fail(-ENOMEM, "out of memory for the collector's mark set");
-	pthread_mutex_unlock(&s->mark_mu);
+	pthread_mutex_unlock(&p->mu);
 	return rc;
 }
 
@@ -235,8 +284,10 @@ static int mark_pins(cs_store *s, uint64_t *roots)
 /* Copies the next piece of the index into p and deletes its unmarked entries that lie
  * before gc_from (E1, E3). The piece is copied, decided on and deleted under life_mu, which
  * every other delete of an index entry holds, so no entry of it changes meanwhile (a put
- * changes no present entry; one it inserts lies past gc_from). Returns the entries looked
- * at, 0 at the end of the index, or an error. */
+ * changes no present entry; one it inserts lies past gc_from). Only the decision and the
+ * deletes need the keys' parts of the mark set (E3), which puts take while a collection
+ * runs: the copy is made before they are taken, in ascending order (the lock order). Returns
+ * the entries looked at, 0 at the end of the index, or an error. */
 static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 {
 	uint8_t meta[STORE_PIECE][CS_BLOCK_META];
@@ -246,11 +297,29 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 	uint64_t seq;
 
 	pthread_mutex_lock(&s->life_mu);
-	pthread_mutex_lock(&s->mark_mu);
 	int got = store_piece_next(s, s->idx, p);
+	uint8_t held[GC_MARK_PARTS] = {0};
+	/* A small store's piece spans many parts: it ends before the first key of one part more
+	 * than PIECE_PARTS, so that few locks are held at once. */
+	for (int i = 0, nheld = 0; i < got; i++) {
+		unsigned part = part_of(p->keys[i]);
+		if (held[part])
+			continue;
+		if (nheld == PIECE_PARTS) {
+			store_piece_cut(p, i);
+			got = i;
+			break;
+		}
+		held[part] = 1;
+		nheld++;
+	}
+	for (size_t i = 0; i < GC_MARK_PARTS; i++)
+		if (held[i])
+			pthread_mutex_lock(&s->marks[i].mu);
 	for (int i = 0; i < got; i++) {
 		struct wal_pos at = {p->vals[i].seg, p->vals[i].off};
-		if (wal_pos_cmp(at, s->gc_from) >= 0 || keyset_get(&s->marks, p->keys[i]) > 0)
+		if (wal_pos_cmp(at, s->gc_from) >= 0 ||
+		    keyset_get(&gc_part(s, p->keys[i])->marks, p->keys[i]) > 0)
 			continue; /* E1, marked */
 		const uint8_t *k = p->keys[i];
 		rec_block_meta(meta[n], (uint16_t)(k[0] << 8 | k[1]), CS_DIGEST_MAX, 0);
@@ -274,7 +343,9 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 		}
 		ckpt_leave(s);
 	}
-	pthread_mutex_unlock(&s->mark_mu);
+	for (size_t i = GC_MARK_PARTS; i-- > 0;)
+		if (held[i])
+			pthread_mutex_unlock(&s->marks[i].mu);
 	pthread_mutex_unlock(&s->life_mu);
 	return rc != 0 ? rc : got;
 }
@@ -295,12 +366,20 @@ static int sweep(cs_store *s, cs_gc_stat *st)
 
 /* ---- The collection -------------------------------------------------------------------- */
 
+/* Once gc_active is 0, a shade or mark that takes a part finds it 0 and leaves the part
+ * alone; one that holds the part is waited for by taking it. Each part is freed under its
+ * own mutex, so a writer waits at most for the unmapping of its key's part. The next
+ * collection's activation follows this one's end (gc_running, under life_mu). */
 static void deactivate(cs_store *s)
 {
 	pthread_mutex_lock(&s->mark_mu);
 	atomic_store_explicit(&s->gc_active, 0, memory_order_release);
-	keyset_free(&s->marks);
 	pthread_mutex_unlock(&s->mark_mu);
+	for (size_t i = 0; i < GC_MARK_PARTS; i++) {
+		pthread_mutex_lock(&s->marks[i].mu);
+		keyset_free(&s->marks[i].marks);
+		pthread_mutex_unlock(&s->marks[i].mu);
+	}
 }
 
 int gc_exclusive_begin(cs_store *s)
@@ -354,9 +433,7 @@ CS_API int cs_gc(cs_store *s, cs_gc_stat *out)
 	t1 = now_s();
 	st.mark_seconds = t1 - t0;
 	if (rc == 0) {
-		pthread_mutex_lock(&s->mark_mu);
-		st.marked = s->marks.n;
-		pthread_mutex_unlock(&s->mark_mu);
+		st.marked = marks_count(s);
 		rc = sweep(s, &st);
 	}
 	deactivate(s);

@@ -51,7 +51,9 @@ void keyset_free(struct keyset *ks)
 
 static int grow(struct keyset *ks)
 {
-	size_t cap = ks->cap ? ks->cap * 2 : 1024;
+	/* Small to start: GC keeps 256 of these (one per part of its mark set), most of them
+	 * small in a small store. */
+	size_t cap = ks->cap ? ks->cap * 2 : 16;
 	struct keyset nk = {malloc(cap * CS_KEY_MAX), calloc(cap, sizeof(uint32_t)), cap, 0};
 	int found;
 

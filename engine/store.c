@@ -382,7 +382,6 @@ static void free_tables(cs_store *s)
 	if (s->pins != NULL)
 		idx_destroy(s->pins);
 	keyset_free(&s->cover);
-	keyset_free(&s->marks);
 	names_destroy(s->names);
 	free(s->live);
 	rec_drops_free(&s->drops);
@@ -396,6 +395,7 @@ static void free_tables(cs_store *s)
 	pthread_rwlock_destroy(&s->ckpt_lock);
 	pthread_mutex_destroy(&s->ckpt_mu);
 	pthread_mutex_destroy(&s->mark_mu);
+	gc_marks_destroy(s);
 	pthread_mutex_destroy(&s->life_mu);
 	pthread_mutex_destroy(&s->name_mu);
 	pthread_rwlock_destroy(&s->lock);
@@ -481,6 +481,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	pthread_mutex_init(&s->name_mu, NULL);
 	pthread_mutex_init(&s->life_mu, NULL);
 	pthread_mutex_init(&s->mark_mu, NULL);
+	gc_marks_init(s);
 	pthread_cond_init(&s->gc_cv, NULL);
 	pthread_mutex_init(&s->ckpt_mu, NULL);
 	pthread_mutex_init(&s->ckpt_wait_mu, NULL);
@@ -1072,6 +1073,14 @@ int store_piece_next(cs_store *s, const struct idx *t, struct store_piece *p)
 		memcpy(p->last, p->keys[p->n - 1], CS_KEY_MAX);
 	p->state = p->n < STORE_PIECE ? 2 : 1;
 	return p->n;
+}
+
+void store_piece_cut(struct store_piece *p, int n)
+{
+	CS_ASSERT(n >= 1 && n <= p->n);
+	p->n = n;
+	memcpy(p->last, p->keys[n - 1], CS_KEY_MAX);
+	p->state = 1; /* the entries cut off may be all that is left */
 }
 
 /* Calls fn(ctx, key, val) for every live block, in key order. */

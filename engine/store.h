@@ -5,12 +5,14 @@
  * share the handle below; ckpt.c writes and loads checkpoints. Lock order, outermost first (a
  * thread holding one may take only those after it):
  *
- *   ckpt_mu  ->  life_mu  ->  name_mu  ->  mark_mu  ->  ckpt_lock (rwlock)  ->  lock (rwlock)
+ *   ckpt_mu -> life_mu -> name_mu -> mark_mu -> marks[i].mu (i ascending) -> ckpt_lock (rwlock)
+ *   -> lock (rwlock)
  *
  * ckpt_mu lets one checkpoint run at a time. life_mu serializes the mutations that decide
  * whether a block may go: pin add and remove, block delete, and each step of GC's sweep.
  * name_mu serializes name mutations (S5 of store.c); a pinned name set holds both, life_mu
- * first (S8). mark_mu guards GC's mark set (gc.c, E1..E4). ckpt_lock is held shared by every
+ * first (S8). mark_mu guards GC's activation (gc.c, E1, E4) and the adds in flight;
+ * each part of GC's mark set has its own mutex (E2, E3). ckpt_lock is held shared by every
  * mutation from its log append through its table update, and exclusively by a checkpoint
  * while it marks the log (C1 of ckpt.c). lock guards the in-memory tables.
  */
@@ -32,6 +34,8 @@
 struct idx;
 struct io;
 struct names;
+
+#define GC_MARK_PARTS 256 /* parts of GC's mark set (gc.c) */
 
 struct cs_store {
 	struct dir_handle dir;
@@ -57,7 +61,14 @@ struct cs_store {
 	/* Garbage collection (gc.c). */
 	pthread_mutex_t mark_mu;
 	atomic_int gc_active;  /* a mark or sweep runs; writers shade (E2); set under mark_mu */
-	struct keyset marks;   /* under mark_mu: blocks GC must keep */
+	/* The blocks GC must keep, in GC_MARK_PARTS parts by the key's first digest byte
+	 * (gc_part()), each under its own mutex: a writer's shade waits only for the collector's
+	 * work on the part of its own key (a part's growth rehashes 1/256 of the set, a sweep
+	 * piece's keys lie in one or two parts), not for all of its work. */
+	struct gc_part {
+		pthread_mutex_t mu;
+		struct keyset marks; /* under mu */
+	} marks[GC_MARK_PARTS];
 	struct wal_pos gc_from; /* E1: blocks at or past this position are kept */
 	struct store_hold *holds; /* under mark_mu: adds in flight, oldest last */
 	int gc_running;        /* under life_mu: a cs_gc runs (one at a time) */
@@ -222,6 +233,9 @@ struct store_piece {
 void store_piece_begin(struct store_piece *p);
 /* Copies the next piece of t into p; returns p->n, 0 at the end of the table. */
 int store_piece_next(cs_store *s, const struct idx *t, struct store_piece *p);
+/* Keeps the first n (1 <= n <= p->n) entries of the piece p holds; the next piece starts
+ * after them. */
+void store_piece_cut(struct store_piece *p, int n);
 
 /* Reads the block at v (v->len bytes) into buf and checks that its record names key.
  * Errors: CS_ECORRUPT (message names the place), -errno. */
@@ -292,6 +306,11 @@ void pin_add_done(struct pin_add *p);
  * holds it (the CID text of cid for the message). Called with life_mu held. Errors also
  * -ENOMEM, and the DAG walk's when the cover map is built. */
 int pin_check_held(cs_store *s, const uint8_t key[CS_KEY_MAX], const cs_cid *cid);
+
+/* Initializes the mark set's parts (empty) at open, as the store's other mutexes are; destroys
+ * them, freeing what they hold, at close, when no collection runs. */
+void gc_marks_init(cs_store *s);
+void gc_marks_destroy(cs_store *s);
 
 /* GC's barrier (gc.c, E2): while a collection runs, marks key so that the sweep keeps it.
  * Call before checking that the block is present. Cheap (one atomic load) when no GC runs.
