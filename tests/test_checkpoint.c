@@ -696,46 +696,6 @@ static void test_damage_under_checkpoint(void **state)
 
 /* ---- The worked example of docs/FORMAT.md 12.6 ------------------------------------------ */
 
-/* The hex dump between the checkpoint-example markers: "OFFSET  HEX HEX ...  |ascii|". */
-static size_t read_example(uint8_t *out, size_t cap)
-{
-	char path[512], line[256];
-	size_t n = 0;
-	int inside = 0;
-
-	snprintf(path, sizeof(path), "%s/docs/FORMAT.md", CS_TEST_SRCDIR);
-	FILE *fp = fopen(path, "r");
-	assert_non_null(fp);
-	while (fgets(line, sizeof(line), fp) != NULL) {
-		if (strncmp(line, "<!-- checkpoint-example-begin -->", 33) == 0) {
-			inside = 1;
-			continue;
-		}
-		if (strncmp(line, "<!-- checkpoint-example-end -->", 31) == 0)
-			break;
-		if (!inside || line[0] == '`')
-			continue;
-		char *p = line, *end;
-		unsigned long at = strtoul(p, &end, 16);
-		assert_true(end == p + 8);
-		assert_int_equal(at, n);
-		for (p = end;;) {
-			while (*p == ' ')
-				p++;
-			if (*p == '|' || *p == '\n' || *p == '\0')
-				break;
-			unsigned v;
-			assert_int_equal(sscanf(p, "%2x", &v), 1);
-			assert_true(n < cap);
-			out[n++] = (uint8_t)v;
-			p += 2;
-		}
-	}
-	fclose(fp);
-	assert_true(inside);
-	return n;
-}
-
 static void hexdump(const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i += 16) {
@@ -817,7 +777,7 @@ static void test_format_example(void **state)
 	size_t n = (size_t)pread(fd, made, sizeof(made), 0);
 	close(fd);
 	assert_int_equal(n, h.file_size);
-	size_t m = read_example(doc, sizeof(doc));
+	size_t m = tu_format_example("checkpoint-example", doc, sizeof(doc));
 	if (m != n || memcmp(doc, made, n) != 0) {
 		printf("the encoder writes:\n");
 		hexdump(made, n);

@@ -380,56 +380,13 @@ static void name_rules(void **state)
 
 /* ---- the records ----------------------------------------------------------------------- */
 
-/* Reads the hex dump between the name-example markers of docs/FORMAT.md. */
-static size_t read_name_example(uint8_t *out, size_t cap)
-{
-	char path[512], line[256];
-	size_t n = 0;
-	int inside = 0;
-
-	snprintf(path, sizeof(path), "%s/docs/FORMAT.md", CS_TEST_SRCDIR);
-	FILE *fp = fopen(path, "r");
-	assert_non_null(fp);
-	while (fgets(line, sizeof(line), fp) != NULL) {
-		if (strncmp(line, "<!-- name-example-begin -->", 27) == 0) {
-			inside = 1;
-			continue;
-		}
-		if (strncmp(line, "<!-- name-example-end -->", 25) == 0)
-			break;
-		if (!inside || line[0] == '`')
-			continue;
-		char *p = line, *end;
-		unsigned long at = strtoul(p, &end, 16);
-		assert_true(end == p + 8);
-		assert_int_equal(at, n);
-		p = end;
-		for (;;) {
-			while (*p == ' ')
-				p++;
-			if (*p == '|' || *p == '\n' || *p == '\0')
-				break;
-			unsigned v;
-			int used;
-			assert_int_equal(sscanf(p, "%2x%n", &v, &used), 1);
-			assert_int_equal(used, 2);
-			assert_true(n < cap);
-			out[n++] = (uint8_t)v;
-			p += 2;
-		}
-	}
-	fclose(fp);
-	assert_true(inside);
-	return n;
-}
-
 static void format_name_example(void **state)
 {
 	uint8_t p[256], again[256];
 	struct rec_name_set ns;
 	cs_cid want;
 
-	size_t n = read_name_example(p, sizeof(p));
+	size_t n = tu_format_example("name-example", p, sizeof(p));
 	assert_int_equal(n, 70);
 	assert_int_equal(rec_name_set_decode(p, (uint32_t)n, &ns), 0);
 	assert_int_equal(ns.name_len, 14);

@@ -41,6 +41,7 @@
 #include "cs_limits.h"
 #include "record.h"
 #include "replay.h"
+#include "test_util.h"
 
 #define UID    0x5eed0000c0ffee01ull
 #define WINDOW (64u << 10) /* small windows keep the look-ahead buffers small */
@@ -1172,57 +1173,11 @@ static void apply_error_stops(void **state)
 
 /* ---- The worked example of docs/FORMAT.md --------------------------------------------- */
 
-/* Reads the hex dump between the markers: lines "OFFSET  HEX HEX ...  |ascii|". */
-static size_t read_example_named(const char *tag, uint8_t *out, size_t cap)
-{
-	char path[512], line[256], begin[64], end_[64];
-	size_t n = 0;
-	int inside = 0;
-
-	snprintf(begin, sizeof(begin), "<!-- %s-begin -->", tag);
-	snprintf(end_, sizeof(end_), "<!-- %s-end -->", tag);
-
-	snprintf(path, sizeof(path), "%s/docs/FORMAT.md", CS_TEST_SRCDIR);
-	FILE *fp = fopen(path, "r");
-	assert_non_null(fp);
-	while (fgets(line, sizeof(line), fp) != NULL) {
-		if (strncmp(line, begin, strlen(begin)) == 0) {
-			inside = 1;
-			continue;
-		}
-		if (strncmp(line, end_, strlen(end_)) == 0)
-			break;
-		if (!inside || line[0] == '`')
-			continue;
-		char *p = line, *end;
-		unsigned long at = strtoul(p, &end, 16);
-		assert_true(end == p + 8);
-		assert_int_equal(at, n); /* offsets are contiguous */
-		p = end;
-		for (;;) {
-			while (*p == ' ')
-				p++;
-			if (*p == '|' || *p == '\n' || *p == '\0')
-				break;
-			unsigned v;
-			int used;
-			assert_int_equal(sscanf(p, "%2x%n", &v, &used), 1);
-			assert_int_equal(used, 2);
-			assert_true(n < cap);
-			out[n++] = (uint8_t)v;
-			p += 2;
-		}
-	}
-	fclose(fp);
-	assert_true(inside);
-	return n;
-}
-
 /* The hex example in docs/FORMAT.md decodes to exactly the fields its text gives, and the
  * encoder produces exactly its bytes. */
 static size_t read_example(uint8_t *out, size_t cap)
 {
-	return read_example_named("hex-example", out, cap);
+	return tu_format_example("hex-example", out, cap);
 }
 
 /* The carry and drop payloads of FORMAT.md sections 4.10 and 4.11 decode to what the text
@@ -1234,7 +1189,7 @@ static void format_compaction_examples(void **state)
 	struct rec_seg_drop d;
 
 	(void)state;
-	size_t n = read_example_named("carry-example", doc, sizeof(doc));
+	size_t n = tu_format_example("carry-example", doc, sizeof(doc));
 	assert_int_equal(n, 56);
 	assert_int_equal(rec_carry_decode(doc, (uint32_t)n, &c), 0);
 	assert_int_equal(c.type, REC_DELETE);
@@ -1254,7 +1209,7 @@ static void format_compaction_examples(void **state)
 	doc[0] = REC_NAME_SET; /* only negatives are carried */
 	assert_int_equal(rec_carry_decode(doc, (uint32_t)n, &c), CS_ECORRUPT);
 
-	n = read_example_named("drop-example", doc, sizeof(doc));
+	n = tu_format_example("drop-example", doc, sizeof(doc));
 	assert_int_equal(n, REC_SEG_DROP_LEN);
 	assert_int_equal(rec_seg_drop_decode(doc, (uint32_t)n, 42, &d), 0);
 	assert_int_equal(d.from_seq, 1);

@@ -47,6 +47,61 @@ static inline void tu_copy_dir(const char *from, const char *to)
 	}
 }
 
+/* The bytes of the hex dump between docs/FORMAT.md's "<!-- TAG-begin -->" and
+ * "<!-- TAG-end -->" markers, lines "OFFSET  HEX HEX ...  |ascii|", into out (cap bytes);
+ * returns how many. Aborts, naming the line, on a missing file or marker, offsets that are
+ * not contiguous, a malformed byte or more than cap bytes. */
+static inline size_t tu_format_example(const char *tag, uint8_t *out, size_t cap)
+{
+	char path[512], line[256], begin[64], end_[64];
+	size_t n = 0;
+	int inside = 0;
+
+	snprintf(begin, sizeof(begin), "<!-- %s-begin -->", tag);
+	snprintf(end_, sizeof(end_), "<!-- %s-end -->", tag);
+	snprintf(path, sizeof(path), "%s/docs/FORMAT.md", CS_TEST_SRCDIR);
+	FILE *fp = fopen(path, "r");
+	if (fp == NULL) {
+		perror(path);
+		abort();
+	}
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		if (strncmp(line, begin, strlen(begin)) == 0) {
+			inside = 1;
+			continue;
+		}
+		if (strncmp(line, end_, strlen(end_)) == 0)
+			break;
+		if (!inside || line[0] == '`')
+			continue;
+		char *p = line, *end;
+		unsigned long at = strtoul(p, &end, 16);
+		int ok = end == p + 8 && at == n; /* offsets are contiguous */
+		for (p = end; ok;) {
+			while (*p == ' ')
+				p++;
+			if (*p == '|' || *p == '\n' || *p == '\0')
+				break;
+			unsigned v;
+			int used;
+			ok = sscanf(p, "%2x%n", &v, &used) == 1 && used == 2 && n < cap;
+			if (ok)
+				out[n++] = (uint8_t)v;
+			p += 2;
+		}
+		if (!ok) {
+			fprintf(stderr, "%s: bad line in %s: %s", path, tag, line);
+			abort();
+		}
+	}
+	fclose(fp);
+	if (!inside) {
+		fprintf(stderr, "%s: no %s marker\n", path, begin);
+		abort();
+	}
+	return n;
+}
+
 /* Fills buf with len bytes determined by seed (xorshift64). */
 static inline void tu_fill(uint8_t *buf, size_t len, uint64_t seed)
 {
