@@ -148,7 +148,14 @@ static int op_index;
 static struct block model[MODEL_MAX];
 static int nmodel;
 static struct name model_names[NNAMES];
-static uint8_t *buf;    /* CS_BLOCK_MAX + 1 bytes: the bytes of the block at hand */
+static const uint8_t *buf; /* the bytes of the block at hand: an entry of block_bytes */
+/* The bytes of each (slot, class), made on first use and kept for the process: generating
+ * them anew for every operation (up to 4 MiB through instrumented code) was most of an
+ * input's time. They live in one arena allocated up front, so that making one does not
+ * allocate inside an input (libFuzzer reruns such an input to look for a leak). */
+static uint8_t *arena;
+static uint8_t *block_bytes[SLOTS][CLASSES];
+static uint8_t block_made[SLOTS][CLASSES];
 static uint8_t *getbuf; /* CS_BLOCK_MAX + 1 bytes */
 static int names_linked;
 
@@ -186,9 +193,20 @@ static void init_once(void)
 	snprintf(base_dir, sizeof(base_dir), "%s/cs-fuzz-ops-XXXXXX", t);
 	CHECK(mkdtemp(base_dir) != NULL);
 	snprintf(store_dir, sizeof(store_dir), "%s/s", base_dir);
-	buf = malloc(CS_BLOCK_MAX + 1);
 	getbuf = malloc(CS_BLOCK_MAX + 1);
-	CHECK(buf != NULL && getbuf != NULL);
+	CHECK(getbuf != NULL);
+	size_t per_slot = 0;
+	for (int c = 0; c < CLASSES; c++)
+		per_slot += class_len[c];
+	arena = malloc(SLOTS * per_slot); /* pages untouched until a block is made */
+	CHECK(arena != NULL);
+	for (int slot = 0; slot < SLOTS; slot++) {
+		uint8_t *p = arena + (size_t)slot * per_slot;
+		for (int c = 0; c < CLASSES; c++) {
+			block_bytes[slot][c] = p;
+			p += class_len[c];
+		}
+	}
 	names_linked = cs_name_set != NULL && cs_name_get != NULL && cs_name_delete != NULL &&
 	               cs_name_list != NULL && getenv("CS_FUZZ_NO_NAMES") == NULL;
 	if (!names_linked)
@@ -218,20 +236,26 @@ static uint64_t slot_codec(int slot)
 	return codecs[slot & 3];
 }
 
-/* Fills buf with the bytes of (slot, cls), eight at a time (xorshift64); returns the
- * length. */
+/* Points buf at the bytes of (slot, cls), made eight at a time (xorshift64) the first time;
+ * returns the length. */
 static size_t make_block(int slot, int cls)
 {
 	size_t len = class_len[cls];
-	uint64_t x = (uint64_t)(slot * CLASSES + cls + 1) * 0x9e3779b97f4a7c15ull;
+	uint8_t *p = block_bytes[slot][cls];
 
-	for (size_t i = 0; i < len; i += 8) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		size_t n = len - i < 8 ? len - i : 8;
-		memcpy(buf + i, &x, n);
+	if (!block_made[slot][cls]) {
+		uint64_t x = (uint64_t)(slot * CLASSES + cls + 1) * 0x9e3779b97f4a7c15ull;
+
+		for (size_t i = 0; i < len; i += 8) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			size_t n = len - i < 8 ? len - i : 8;
+			memcpy(p + i, &x, n);
+		}
+		block_made[slot][cls] = 1;
 	}
+	buf = p;
 	return len;
 }
 
