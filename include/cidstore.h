@@ -321,8 +321,9 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out);
 /* Writes a checkpoint now: the index, pins, names and the last GC's figures, to the file
  * `checkpoint` in the store directory (written as `checkpoint.tmp`, synced, renamed, the
  * directory synced), with the log position the next open replays from. Writers keep running
- * meanwhile; each waits at most for one piece of the copy. First makes everything appended so
- * far durable. Open falls back to a full replay, with a warning, when the checkpoint is
+ * meanwhile; each waits at most for one piece of the copy. Everything appended before the
+ * copy ended is made durable before the file is written, so a success also means those
+ * writes are durable (the log is synced after the copy, not before it). Open falls back to a full replay, with a warning, when the checkpoint is
  * missing, damaged or does not match the log. Errors: CS_EPOISONED, CS_EBUSY (salvage lost
  * the log's last records: write something first), -ENOMEM, and -errno from the file system
  * (CS_EFULL for ENOSPC and EDQUOT); the message names the step. A failed checkpoint leaves
