@@ -49,6 +49,8 @@
 #include "store.h"
 #include "test_util.h"
 
+TU_TSAN_REPORT_AT_ONCE();
+
 static char dir[256], copy[300];
 
 #define CHECK(call)                                                                                \

@@ -50,6 +50,8 @@
 #include "store.h"
 #include "test_util.h"
 
+TU_TSAN_REPORT_AT_ONCE();
+
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SLOW_BUILD 1
 #else

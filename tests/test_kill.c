@@ -25,6 +25,8 @@
 
 #include "test_util.h"
 
+TU_TSAN_REPORT_AT_ONCE();
+
 enum { THREADS = 4, MAX_BLOCK = 96 << 10 };
 enum { OP_PUT = 1, OP_DEL = 2, MSG_INTENT = 0x10, MSG_ACK = 0x20 };
 

@@ -37,6 +37,8 @@ enum { MAX_THREADS = 16, NAMES = 8, MAX_BLOCK = 1 << 20, MINE = 1024 };
 enum { OP_PUT = 1, OP_DEL = 2, OP_NSET = 3, OP_NDEL = 4, MSG_INTENT = 0x10, MSG_ACK = 0x20 };
 enum { MSG_READS = 0x80 }; /* arg: reads the child checked since its last report (each 8) */
 
+TU_TSAN_REPORT_AT_ONCE();
+
 static int g_threads = 4, g_cycles = 0;
 static double g_seconds = 30;
 
@@ -298,7 +300,8 @@ static void test_stress(void **state)
 		cycles++;
 		if (tu_kill_round(run_child, on_msg, &c, run_for, cycles % 8 != 0, &status) != 0)
 			fail_msg("cycle %d: the child ended otherwise than by SIGKILL (status 0x%x; "
-			         "exit 10/11: a get/has of its own block failed)",
+			         "exit 10/11: a get/has of its own block failed; 66: a sanitizer "
+			         "report, above)",
 			         cycles, status);
 		check_store(dir, &ambiguous);
 	}

@@ -203,6 +203,33 @@ static inline void tu_send(int fd, uint32_t kind, uint32_t arg, uint64_t seed)
 }
 
 /*
+ * For a test whose children are killed (tu_kill_round): under TSan, a race report in a child
+ * was lost, since symbolizing its stacks takes longer than a round and the kill came first.
+ * Unsymbolized, it is printed at once and the child exits with 66 (halt_on_error), which
+ * fails the round. Read its frames (module+offset) with addr2line, or rerun with
+ * TSAN_OPTIONS=symbolize=1 and a short run. Expands to nothing without TSan; use it once,
+ * at file scope.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+#ifdef TU_TSAN
+#define TU_TSAN_REPORT_AT_ONCE()                                                                   \
+	const char *__tsan_default_options(void);                                                  \
+	const char *__tsan_default_options(void)                                                   \
+	{                                                                                          \
+		return "symbolize=0";                                                              \
+	}                                                                                          \
+	_Static_assert(1, "")
+#else
+#define TU_TSAN_REPORT_AT_ONCE() _Static_assert(1, "")
+#endif
+
+/*
  * Forks a child that runs child(ctx, fd) (which must not return: it works until killed),
  * hands every message but TU_MSG_OPEN to on_msg(ctx, msg), and kills the child with SIGKILL
  * run_for seconds after its open message when after_open is set, else after the fork (on a
