@@ -459,7 +459,6 @@ struct walker {
 	struct ufs_params p;
 	const cs_add_callbacks *cb;
 	bool scan;       /* the first pass: check and count, write nothing (invariant 5) */
-	size_t min_cid;  /* the profile's shortest CID: the scan's estimate per link */
 	char *disk;      /* path on disk of the entry at hand: the caller's path, then names */
 	char *show;      /* path reported to the callback: the root's base name, then names */
 	struct wdir *st; /* UFS_DIR_DEPTH_MAX frames */
@@ -516,12 +515,11 @@ static int name_order(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Reads every entry of directory f (at w->disk) and sorts them. Fails on a bad name and once
- * the names reach the sharding threshold with the profile's shortest CIDs. */
+/* Reads every entry of directory f (at w->disk) and sorts them. Fails on a bad name and on
+ * more entries than a directory may hold, before anything is written. */
 static int read_dir(struct walker *w, struct wdir *f)
 {
 	size_t cap = 0, len = 0, ocap = 0, *offs = NULL;
-	uint64_t est = 0;
 	int rc = 0, fd = dup(f->fd);
 	DIR *dir;
 
@@ -546,15 +544,9 @@ static int read_dir(struct walker *w, struct wdir *f)
 		if ((rc = walk_name_check(w, de->d_name)) < 0)
 			break;
 		size_t nl = strlen(de->d_name);
-		est += nl + w->min_cid;
-		if (est >= UFS_DIR_SHARD_BYTES) {
-			rc = cs_fail(
-			    CS_ELIMIT,
-			    "directory %s is too large for one block: the names and CIDs of "
-			    "its entries reach Kubo's sharding threshold (HAMTShardingSize, "
-			    "%u bytes), above which it builds a HAMT shard; sharded "
-			    "directories are not supported",
-			    w->disk, UFS_DIR_SHARD_BYTES);
+		if (f->n == UFS_DIR_ENTRIES_MAX) {
+			rc = cs_fail(CS_ELIMIT, "directory %s has more than %u entries", w->disk,
+			             UFS_DIR_ENTRIES_MAX);
 			break;
 		}
 		if (f->n == ocap) {
@@ -804,16 +796,6 @@ static int base_name(const char *path, char *out, size_t cap)
 	return 0;
 }
 
-/* The shortest CID the profile writes: CIDv0 (34 bytes) for v0, else CIDv1 of the hash. */
-static size_t min_cid_len(const struct ufs_params *p)
-{
-	uint8_t v[CID_VARINT_MAX];
-
-	if (p->cid_version == 0)
-		return 34;
-	return 1 + 1 + (size_t)cid_varint_put(v, p->hash) + 1 + cid_hash_len(p->hash);
-}
-
 CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, unsigned flags,
                        const cs_add_callbacks *cb, cs_cid *root, uint64_t *size)
 {
@@ -834,7 +816,6 @@ CS_API int cs_add_path(cs_store *s, const cs_add_options *o, const char *path, u
 	if ((rc = params_of(o, &w.p)) < 0 || (rc = threads_of(o, &threads)) < 0 ||
 	    (rc = name_of(o, &name)) < 0)
 		return rc;
-	w.min_cid = min_cid_len(&w.p);
 	/* Room for the caller's path (or the base name) and UFS_DIR_DEPTH_MAX names below. */
 	size_t plen = strlen(path), room = (UFS_DIR_DEPTH_MAX + 1) * (UFS_NAME_MAX + 1) + 1;
 	w.disk = malloc(plen + room);

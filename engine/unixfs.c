@@ -31,9 +31,23 @@
  * That is go-merkledag's sort.Stable over link names and @ipld/dag-pb's prepare(); entries
  * may be added in any order. Its own Tsize is its bytes plus its links' Tsizes, as for file
  * nodes. Kubo and the importer estimate a directory's size as the sum over links of name
- * bytes plus CID bytes and shard it (HAMT) once the estimate passes 262144 (Kubo's `>=` in
- * older releases, `>` in the importer and newer ones); this builder refuses every directory
- * whose estimate reaches the threshold, so each node it writes is flat in all of them.
+ * bytes plus CID bytes and shard it (HAMT) once the estimate passes 262144: `>` in the
+ * importer and newer Kubo releases (older ones used `>=`, so they shard a directory whose
+ * estimate is exactly 262144; this builder, like the importer, keeps that one flat).
+ *
+ * HAMT shards (UnixFS HAMTShard; boxo's hamt and the importer's dir-sharded.js with
+ * hamt-sharding build the same). An entry's slot at level L is byte L of h1, the first 64-bit
+ * half of murmur3-x64-128 (seed 0) of its name, taken big-endian: (h1 >> (56 - 8L)) & 0xff
+ * (Go reads Sum64's big-endian bytes from the front; the importer reverses them and reads
+ * from the back, which is the same). A
+ * shard node holds, per occupied slot in slot order, either the one entry there (link Name =
+ * the slot as two uppercase hex digits followed by the entry's name) or, when two or more
+ * entries share it, a child shard of those at level L + 1 (Name = the two digits alone). Its
+ * Data = UnixFS {Type = HAMTShard, Data = the bitmap of occupied slots (bit i = slot i) as a
+ * big-endian number of the fewest bytes, hashType = 0x22 (murmur3-x64-64), fanout = 256}.
+ * The shape depends only on the set of names, not on the order they came in. Tsizes as for
+ * flat nodes. Two names whose h1 agree in all 64 bits would need the importer's rehash
+ * (name plus a depth byte); that is refused (CS_ELIMIT), at odds of about n^2 / 2^65.
  * A symlink is one dag-pb node without links: UnixFS {Type = Symlink, Data = target}.
  *
  * Invariants:
@@ -50,15 +64,18 @@
  *     consumes one link or pops one frame. It reads a child only if the child holds at least
  *     one byte of the range; children at one depth hold disjoint bytes, so a read of n bytes
  *     reads at most n blocks per level, whatever the DAG claims.
- *  5. A directory builder's estimate (sum of name + CID bytes) stays below
- *     UFS_DIR_SHARD_BYTES after every successful add; hence the node it emits is flat in
- *     Kubo and the importer alike, and fits a block (static assert in unixfs.h).
+ *  5. A directory is written flat iff its estimate (sum of name + CID bytes) is at most
+ *     UFS_DIR_SHARD_BYTES, so a flat node fits a block (static assert in unixfs.h); else as a
+ *     HAMT, whose nodes hold at most UFS_HAMT_FANOUT links of at most UFS_NAME_MAX + 2 name
+ *     bytes each, and sit at most UFS_HAMT_LEVELS deep (the builder's recursion bound).
  */
 #include "unixfs.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <murmurhash.h>
 
 #include "cid.h"
 #include "dagpb.h"
@@ -1017,16 +1034,8 @@ static int dir_add_(struct ufs_dir *d, const uint8_t *name, size_t len, const cs
 		return rc;
 	if (cid->len == 0 || cid->len > CS_CID_MAX)
 		return cs_fail(CS_EINVAL, "entry CID of %u bytes", cid->len);
-	/* Kubo's estimatedLinkSize: name bytes plus CID bytes (invariant 5). */
-	uint64_t est = d->estimate + len + cid->len;
-	if (est >= UFS_DIR_SHARD_BYTES)
-		return cs_fail(
-		    CS_ELIMIT,
-		    "directory too large for one block: after %zu entries its names and "
-		    "CIDs reach %llu bytes, Kubo's sharding threshold (HAMTShardingSize, "
-		    "%u bytes), above which it builds a HAMT shard; sharded directories "
-		    "are not supported",
-		    d->n + 1, (unsigned long long)est, UFS_DIR_SHARD_BYTES);
+	if (d->n >= UFS_DIR_ENTRIES_MAX)
+		return cs_fail(CS_ELIMIT, "directory of more than %u entries", UFS_DIR_ENTRIES_MAX);
 	if (tsize > UINT64_MAX - d->tsize_sum)
 		return cs_fail(CS_ECORRUPT, "directory's Tsizes overflow 64 bits");
 	if ((rc = grow((void **)&d->e, &d->cap, d->n + 1, sizeof(*d->e))) < 0 ||
@@ -1036,7 +1045,7 @@ static int dir_add_(struct ufs_dir *d, const uint8_t *name, size_t len, const cs
 	d->e[d->n++] = (struct ufs_dent){
 	    .name_off = d->names_len, .name_len = len, .cid = *cid, .tsize = tsize};
 	d->names_len += len;
-	d->estimate = est;
+	d->estimate += len + cid->len; /* Kubo's estimatedLinkSize: invariant 5 */
 	d->tsize_sum += tsize;
 	return 0;
 }
@@ -1066,7 +1075,7 @@ static int link_cmp(const void *a_, const void *b_)
 	return a->name_len < b->name_len ? -1 : a->name_len > b->name_len;
 }
 
-static int dir_finish_(struct ufs_dir *d, cs_cid *root, uint64_t *tsize)
+static int dir_flat(struct ufs_dir *d, cs_cid *root, uint64_t *tsize)
 {
 	static const uint8_t dir_data[] = {0x08, UFS_DIRECTORY}; /* UnixFS {Type = Directory} */
 	struct pb_link *links = NULL;
@@ -1117,6 +1126,164 @@ out:
 	free(links);
 	free(enc);
 	return rc;
+}
+
+/* ---- HAMT shards (see the header comment) ---------------------------------------------- */
+
+/* An entry placed in the shard: its h1, and its index in d->e. */
+struct hamt_ent {
+	uint64_t h1;
+	size_t i;
+};
+
+static unsigned hamt_slot(uint64_t h1, unsigned level)
+{
+	return (unsigned)(h1 >> (56 - 8 * level)) & 0xff;
+}
+
+/* Orders entries by their slots at every level in turn, which is the order of h1, so that
+ * the entries of any shard node lie back to back, in slot order. */
+static int hamt_ent_cmp(const void *a_, const void *b_)
+{
+	uint64_t a = ((const struct hamt_ent *)a_)->h1, b = ((const struct hamt_ent *)b_)->h1;
+	return a < b ? -1 : a > b;
+}
+
+/* Writes the shard node of ents[0..n) (n >= 2, all sharing their slots above level) and,
+ * first, its child shards; sets *cid and *tsize. Recursion depth: invariant 5. */
+static int hamt_node(struct ufs_dir *d, const struct hamt_ent *ents, size_t n, unsigned level,
+                     cs_cid *cid, uint64_t *tsize)
+{
+	struct pb_link *links = malloc(UFS_HAMT_FANOUT * sizeof(*links));
+	cs_cid *kids = malloc(UFS_HAMT_FANOUT * sizeof(*kids));
+	uint8_t *labels = malloc(UFS_HAMT_FANOUT * (2 + UFS_NAME_MAX));
+	uint8_t bitmap[UFS_HAMT_FANOUT / 8] = {0}; /* big-endian: slot i is bit i */
+	uint8_t *enc = NULL;
+	size_t nl = 0;
+	uint64_t sum = 0;
+	int rc = 0;
+
+	if (links == NULL || kids == NULL || labels == NULL) {
+		rc = cs_fail(-ENOMEM, "out of memory for a directory shard node");
+		goto out;
+	}
+	for (size_t at = 0; at < n;) {
+		unsigned slot = hamt_slot(ents[at].h1, level);
+		size_t run = 1;
+		while (at + run < n && hamt_slot(ents[at + run].h1, level) == slot)
+			run++;
+		uint8_t *label = labels + nl * (2 + UFS_NAME_MAX);
+		static const char hex[] = "0123456789ABCDEF";
+		label[0] = (uint8_t)hex[slot >> 4];
+		label[1] = (uint8_t)hex[slot & 15];
+		struct pb_link *l = &links[nl];
+		*l = (struct pb_link){.name = label, .name_len = 2, .has_name = true, .has_tsize = true};
+		if (run == 1) {
+			const struct ufs_dent *e = &d->e[ents[at].i];
+			memcpy(label + 2, d->names + e->name_off, e->name_len);
+			l->name_len += e->name_len;
+			l->hash = e->cid.bytes;
+			l->hash_len = e->cid.len;
+			l->tsize = e->tsize;
+		} else if (level + 1 == UFS_HAMT_LEVELS) {
+			char q[2][4 * UFS_NAME_MAX + 1];
+			const struct ufs_dent *e0 = &d->e[ents[at].i], *e1 = &d->e[ents[at + 1].i];
+			rc = cs_fail(CS_ELIMIT,
+			             "directory entries \"%s\" and \"%s\" have the same 64-bit murmur3 "
+			             "hash, which a HAMT shard cannot tell apart without rehashing "
+			             "(not supported)",
+			             name_quote(q[0], d->names + e0->name_off, e0->name_len),
+			             name_quote(q[1], d->names + e1->name_off, e1->name_len));
+			goto out;
+		} else {
+			if ((rc = hamt_node(d, ents + at, run, level + 1, &kids[nl], &l->tsize)) < 0)
+				goto out;
+			l->hash = kids[nl].bytes;
+			l->hash_len = kids[nl].len;
+		}
+		if (l->tsize > UINT64_MAX - sum) {
+			rc = cs_fail(CS_ECORRUPT, "directory's Tsizes overflow 64 bits");
+			goto out;
+		}
+		sum += l->tsize;
+		bitmap[sizeof(bitmap) - 1 - slot / 8] |= (uint8_t)(1u << (slot % 8));
+		nl++;
+		at += run;
+	}
+	/* UnixFS {Type = HAMTShard, Data = bitmap, hashType = 0x22, fanout = 256}. */
+	uint8_t data[2 + 2 + sizeof(bitmap) + 2 + 3];
+	size_t skip = 0, dl = 0;
+	while (skip < sizeof(bitmap) - 1 && bitmap[skip] == 0)
+		skip++;
+	data[dl++] = 0x08;
+	data[dl++] = UFS_HAMT_SHARD;
+	data[dl++] = 0x12;
+	data[dl++] = (uint8_t)(sizeof(bitmap) - skip);
+	memcpy(data + dl, bitmap + skip, sizeof(bitmap) - skip);
+	dl += sizeof(bitmap) - skip;
+	data[dl++] = 0x28;
+	data[dl++] = 0x22;
+	data[dl++] = 0x30;
+	dl += pb_varint_put(data + dl, UFS_HAMT_FANOUT);
+	size_t cap = pb_node_encoded_len(links, nl, data, dl, true), len;
+	CS_ASSERT(cap <= UFS_HAMT_NODE_MAX); /* invariant 5 */
+	if (sum > UINT64_MAX - cap) {
+		rc = cs_fail(CS_ECORRUPT, "directory's Tsizes overflow 64 bits");
+		goto out;
+	}
+	if ((enc = malloc(cap)) == NULL) {
+		rc = cs_fail(-ENOMEM, "out of memory for a directory shard node of %zu bytes", cap);
+		goto out;
+	}
+	CS_ASSERT(pb_node_encode(enc, cap, links, nl, data, dl, true, &len) == 0 && len == cap);
+	if ((rc = emit_block(&d->p, d->emit, d->ctx, enc, len, CS_CODEC_DAG_PB, cid)) < 0)
+		goto out;
+	*tsize = len + sum;
+out:
+	free(links);
+	free(kids);
+	free(labels);
+	free(enc);
+	return rc;
+}
+
+static int dir_hamt(struct ufs_dir *d, cs_cid *root, uint64_t *tsize)
+{
+	struct hamt_ent *ents = malloc(d->n * sizeof(*ents));
+	uint64_t ts;
+	int rc;
+
+	if (ents == NULL)
+		return cs_fail(-ENOMEM, "out of memory for a directory of %zu entries", d->n);
+	for (size_t i = 0; i < d->n; i++) {
+		uint64_t h[2];
+		const struct ufs_dent *e = &d->e[i];
+		lmmh_x64_128(d->names + e->name_off, (unsigned)e->name_len, 0, h);
+		ents[i] = (struct hamt_ent){.h1 = h[0], .i = i};
+	}
+	qsort(ents, d->n, sizeof(*ents), hamt_ent_cmp);
+	/* Equal names have equal hashes, so duplicates lie among entries of one h1. */
+	for (size_t i = 1; i < d->n; i++) {
+		const struct ufs_dent *a = &d->e[ents[i - 1].i], *b = &d->e[ents[i].i];
+		if (ents[i - 1].h1 == ents[i].h1 && a->name_len == b->name_len &&
+		    memcmp(d->names + a->name_off, d->names + b->name_off, a->name_len) == 0) {
+			char q[4 * UFS_NAME_MAX + 1];
+			rc = cs_fail(CS_EINVAL, "two entries of the directory are named \"%s\"",
+			             name_quote(q, d->names + b->name_off, b->name_len));
+			goto out;
+		}
+	}
+	if ((rc = hamt_node(d, ents, d->n, 0, root, &ts)) == 0 && tsize != NULL)
+		*tsize = ts;
+out:
+	free(ents);
+	return rc;
+}
+
+static int dir_finish_(struct ufs_dir *d, cs_cid *root, uint64_t *tsize)
+{
+	return d->estimate > UFS_DIR_SHARD_BYTES ? dir_hamt(d, root, tsize)
+	                                         : dir_flat(d, root, tsize);
 }
 
 int ufs_dir_finish(struct ufs_dir *d, cs_cid *root, uint64_t *tsize)

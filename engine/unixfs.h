@@ -14,8 +14,9 @@
  *                        DAGs (only hostile or exotic ones) get CS_ELIMIT.
  *   UFS_NODE_MAX         bytes of the largest internal node the builder writes.
  *   Chunks: CHUNK_SIZE_MAX (1 MiB, Kubo's limit) in chunker.h.
- *   UFS_DIR_SHARD_BYTES  262144: a directory whose links' name bytes plus CID bytes reach
- *                        this is refused (CS_ELIMIT): Kubo shards it (HAMT) from there.
+ *   UFS_DIR_SHARD_BYTES  262144: a directory whose links' name bytes plus CID bytes exceed
+ *                        this is written as a HAMT shard, as Kubo and the importer do.
+ *   UFS_DIR_ENTRIES_MAX  2^24: entries of one directory (the builder holds them all).
  *   UFS_NAME_MAX         255: bytes of one directory entry's name (Linux's NAME_MAX).
  *   UFS_SYMLINK_MAX      4096: bytes of a symlink's target (Linux's PATH_MAX).
  *   UFS_DIR_DEPTH_MAX    128: directory levels cs_add_path descends (one open fd each).
@@ -155,11 +156,15 @@ int ufs_file_size(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t *size)
 /* ---- Directories and symlinks ---------------------------------------------------------- */
 
 #define UFS_DIR_SHARD_BYTES 262144u
+#define UFS_DIR_ENTRIES_MAX (1u << 24)
+#define UFS_HAMT_FANOUT     256u /* slots of a shard node: 8 bits of the hash per level */
+#define UFS_HAMT_LEVELS     8u   /* shard levels: the 64 bits of the hash */
 #define UFS_NAME_MAX        255u
 #define UFS_SYMLINK_MAX     4096u
 #define UFS_DIR_DEPTH_MAX   128u
 
 _Static_assert(UFS_DIR_SHARD_BYTES == CS_DIR_SHARD_BYTES, "public and internal bounds agree");
+_Static_assert(UFS_DIR_ENTRIES_MAX == CS_DIR_ENTRIES_MAX, "public and internal bounds agree");
 _Static_assert(UFS_NAME_MAX == CS_DIR_NAME_MAX, "public and internal bounds agree");
 _Static_assert(UFS_DIR_DEPTH_MAX == CS_ADD_DEPTH_MAX, "public and internal bounds agree");
 /* A flat directory stays below UFS_DIR_SHARD_BYTES of names and CIDs (each CID at least 34
@@ -167,6 +172,10 @@ _Static_assert(UFS_DIR_DEPTH_MAX == CS_ADD_DEPTH_MAX, "public and internal bound
  * key, length) + 2 (hash key, length) + 11 (Tsize) bytes of framing: well inside a block. */
 _Static_assert(UFS_DIR_SHARD_BYTES + (UFS_DIR_SHARD_BYTES / 34 + 1) * 19 + 4 <= CS_BLOCK_MAX,
                "a flat directory node fits a block");
+/* A shard node: its Data (at most 2 + 2 + 32 + 2 + 3 bytes and 4 of framing), then per slot
+ * a link of a two-digit label and a name, a CID and the same framing as above. */
+#define UFS_HAMT_NODE_MAX (45 + UFS_HAMT_FANOUT * (2 + UFS_NAME_MAX + CS_CID_MAX + 19))
+_Static_assert(UFS_HAMT_NODE_MAX <= CS_BLOCK_MAX, "a shard node fits a block");
 
 /* Checks one entry name as every directory takes it: 1..UFS_NAME_MAX bytes, no '/' and no
  * NUL, neither "." nor "..". Errors: CS_EINVAL, CS_ELIMIT (too long); the message quotes the
@@ -180,18 +189,22 @@ struct ufs_dir;
 int ufs_dir_new(const struct ufs_params *p, ufs_emit_fn emit, void *ctx, struct ufs_dir **out);
 
 /* Adds an entry: name (len bytes, borrowed, checked by ufs_name_check), the entry's root cid
- * (stored in the link as given) and its Tsize. Entries may come in any order. Fails with
- * CS_ELIMIT, naming UFS_DIR_SHARD_BYTES, at the entry that brings the links' name plus CID
- * bytes to the threshold. Errors: CS_EINVAL, CS_ELIMIT, -ENOMEM; a failure is sticky. */
+ * (stored in the link as given) and its Tsize. Entries may come in any order. Errors:
+ * CS_EINVAL, CS_ELIMIT (a bad name, or more than UFS_DIR_ENTRIES_MAX entries), -ENOMEM; a
+ * failure is sticky. */
 int ufs_dir_add(struct ufs_dir *d, const uint8_t *name, size_t len, const cs_cid *cid,
                 uint64_t tsize);
 
 /* The links' name bytes plus CID bytes so far: Kubo's estimate of the node's size. */
 uint64_t ufs_dir_estimate(const struct ufs_dir *d);
 
-/* Sorts the links by name bytes, emits the node (UnixFS Data {Type = Directory}) and sets
- * *root and *tsize (may be NULL: the node's bytes plus its links' Tsizes). Errors: CS_EINVAL
- * (two entries share a name), the emit callback's. The builder is spent (free it). */
+/* Emits the directory and sets *root and *tsize (may be NULL: the bytes of its nodes plus
+ * its entries' Tsizes). While the estimate is at most UFS_DIR_SHARD_BYTES, that is one node
+ * (UnixFS Data {Type = Directory}) with the links sorted by name bytes; above it, a HAMT
+ * shard (unixfs.c), its child shards emitted before it. Errors: CS_EINVAL (two entries share
+ * a name), CS_ELIMIT (two names whose 64-bit murmur3 hashes are equal, in a shard),
+ * CS_ECORRUPT (the Tsizes overflow 64 bits), -ENOMEM, the emit callback's. The builder is
+ * spent (free it). */
 int ufs_dir_finish(struct ufs_dir *d, cs_cid *root, uint64_t *tsize);
 
 void ufs_dir_free(struct ufs_dir *d);

@@ -563,15 +563,19 @@ CS_API int cs_file_check(cs_store *s, const cs_cid *root, uint64_t offset, uint6
  *
  * Sharding: Kubo (HAMTShardingSize) and the importer (shardSplitThresholdBytes) turn a
  * directory into a HAMT shard once the sum over its links of name bytes plus CID bytes
- * exceeds 262144. The store does not build shards: a directory whose sum reaches
- * CS_DIR_SHARD_BYTES gets CS_ELIMIT, so every directory it does build is the flat node Kubo
- * builds too (about 1000 entries with 200-byte names, 7000 with short ones).
+ * exceeds CS_DIR_SHARD_BYTES (about 1000 entries with 200-byte names, 7000 with short ones),
+ * and so does the store: the same shard nodes, block for block (fanout 256, murmur3-x64-64
+ * of the names, link names prefixed by their slot in two uppercase hex digits). Older Kubo
+ * releases shard from a sum of exactly CS_DIR_SHARD_BYTES too; the store, like the importer
+ * and newer Kubo, keeps that directory flat. A directory holds at most CS_DIR_ENTRIES_MAX
+ * entries.
  *
  * Symlinks found by cs_add_path are stored as Kubo stores them: a UnixFS Symlink node (Type =
  * Symlink, Data = the target's bytes, no links). Names in a DAG are never used as paths on
  * disk: the store only reads the file system, never writes to it. */
 
 #define CS_DIR_SHARD_BYTES 262144 /* Kubo's HAMTShardingSize: see above */
+#define CS_DIR_ENTRIES_MAX (1 << 24)
 #define CS_DIR_NAME_MAX 255       /* bytes of one entry's name */
 #define CS_ADD_DEPTH_MAX 128      /* directory levels cs_add_path descends */
 
@@ -591,17 +595,19 @@ CS_API int cs_dir_begin(cs_store *s, const cs_add_options *o, cs_dir **out);
  * cs_dir_abort(). Errors:
  *  CS_EINVAL     name empty, ".", "..", or holding '/'; cid neither raw nor dag-pb, or its
  *                block not valid dag-pb; d, name or cid NULL
- *  CS_ELIMIT     name longer than CS_DIR_NAME_MAX bytes, or the directory reaches
- *                CS_DIR_SHARD_BYTES (Kubo would shard it; the message names the limit)
+ *  CS_ELIMIT     name longer than CS_DIR_NAME_MAX bytes, or the directory already holds
+ *                CS_DIR_ENTRIES_MAX entries
  *  CS_ENOTFOUND  the cid's block is not in the store
  *  CS_ECORRUPT   the block's link sizes overflow 64 bits
  *  -ENOMEM, and cs_block_get's errors. */
 CS_API int cs_dir_add(cs_dir *d, const char *name, const cs_cid *cid);
 
-/* Puts the directory node, makes every block put so far durable (cs_store_sync), then sets
- * *root and *tsize (may be NULL; the directory's cumulative DAG size, what a parent's link
- * carries). Frees d on success and on failure. Errors: CS_EINVAL (two entries share a name;
- * root NULL), those of cs_dir_add and cs_block_put, and of cs_store_sync. */
+/* Puts the directory node (or, above CS_DIR_SHARD_BYTES, its HAMT shard nodes), makes every
+ * block put so far durable (cs_store_sync), then sets *root and *tsize (may be NULL; the
+ * directory's cumulative DAG size, what a parent's link carries). Frees d on success and on
+ * failure. Errors: CS_EINVAL (two entries share a name; root NULL), CS_ELIMIT (two names
+ * whose 64-bit murmur3 hashes are equal, in a shard), those of cs_dir_add and cs_block_put,
+ * and of cs_store_sync. */
 CS_API int cs_dir_finish(cs_dir *d, cs_cid *root, uint64_t *tsize);
 
 /* Drops a directory without putting it and frees d. NULL is ignored. */
@@ -656,8 +662,9 @@ typedef struct cs_add_callbacks {
  *                file, a directory nor a symlink (FIFO, socket, device); a name fails the
  *                rules above; bad options (as cs_add_begin)
  *  CS_ELIMIT     a name over CS_DIR_NAME_MAX bytes or a symlink target over 4096 bytes;
- *                directories nested deeper than CS_ADD_DEPTH_MAX; a directory reaching
- *                CS_DIR_SHARD_BYTES
+ *                directories nested deeper than CS_ADD_DEPTH_MAX; a directory of more
+ *                than CS_DIR_ENTRIES_MAX entries; two names of one sharded directory
+ *                whose 64-bit murmur3 hashes are equal (odds about n^2 / 2^65)
  *  a nonzero value returned by cb->entry, and the errors of cs_add_write and cs_store_sync,
  *  and with a name in o (checked before anything is written) those of cs_name_set /
  *  cs_name_set_pinned. */

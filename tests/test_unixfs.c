@@ -1737,29 +1737,69 @@ static void test_dir_nodes(void **state)
 	assert_errmsg_has("tw\\x0ao");
 	ufs_dir_free(d);
 
-	/* The sharding threshold: Kubo's estimate (name bytes + CID bytes, 36 per CIDv1) may
-	 * reach 262143 and the node is flat; the entry that brings it to 262144 is refused. */
-	assert_int_equal(ufs_dir_new(&p1, mem_emit, &m, &d), 0);
+	/* The sharding threshold: with Kubo's estimate (name bytes + CID bytes, 36 per CIDv1)
+	 * at exactly 262144 the node is flat; one entry more and the root is a HAMT shard. */
 	char nm[256];
-	uint64_t est = 0;
-	size_t i = 0;
-	while (est + 236 <= UFS_DIR_SHARD_BYTES - 1 - 37) {
-		snprintf(nm, sizeof(nm), "%05zu%0195d", i++, 0);
-		assert_int_equal(ufs_dir_add(d, (const uint8_t *)nm, 200, &cids[0], 1), 0);
-		est += 236;
+	for (int over = 0; over <= 1; over++) {
+		assert_int_equal(ufs_dir_new(&p1, mem_emit, &m, &d), 0);
+		uint64_t est = 0;
+		size_t i = 0;
+		while (est + 236 <= UFS_DIR_SHARD_BYTES - 37) {
+			snprintf(nm, sizeof(nm), "%05zu%0195d", i++, 0);
+			assert_int_equal(ufs_dir_add(d, (const uint8_t *)nm, 200, &cids[0], 1), 0);
+			est += 236;
+		}
+		size_t last = UFS_DIR_SHARD_BYTES - est - 36; /* the name that ends at 262144 */
+		assert_true(last >= 1 && last <= UFS_NAME_MAX);
+		memset(nm, 'z', last);
+		assert_int_equal(ufs_dir_add(d, (const uint8_t *)nm, last, &cids[0], 1), 0);
+		assert_int_equal(ufs_dir_estimate(d), UFS_DIR_SHARD_BYTES);
+		if (over)
+			assert_int_equal(ufs_dir_add(d, (const uint8_t *)"y", 1, &cids[1], 1), 0);
+		assert_int_equal(ufs_dir_finish(d, &root, &tsize), 0);
+		ufs_dir_free(d);
+		struct pb_node pn;
+		struct ufs_data ud;
+		blk = mem_block(&m, &root, &len);
+		assert_int_equal(pb_node_decode(blk, len, &pn), 0);
+		assert_int_equal(ufs_decode(pn.data, pn.data_len, &ud), 0);
+		assert_int_equal(ud.type, over ? UFS_HAMT_SHARD : UFS_DIRECTORY);
+		if (over) {
+			/* 1112 entries in 256 slots: the bitmap (big-endian, bit i = slot i)
+			 * has a bit per link, whose labels begin with their slots, ascending. */
+			assert_true(ud.has_hashtype && ud.hashtype == 0x22);
+			assert_true(ud.has_fanout && ud.fanout == 256);
+			assert_true(ud.data_len >= 1 && ud.data_len <= 32);
+			struct pb_link_iter li;
+			struct pb_link sl;
+			int prev_slot = -1, links = 0, bits = 0;
+			for (size_t b = 0; b < ud.data_len; b++)
+				bits += __builtin_popcount(ud.data[b]);
+			pb_links_begin(&pn, &li);
+			while (pb_links_next(&li, &sl)) {
+				char hx[3] = {(char)sl.name[0], (char)sl.name[1], 0};
+				int slot = (int)strtol(hx, NULL, 16);
+				assert_true(sl.name_len >= 2 && slot > prev_slot);
+				assert_true(strspn(hx, "0123456789ABCDEF") == 2);
+				size_t byte = ud.data_len - 1 - (size_t)slot / 8;
+				assert_true(ud.data[byte] & (1u << (slot % 8)));
+				prev_slot = slot;
+				links++;
+			}
+			assert_int_equal(links, bits);
+			assert_true(links > 200);
+		}
 	}
-	size_t last = UFS_DIR_SHARD_BYTES - 1 - est - 36; /* the name that ends at 262143 */
-	assert_true(last >= 1 && last <= UFS_NAME_MAX);
-	memset(nm, 'z', last);
-	assert_int_equal(ufs_dir_add(d, (const uint8_t *)nm, last, &cids[0], 1), 0);
-	assert_int_equal(ufs_dir_estimate(d), UFS_DIR_SHARD_BYTES - 1);
-	struct ufs_dir *d2;
-	assert_int_equal(ufs_dir_new(&p1, mem_emit, &m, &d2), 0);
-	assert_int_equal(ufs_dir_add(d, (const uint8_t *)"y", 1, &cids[1], 1), CS_ELIMIT);
-	assert_errmsg_has("262144");
-	assert_errmsg_has("HAMT");
+	/* In a shard, two entries with one name are still refused. */
+	assert_int_equal(ufs_dir_new(&p1, mem_emit, &m, &d), 0);
+	for (size_t i = 0; i < 2000; i++) {
+		snprintf(nm, sizeof(nm), "%0200zu", i % 1999);
+		assert_int_equal(ufs_dir_add(d, (const uint8_t *)nm, 200, &cids[0], 1), 0);
+	}
+	assert_true(ufs_dir_estimate(d) > UFS_DIR_SHARD_BYTES);
+	assert_int_equal(ufs_dir_finish(d, &root, NULL), CS_EINVAL);
+	assert_errmsg_has("named");
 	ufs_dir_free(d);
-	ufs_dir_free(d2);
 
 	/* Symlinks: UnixFS {Type = Symlink, Data = target} in a node without links. */
 	static const uint8_t want_link[] = {0x0a, 0x08, 0x08, 0x04, 0x12, 0x04, '.', '.', '/', 'a'};
@@ -1898,8 +1938,9 @@ static void make_tree(const char *top, size_t c)
 	assert_int_equal(symlink("nowhere/at/all", link), 0);
 }
 
-/* A directory whose Kubo estimate is exactly 262143 bytes with CIDv1 children (36 bytes):
- * 1110 empty files with 200-byte names and one with a 147-byte name. Flat everywhere. */
+/* A directory whose Kubo estimate is exactly 262144 bytes with CIDv1 children (36 bytes):
+ * 1110 empty files with 200-byte names and one with a 148-byte name. The importer and newer
+ * Kubo keep it flat (they shard above the threshold); older Kubo shards it. */
 static void make_flat_limit(const char *top)
 {
 	char nm[256];
@@ -1908,9 +1949,29 @@ static void make_flat_limit(const char *top)
 		snprintf(nm, sizeof(nm), "%05d%0195d", i, 0);
 		put_file(top, nm, 0, 0);
 	}
-	memset(nm, 'z', 147);
-	nm[147] = '\0';
+	memset(nm, 'z', 148);
+	nm[148] = '\0';
 	put_file(top, nm, 0, 0);
+}
+
+/* A directory well above the threshold: 7000 empty files with short names, so every slot of
+ * the root shard holds a child shard and some of those hold deeper ones, with a
+ * subdirectory, a symlink and a file with content among them. */
+static void make_sharded(const char *top)
+{
+	char nm[4400];
+	mkdir_or_die(top);
+	for (int i = 0; i < 7000; i++) {
+		snprintf(nm, sizeof(nm), "f%05d", i);
+		put_file(top, nm, 0, 0);
+	}
+	put_file(top, "data.bin", 300000, 9);
+	snprintf(nm, sizeof(nm), "%s/sub", top);
+	mkdir_or_die(nm);
+	put_file(nm, "inner", 10, 10);
+	snprintf(nm, sizeof(nm), "%s/link", top);
+	if (symlink("sub/inner", nm) != 0)
+		fail_msg("symlink %s: %s", nm, strerror(errno));
 }
 
 struct seen {
@@ -1981,6 +2042,7 @@ static void dir_compat_case(cs_store *s, const char *args, const cs_add_options 
 static void test_dir_compat(void **state)
 {
 	char tmp[4096], t256[4200], t1k[4200], flat[4200], empty[4200], store[4200];
+	char sharded[4200];
 	cs_options o = tu_opts();
 	o.durability = CS_DURABLE_NONE;
 	cs_store *s;
@@ -1993,9 +2055,11 @@ static void test_dir_compat(void **state)
 	snprintf(flat, sizeof(flat), "%s/flat-limit", tmp);
 	snprintf(empty, sizeof(empty), "%s/empty", tmp);
 	snprintf(store, sizeof(store), "%s/store", tmp);
+	snprintf(sharded, sizeof(sharded), "%s/sharded", tmp);
 	make_tree(t256, CHUNK);
 	make_tree(t1k, 1000);
 	make_flat_limit(flat);
+	make_sharded(sharded);
 	mkdir_or_die(empty);
 	assert_int_equal(cs_store_open(store, &o, &s), 0);
 
@@ -2016,20 +2080,22 @@ static void test_dir_compat(void **state)
 	ao.raw_leaves = -1;
 	ao.hash = CS_HASH_BLAKE2B_256;
 	dir_compat_case(s, "--profile v1 --hash blake2b-256 --chunker size-1000", &ao, small, 1);
-	/* Just below the sharding threshold the importer builds the same flat node. */
+	/* At the sharding threshold the importer builds the same flat node... */
 	const char *lim[] = {flat};
 	cs_add_options_init(&ao);
 	dir_compat_case(s, "--profile v1", &ao, lim, 1);
-	/* One more byte of names and the store refuses the directory, writing nothing. */
+	/* ...and one entry more, the same HAMT shard. */
 	put_file(flat, "y", 0, 0);
-	cs_stat st0, st1;
-	cs_cid root;
-	assert_int_equal(cs_store_stat(s, &st0), 0);
-	assert_int_equal(cs_add_path(s, &ao, flat, CS_ADD_RECURSIVE, NULL, &root, NULL), CS_ELIMIT);
-	assert_errmsg_has("262144");
-	assert_errmsg_has(flat);
-	assert_int_equal(cs_store_stat(s, &st1), 0);
-	assert_int_equal(st1.next_seq, st0.next_seq);
+	dir_compat_case(s, "--profile v1", &ao, lim, 1);
+	/* Shards of several levels, with a subdirectory, a symlink and content, in both
+	 * profiles (CIDv0's 34-byte CIDs change the estimate and the links). */
+	const char *big[] = {sharded};
+	dir_compat_case(s, "--profile v1", &ao, big, 1);
+	ao.cid_version = 0;
+	dir_compat_case(s, "--profile v0", &ao, big, 1);
+	ao.cid_version = 1;
+	ao.hash = CS_HASH_BLAKE2B_256;
+	dir_compat_case(s, "--profile v1 --hash blake2b-256", &ao, big, 1);
 	assert_int_equal(cs_store_close(s), 0);
 	tu_rmrf(tmp);
 }
