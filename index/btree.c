@@ -695,50 +695,42 @@ int idx_put(struct idx *t, const uint8_t key[IDX_KEY], const struct idx_val *val
 	return 0;
 }
 
-int idx_del(struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *old)
+/*
+ * Restores the minimum fill (I4) from node x at depth d of pa upwards, after x lost entries
+ * or keys: x evens out with a sibling when the two hold enough for two nodes at the minimum,
+ * which ends the repair, or else merges with it, which takes a key from the parent and may
+ * leave the parent short in turn. Prefers the left sibling. Then drops a root left with one
+ * child. x may be any amount short: a delete leaves it one under the minimum, a repack
+ * (idx_repack_step) as far down as no key at all. Allocates nothing.
+ */
+static void restore_fill(struct idx *t, struct path *pa, int d, struct node *x)
 {
-	struct path pa;
-	struct node *x = descend(t, key, &pa);
-	bool found;
-	unsigned pos = leaf_find(x, key, &found);
-	int d = t->height - 1;
-
-	if (!found)
-		return CS_ENOTFOUND;
-	if (old)
-		*old = x->u.leaf.vals[pos];
-	memmove(x->u.leaf.keys[pos], x->u.leaf.keys[pos + 1], (size_t)(x->n - pos - 1) * IDX_KEY);
-	memmove(&x->u.leaf.vals[pos], &x->u.leaf.vals[pos + 1],
-		(x->n - pos - 1) * sizeof(struct idx_val));
-	x->n--;
-	t->count--;
-
-	/* Restore the minimum fill (I4) from the leaf upwards: even out with a sibling that can
-	 * spare entries, which ends the repair, or merge with one, which takes a key from the
-	 * parent and may leave it short in turn. */
 	while (d > 0) {
 		bool leaf = d == t->height - 1;
 		unsigned min = leaf ? LEAF_MIN : INNER_MIN;
-		struct node *p = pa.node[d - 1];
-		unsigned ci = pa.idx[d - 1];
+		struct node *p = pa->node[d - 1];
+		unsigned ci = pa->idx[d - 1];
 		struct node *left = ci > 0 ? p->u.in.child[ci - 1] : NULL;
 		struct node *right = ci < p->n ? p->u.in.child[ci + 1] : NULL;
+		/* Two leaves even out when they hold 2 * min entries; two inner nodes when their
+		 * keys and the separator between them leave 2 * min keys once one goes up. */
+		unsigned need = 2 * min + (unsigned)!leaf;
+		bool lspare = left && left->n + x->n + (unsigned)!leaf >= need;
+		bool rspare = right && right->n + x->n + (unsigned)!leaf >= need;
+		struct node *sib = lspare ? left : rspare ? right : left ? left : right;
 		struct node *g[2];
-		unsigned c0, m_out;
+		unsigned c0, m_out = lspare || rspare ? 2 : 1;
 		uint8_t sep[1][IDX_KEY];
 
 		if (x->n >= min)
 			break;
-		if (left && left->n > min) {
-			g[0] = left, g[1] = x, c0 = ci - 1, m_out = 2;
-		} else if (right && right->n > min) {
-			g[0] = x, g[1] = right, c0 = ci, m_out = 2;
-		} else if (left) {
-			g[0] = left, g[1] = x, c0 = ci - 1, m_out = 1;
-		} else {
-			CS_ASSERT(right); /* I4: a parent has at least two children */
-			g[0] = x, g[1] = right, c0 = ci, m_out = 1;
-		}
+		CS_ASSERT(sib); /* I4: a parent has at least two children */
+		/* A merge fits: neither sibling could spare, so the two hold at most need - 1
+		 * <= CAP (the fill asserts above). */
+		if (sib == left)
+			g[0] = left, g[1] = x, c0 = ci - 1;
+		else
+			g[0] = x, g[1] = right, c0 = ci;
 		if (leaf) {
 			leaf_regroup(t, g, 2, m_out, 0, 0, NULL, NULL);
 			if (m_out == 2)
@@ -764,6 +756,27 @@ int idx_del(struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *old)
 		t->height--;
 	}
 	CS_DASSERT(node_sane(t->root, true));
+}
+
+int idx_del(struct idx *t, const uint8_t key[IDX_KEY], struct idx_val *old)
+{
+	struct path pa;
+	struct node *x = descend(t, key, &pa);
+	bool found;
+	unsigned pos = leaf_find(x, key, &found);
+	int d = t->height - 1;
+
+	if (!found)
+		return CS_ENOTFOUND;
+	if (old)
+		*old = x->u.leaf.vals[pos];
+	memmove(x->u.leaf.keys[pos], x->u.leaf.keys[pos + 1], (size_t)(x->n - pos - 1) * IDX_KEY);
+	memmove(&x->u.leaf.vals[pos], &x->u.leaf.vals[pos + 1],
+		(x->n - pos - 1) * sizeof(struct idx_val));
+	x->n--;
+	t->count--;
+
+	restore_fill(t, &pa, d, x);
 	return 0;
 }
 
