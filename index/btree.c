@@ -8,7 +8,16 @@
  * memory the process really holds, and a put calls the allocator only when a slab runs out.
  * A bulk load takes all the nodes it needs as one slab instead, on huge pages (bigmap.h):
  * faulting in a million-entry tree 4 KiB at a time cost more than filling it.
- * Freed nodes go back to a free list; slabs are returned only by idx_destroy().
+ * Freed nodes go back to a free list. idx_trim() gives the
+ * memory of free nodes beyond a few back to the OS with madvise(MADV_DONTNEED): the node stays
+ * in its slab, released (I7), and reads as zeros when a later node_alloc() touches it again,
+ * which costs a page fault but no allocation that can fail. The slabs themselves are unmapped
+ * only by idx_destroy(). idx_bytes() counts released nodes out, so it stays the memory held.
+ * A release inside a bulk load's huge pages splits the 2 MiB page into 4 KiB ones (once per
+ * huge page: a few microseconds); the process's RSS drops at once, and the kernel frees the
+ * physical pages when it splits the huge page itself (at once or under memory pressure). That
+ * slab is first advised MADV_NOHUGEPAGE, or khugepaged would collapse the holes back into a
+ * whole huge page (max_ptes_none defaults to 511) and take the memory again.
  *
  * Memory per entry is set by how full the leaves are: a full leaf costs 4096 / 81 = 50.6
  * bytes per entry, a half-full one twice that. Random keys split leaves at random places, so
@@ -43,8 +52,9 @@
  *   I5  The leaves are chained by next in key order, starting at the leftmost leaf: the chain
  *       visits every leaf exactly once and the last leaf's next is NULL.
  *   I6  count equals the number of entries in all leaves.
- *   I7  Every node of every slab is either in the tree or on the free list (nfree nodes, each
- *       tagged NODE_FREE), never both.
+ *   I7  Every node of every slab is in exactly one of: the tree; the free list (nfree nodes,
+ *       each tagged NODE_FREE); the released stack (rel[0..nrel), memory given back).
+ *       rel_cap >= the nodes of all slabs, so a release never allocates.
  *   I8  A put that must split first reserves height + 1 free nodes (one per level and a new
  *       root), so a failed slab allocation returns -ENOMEM before anything has changed.
  */
@@ -80,6 +90,8 @@
 #define NODE_HDR 16u
 #define SLAB_NODES 64u
 #define SLAB_BYTES ((size_t)SLAB_NODES * NODE_BYTES)
+#define POOL_WARM (CS_BTREE_HEIGHT_MAX + 1) /* free nodes a trim keeps: one deepest split */
+#define RELEASE_BATCH 64u                   /* nodes sorted per round of madvise calls */
 _Static_assert(CS_BIGMAP_ALIGN % NODE_BYTES == 0, "a big slab holds whole nodes");
 
 #define LEAF_CAP ((NODE_BYTES - NODE_HDR) / (IDX_KEY + sizeof(struct idx_val)))
@@ -137,8 +149,13 @@ struct idx {
 	struct slab {
 		void *p;
 		size_t bytes;
+		bool thp_off; /* a big slab advised MADV_NOHUGEPAGE since its first release */
 	} *slabs;
 	size_t nslabs, slabs_cap;
+	size_t nbig_thp; /* big slabs still advised huge pages */
+	/* Owned: released free nodes (I7), array sized rel_cap. */
+	struct node **rel;
+	size_t nrel, rel_cap;
 	size_t slab_bytes;       /* the sum of the slabs' bytes */
 	unsigned fail_countdown; /* test hook: the countdown-th slab allocation fails */
 	/* Where a group of siblings is gathered before being dealt out again; large enough for
@@ -252,19 +269,34 @@ static int pool_grow(struct idx *t, size_t want)
 		t->slabs = s;
 		t->slabs_cap = cap;
 	}
-	if (big) {
+	if (big)
 		bytes &= ~(CS_BIGMAP_ALIGN - 1); /* so cs_bigmap_size(bytes) == bytes */
+	else
+		bytes = SLAB_BYTES;
+	if (t->rel_cap < (t->slab_bytes + bytes) / NODE_BYTES) { /* I7: room to release all */
+		size_t cap = (t->slab_bytes + bytes) / NODE_BYTES;
+		struct node **r;
+
+		if (cap < 2 * t->rel_cap)
+			cap = 2 * t->rel_cap;
+		r = realloc(t->rel, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		t->rel = r;
+		t->rel_cap = cap;
+	}
+	if (big) {
 		slab = cs_bigmap_alloc(bytes);
 		if (slab == NULL)
 			return -ENOMEM;
 	} else {
-		bytes = SLAB_BYTES;
 		slab = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 			    -1, 0);
 		if (slab == MAP_FAILED)
 			return -ENOMEM;
 	}
-	t->slabs[t->nslabs++] = (struct slab){slab, bytes};
+	t->slabs[t->nslabs++] = (struct slab){slab, bytes, false};
+	t->nbig_thp += big;
 	t->slab_bytes += bytes;
 	/* Push in reverse so that nodes are handed out in address order. */
 	for (size_t i = bytes / NODE_BYTES; i-- > 0;) {
@@ -279,11 +311,11 @@ static int pool_grow(struct idx *t, size_t want)
 	return 0;
 }
 
-/* Makes sure need nodes can be taken without failing (I8). */
+/* Makes sure need nodes can be taken without failing (I8): free or released ones. */
 static int pool_reserve(struct idx *t, size_t need)
 {
-	while (t->nfree < need) {
-		int rc = pool_grow(t, need - t->nfree);
+	while (t->nfree + t->nrel < need) {
+		int rc = pool_grow(t, need - t->nfree - t->nrel);
 
 		if (rc)
 			return rc;
@@ -291,16 +323,22 @@ static int pool_reserve(struct idx *t, size_t need)
 	return 0;
 }
 
-/* Takes a node reserved beforehand. */
+/* Takes a node reserved beforehand: a free one while there are any (its memory is still
+ * there), else a released one, whose first touch faults in a zeroed page. */
 static struct node *node_alloc(struct idx *t, int kind)
 {
 	struct node *n = t->free;
 
-	CS_ASSERT(n && t->nfree > 0); /* I8: the caller reserved it */
-	CS_ASSERT(n->kind == NODE_FREE);
-	t->free = n->next;
-	t->nfree--;
-	UNPOISON((uint8_t *)n + NODE_HDR, NODE_BYTES - NODE_HDR);
+	CS_ASSERT(t->nfree + t->nrel > 0); /* I8: the caller reserved it */
+	if (n) {
+		CS_ASSERT(t->nfree > 0 && n->kind == NODE_FREE); /* I7 */
+		t->free = n->next;
+		t->nfree--;
+		UNPOISON((uint8_t *)n + NODE_HDR, NODE_BYTES - NODE_HDR);
+	} else {
+		n = t->rel[--t->nrel];
+		UNPOISON(n, NODE_BYTES);
+	}
 	n->n = 0;
 	n->kind = (uint8_t)kind;
 	n->next = NULL;
@@ -316,6 +354,77 @@ static void node_free(struct idx *t, struct node *n)
 	t->free = n;
 	t->nfree++;
 	POISON((uint8_t *)n + NODE_HDR, NODE_BYTES - NODE_HDR);
+}
+
+static int node_addr_cmp(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (struct node *const *)a, y = (uintptr_t) * (struct node *const *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Advises the big slab that holds node n, if any, against huge pages (see the top). */
+static void slab_thp_off(struct idx *t, const struct node *n)
+{
+	for (size_t i = 0; t->nbig_thp > 0 && i < t->nslabs; i++) {
+		struct slab *sl = &t->slabs[i];
+		const uint8_t *p = (const uint8_t *)n;
+
+		if (sl->bytes < CS_BIGMAP_ALIGN || sl->thp_off || p < (uint8_t *)sl->p ||
+		    p >= (uint8_t *)sl->p + sl->bytes)
+			continue;
+		(void)madvise(sl->p, sl->bytes, MADV_NOHUGEPAGE); /* advice: may be refused */
+		sl->thp_off = true;
+		t->nbig_thp--;
+		return;
+	}
+}
+
+/*
+ * Gives the memory of the free nodes beyond the first keep back to the OS, moving them to the
+ * released stack (I7). Nodes go in rounds of RELEASE_BATCH, sorted by address so that one
+ * madvise() covers each run of neighbours. A refused madvise() (it should not be) leaves the
+ * rest on the free list. Returns the nodes released.
+ */
+static size_t pool_release(struct idx *t, size_t keep)
+{
+	struct node *batch[RELEASE_BATCH];
+	size_t done = 0;
+
+	while (t->nfree > keep) {
+		size_t k = 0;
+
+		while (k < RELEASE_BATCH && t->nfree > keep) {
+			struct node *n = t->free;
+
+			CS_ASSERT(n->kind == NODE_FREE); /* I7 */
+			t->free = n->next;
+			t->nfree--;
+			batch[k++] = n;
+		}
+		qsort(batch, k, sizeof(batch[0]), node_addr_cmp);
+		for (size_t i = 0, j; i < k; i = j) {
+			for (j = i + 1; j < k && (uint8_t *)batch[j] ==
+						   (uint8_t *)batch[j - 1] + NODE_BYTES;)
+				j++;
+			slab_thp_off(t, batch[i]);
+			if (madvise(batch[i], (j - i) * NODE_BYTES, MADV_DONTNEED) != 0) {
+				for (size_t r = k; r-- > i;) { /* headers intact: back on the list */
+					batch[r]->next = t->free;
+					t->free = batch[r];
+					t->nfree++;
+				}
+				return done;
+			}
+			for (size_t r = i; r < j; r++) {
+				CS_ASSERT(t->nrel < t->rel_cap); /* I7 */
+				t->rel[t->nrel++] = batch[r];
+				POISON(batch[r], NODE_BYTES);
+			}
+			done += j - i;
+		}
+	}
+	return done;
 }
 
 /* ---- Moving entries between siblings ---- */
@@ -558,6 +667,7 @@ int idx_create(struct idx **out)
 	rc = pool_reserve(t, 1);
 	if (rc) {
 		free(t->slabs);
+		free(t->rel);
 		free(t);
 		return rc;
 	}
@@ -581,7 +691,13 @@ void idx_destroy(struct idx *t)
 			munmap(sl->p, sl->bytes);
 	}
 	free(t->slabs);
+	free(t->rel);
 	free(t);
+}
+
+size_t idx_trim(struct idx *t)
+{
+	return pool_release(t, POOL_WARM) * NODE_BYTES;
 }
 
 int idx_reserve(struct idx *t)
@@ -944,7 +1060,10 @@ size_t idx_count(const struct idx *t)
 
 size_t idx_bytes(const struct idx *t)
 {
-	return t->slab_bytes + t->slabs_cap * sizeof(*t->slabs) + sizeof(*t);
+	/* Released nodes hold no memory; every other node of a slab was touched (pool_grow
+	 * writes each header), so it does. */
+	return t->slab_bytes - t->nrel * NODE_BYTES + t->slabs_cap * sizeof(*t->slabs) +
+	       t->rel_cap * sizeof(*t->rel) + sizeof(*t);
 }
 
 int idx_height(const struct idx *t)
@@ -1042,10 +1161,11 @@ int idx_check(const struct idx *t)
 			return cs_fail(CS_ECORRUPT, "btree I7: free list broken at node %zu",
 				       nfree);
 	}
-	if (nfree != t->nfree || c.nodes + nfree != t->slab_bytes / NODE_BYTES)
-		return cs_fail(CS_ECORRUPT, "btree I7: %zu nodes in the tree and %zu free (%zu "
-			       "recorded) of %zu", c.nodes, nfree, t->nfree,
-			       t->slab_bytes / NODE_BYTES);
+	if (nfree != t->nfree || t->nrel > t->rel_cap || t->rel_cap < t->slab_bytes / NODE_BYTES ||
+	    c.nodes + nfree + t->nrel != t->slab_bytes / NODE_BYTES)
+		return cs_fail(CS_ECORRUPT, "btree I7: %zu nodes in the tree, %zu free (%zu "
+			       "recorded) and %zu released of %zu", c.nodes, nfree, t->nfree,
+			       t->nrel, t->slab_bytes / NODE_BYTES);
 	return 0;
 }
 

@@ -74,9 +74,15 @@ int idx_walk(const struct idx *t,
 	     int (*fn)(void *ctx, const uint8_t *key, const struct idx_val *val), void *ctx);
 
 size_t idx_count(const struct idx *t);
-/* Bytes of memory the tree holds: its node slabs, free nodes included, and the pool's own
- * structures. Nodes freed by deletes stay in the pool for later inserts until idx_destroy(). */
+/* Bytes of memory the tree holds: its nodes, the free nodes whose memory the pool still
+ * holds, and the pool's own structures; not the nodes idx_trim() gave back. */
 size_t idx_bytes(const struct idx *t);
+
+/* Gives the memory of the tree's free nodes back to the OS (madvise MADV_DONTNEED), except a
+ * few kept for puts. The nodes stay the pool's: a later put takes them again without
+ * allocating (a page fault zero-fills each), so idx_reserve() and I8 count them. Returns the
+ * bytes given back. Never fails; a refused madvise leaves nodes as they were. */
+size_t idx_trim(struct idx *t);
 int idx_height(const struct idx *t);
 
 /* Whole-tree check (slow tier): ordering, fill, separator keys, leaf chain, count, height.

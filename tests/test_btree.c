@@ -519,6 +519,97 @@ static void test_bytes_per_entry(void **state)
 	assert_true(seq_bpe < 128);
 }
 
+/* ---- Shrinking: trim and repack ---- */
+
+/* Fills t and m with every key of a fresh pool of n keys, in random order. */
+static void fill_random(struct idx *t, struct model *m, size_t n)
+{
+	model_init(m, n);
+	for (size_t k = 0; k < m->n; k++) {
+		size_t j = (size_t)(rng() % m->n);
+		struct idx_val v = make_val(rng());
+
+		if (m->present[j])
+			continue;
+		assert_int_equal(idx_put(t, m->key[j], &v, NULL), 0);
+		m->present[j] = 1;
+		m->val[j] = v;
+		m->count++;
+	}
+}
+
+/* Deletes each present key with probability pct / 100. */
+static void delete_random(struct idx *t, struct model *m, unsigned pct)
+{
+	for (size_t j = 0; j < m->n; j++) {
+		if (!m->present[j] || rng() % 100 >= pct)
+			continue;
+		assert_int_equal(idx_del(t, m->key[j], NULL), 0);
+		m->present[j] = 0;
+		m->count--;
+	}
+}
+
+/* Puts every absent key of the pool back, with the next slab allocation set to fail. */
+static size_t refill_failing(struct idx *t, struct model *m, size_t bytes_untrimmed)
+{
+	size_t refused = 0;
+
+	idx_test_fail_slab(t, 1);
+	for (size_t j = 0; j < m->n; j++) {
+		struct idx_val v = make_val(rng());
+		int rc;
+
+		if (m->present[j])
+			continue;
+		rc = idx_put(t, m->key[j], &v, NULL);
+		if (rc == -ENOMEM) {
+			/* Only once the released nodes are nearly all taken back (I8 reserves
+			 * at most height + 1). */
+			assert_true(idx_bytes(t) + (size_t)(idx_height(t) + 1) * 4096 >=
+				    bytes_untrimmed);
+			refused++;
+			idx_test_fail_slab(t, 1);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		m->present[j] = 1;
+		m->val[j] = v;
+		m->count++;
+	}
+	idx_test_fail_slab(t, 0);
+	return refused;
+}
+
+/* idx_trim() gives the free nodes' memory back: idx_bytes() falls by what it returns, the
+ * tree is unchanged, and the released nodes serve later puts without a slab allocation. */
+static void test_trim(void **state)
+{
+	struct model m;
+	struct idx *t = new_tree();
+	size_t full, before, given, refused;
+
+	rng_state = 0x7219;
+	fill_random(t, &m, 200000);
+	full = idx_bytes(t);
+	delete_random(t, &m, 90);
+	before = idx_bytes(t);
+	assert_int_equal(before, full); /* deletes alone give nothing back */
+	given = idx_trim(t);
+	print_message("trim after deleting 90%%: %.1f -> %.1f bytes/entry, %zu bytes given back\n",
+		      (double)before / (double)m.count, (double)idx_bytes(t) / (double)m.count,
+		      given);
+	assert_true(given > before / 2);
+	assert_int_equal(idx_bytes(t), before - given);
+	compare(t, &m);
+	assert_int_equal(idx_trim(t), 0); /* nothing left beyond the warm few */
+	refused = refill_failing(t, &m, before);
+	compare(t, &m);
+	print_message("refill after trim: %zu puts refused\n", refused);
+	model_free(&m);
+	idx_destroy(t);
+}
+
 /* idx_load's entries for test_bulk_load: key i is seq_key(i * 2), its value names i. */
 struct load_src {
 	size_t bad_at;  /* entry whose key repeats the one before (SIZE_MAX: none) */
@@ -757,6 +848,7 @@ int main(void)
 		cmocka_unit_test(test_enomem_leaves_tree_unchanged),
 		cmocka_unit_test(test_reserve_then_put),
 		cmocka_unit_test(test_check_detects_corruption),
+		cmocka_unit_test(test_trim),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
