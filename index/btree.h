@@ -8,6 +8,7 @@
 #ifndef CS_BTREE_H
 #define CS_BTREE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,24 @@ int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
  * O(log n) per piece rather than per entry. */
 int idx_next_n(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY],
 	       struct idx_val *vals, int max);
+
+/* Repacks one piece of the tree, so that memory freed by deletes can be given back while
+ * writers wait for at most one piece: the leaves under one inner node of the lowest inner
+ * level (at most INNER_CAP + 1 leaves) are packed full, the emptied ones freed, the fill
+ * rules restored upwards, and the memory of up to 128 free nodes given back as idx_trim()
+ * does. The walk goes in key order: `from` is NULL for the first step, then the cursor the
+ * step before wrote to next (next may be from). The cursor is a key, so the caller may drop
+ * its lock between steps and let puts and deletes change the tree; a step packs the group
+ * holding the smallest key above from and writes a cursor above from. Past the last group,
+ * steps only give memory back and leave the cursor as it is. Returns 1 while there is more to
+ * do, 0 when the walk is done. Allocates nothing, so it never fails. Entries, their values
+ * and their order are unchanged. */
+int idx_repack_step(struct idx *t, const uint8_t *from, uint8_t next[IDX_KEY]);
+
+/* Whether a repack would pay: the nodes holding memory (the tree's and the free ones) are more
+ * than 1.2 times what the entries need in full leaves. A tree grown by random puts sits near
+ * 1.16 (the B*-tree moves of btree.c); one that deletes thinned out goes far above. */
+bool idx_repack_wanted(const struct idx *t);
 
 /* Builds the tree from n entries in strictly increasing key order, bottom-up: leaves as full
  * as the fill rule (I4) lets the last ones be, then each inner level over them. t must be
