@@ -1105,9 +1105,12 @@ int idx_repack_step(struct idx *t, const uint8_t *from, uint8_t next[IDX_KEY])
 
 bool idx_repack_wanted(const struct idx *t)
 {
-	size_t held = t->slab_bytes / NODE_BYTES - t->nrel;
+	/* The nodes holding memory, less the warm few a walk would keep anyway. */
+	size_t warm = t->nfree < POOL_WARM ? t->nfree : POOL_WARM;
+	size_t held = t->slab_bytes / NODE_BYTES - t->nrel - warm;
 
-	return 5 * held > 6 * (t->count / LEAF_CAP + 1);
+	/* A tree of a slab or less has too little to give back to be worth a walk. */
+	return held > SLAB_NODES && 5 * held > 6 * (t->count / LEAF_CAP + 1);
 }
 
 /* ---- Bulk load ---- */

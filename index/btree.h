@@ -73,9 +73,10 @@ int idx_next_n(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KE
  * and their order are unchanged. */
 int idx_repack_step(struct idx *t, const uint8_t *from, uint8_t next[IDX_KEY]);
 
-/* Whether a repack would pay: the nodes holding memory (the tree's and the free ones) are more
- * than 1.2 times what the entries need in full leaves. A tree grown by random puts sits near
- * 1.16 (the B*-tree moves of btree.c); one that deletes thinned out goes far above. */
+/* Whether a repack would pay: the nodes holding memory (the tree's and the free ones, but a
+ * warm few) are more than one slab (256 KiB) and more than 1.2 times what the entries need
+ * in full leaves. A tree grown by random puts sits near 1.16 (the B*-tree moves of
+ * btree.c); one that deletes thinned out goes far above. */
 bool idx_repack_wanted(const struct idx *t);
 
 /* Builds the tree from n entries in strictly increasing key order, bottom-up: leaves as full
