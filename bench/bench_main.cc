@@ -344,6 +344,10 @@ void summary()
 	row_at_most("(gc) index memory per block", fig(CSB_GC, "index_B_per_block"), "B", 64);
 	row_at_most("(gc) same, after the collection", fig(CSB_GC, "index_B_per_block_after"), "B",
 		    64);
+	printf("%-38s repack %s, its longest step %s (CPU %s)\n", "(gc) of which",
+	       num(fig(CSB_GC, "repack_s"), "s").c_str(),
+	       num(fig(CSB_GC, "repack_step_max_us"), "us").c_str(),
+	       num(fig(CSB_GC, "repack_step_cpu_max_us"), "us").c_str());
 	const double ia = fig(CSB_GC_INGEST, "ops/s_alone");
 	const double id = fig(CSB_GC_INGEST, "ops/s_during_gc");
 	row("(gc) 4 KiB ingest during GC", num(id, "ops/s"), "ingest alone", num(ia, "ops/s"),

@@ -1130,13 +1130,14 @@ static int cmd_gc(struct cli *c, int argc, char **argv)
 	if (rc != 0)
 		return close_store(c, fail(rc, "garbage collection failed"));
 	json_t *j = json_pack(
-	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "roots", (json_int_t)g.roots,
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:I}", "roots",
+	    (json_int_t)g.roots,
 	    "marked", (json_int_t)g.marked, "freed_blocks", (json_int_t)g.swept_blocks,
 	    "freed_bytes", (json_int_t)g.swept_bytes, "segments_compacted",
 	    (json_int_t)g.segments_compacted, "bytes_copied", (json_int_t)g.bytes_copied,
 	    "bytes_reclaimed", (json_int_t)g.bytes_reclaimed, "mark_seconds", g.mark_seconds,
 	    "sweep_seconds", g.sweep_seconds, "compact_seconds", g.compact_seconds, "seconds",
-	    g.seconds);
+	    g.seconds, "repack_seconds", g.repack_seconds, "index_bytes", (json_int_t)g.index_bytes);
 	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	putchar('\n');
 	json_decref(j);

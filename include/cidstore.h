@@ -264,6 +264,13 @@ typedef struct cs_gc_stat {
 	uint64_t bytes_copied;
 	uint64_t bytes_reclaimed;
 	double compact_seconds;
+	/* The index repack after the sweep, which gives back the memory its deletes freed. Not
+	 * kept by the checkpoint: zero in cs_stat.last_gc after a reopen. */
+	uint64_t repack_steps;              /* index write lock holds, one group of leaves each */
+	double repack_seconds;              /* the whole repack, waits for the lock included */
+	double repack_step_max_seconds;     /* the longest hold, wall time: what a writer waits */
+	double repack_step_max_cpu_seconds; /* the most CPU one step took: its cost unpreempted */
+	uint64_t index_bytes;               /* cs_stat.index_bytes when the collection ended */
 } cs_gc_stat;
 
 /* What one compaction did. */
@@ -395,7 +402,9 @@ CS_API int cs_pin_test(cs_store *s, const cs_cid *cid, int *kind, cs_cid *via);
 /* Deletes every block that no name or pin reaches. Writers are not stopped: puts, gets,
  * names and pins go on while it runs, and no block put, named or pinned after the
  * collection began is deleted by it (docs/GC.md gives the rule). The deletes are logged and
- * synced before it returns. Then, unless the store's compact_threshold is 0, it compacts as
+ * synced before it returns. Then it repacks the index when the deletes left it sparse,
+ * giving its memory back (cs_stat.index_bytes falls), in steps that each hold the index lock
+ * for one group of leaves. Then, unless the store's compact_threshold is 0, it compacts as
  * cs_compact() does (its figures land in out). One collection runs at a time. out may be
  * NULL. Errors:
  *  CS_EBUSY      another cs_gc or cs_compact is running on this store

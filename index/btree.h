@@ -8,6 +8,7 @@
 #ifndef CS_BTREE_H
 #define CS_BTREE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,6 +60,25 @@ int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
 int idx_next_n(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY],
 	       struct idx_val *vals, int max);
 
+/* Repacks one piece of the tree, so that memory freed by deletes can be given back while
+ * writers wait for at most one piece: the leaves under one inner node of the lowest inner
+ * level (at most INNER_CAP + 1 leaves) are packed full, the emptied ones freed, the fill
+ * rules restored upwards, and the memory of up to 128 free nodes given back as idx_trim()
+ * does. The walk goes in key order: `from` is NULL for the first step, then the cursor the
+ * step before wrote to next (next may be from). The cursor is a key, so the caller may drop
+ * its lock between steps and let puts and deletes change the tree; a step packs the group
+ * holding the smallest key above from and writes a cursor above from. Past the last group,
+ * steps only give memory back and leave the cursor as it is. Returns 1 while there is more to
+ * do, 0 when the walk is done. Allocates nothing, so it never fails. Entries, their values
+ * and their order are unchanged. */
+int idx_repack_step(struct idx *t, const uint8_t *from, uint8_t next[IDX_KEY]);
+
+/* Whether a repack would pay: the nodes holding memory (the tree's and the free ones, but a
+ * warm few) are more than one slab (256 KiB) and more than 1.2 times what the entries need
+ * in full leaves. A tree grown by random puts sits near 1.16 (the B*-tree moves of
+ * btree.c); one that deletes thinned out goes far above. */
+bool idx_repack_wanted(const struct idx *t);
+
 /* Builds the tree from n entries in strictly increasing key order, bottom-up: leaves as full
  * as the fill rule (I4) lets the last ones be, then each inner level over them. t must be
  * empty. entry(ctx, i, key, val) fills entry i (called once per i, in order); a nonzero return
@@ -74,9 +94,15 @@ int idx_walk(const struct idx *t,
 	     int (*fn)(void *ctx, const uint8_t *key, const struct idx_val *val), void *ctx);
 
 size_t idx_count(const struct idx *t);
-/* Bytes of memory the tree holds: its node slabs, free nodes included, and the pool's own
- * structures. Nodes freed by deletes stay in the pool for later inserts until idx_destroy(). */
+/* Bytes of memory the tree holds: its nodes, the free nodes whose memory the pool still
+ * holds, and the pool's own structures; not the nodes idx_trim() gave back. */
 size_t idx_bytes(const struct idx *t);
+
+/* Gives the memory of the tree's free nodes back to the OS (madvise MADV_DONTNEED), except a
+ * few kept for puts. The nodes stay the pool's: a later put takes them again without
+ * allocating (a page fault zero-fills each), so idx_reserve() and I8 count them. Returns the
+ * bytes given back. Never fails; a refused madvise leaves nodes as they were. */
+size_t idx_trim(struct idx *t);
 int idx_height(const struct idx *t);
 
 /* Whole-tree check (slow tier): ordering, fill, separator keys, leaf chain, count, height.

@@ -8,7 +8,11 @@
  * tests cover the empty and one-entry trees, ascending and descending insertion and deletion,
  * the memory used per entry, -ENOMEM leaving the tree unchanged, and idx_check() catching each
  * invariant a test hook breaks, and a bulk load (idx_load) from sorted entries, walked back in
- * pieces with idx_next_n(), refusing keys out of order.
+ * pieces with idx_next_n(), refusing keys out of order. Shrinking: idx_trim() gives free
+ * nodes' memory back (idx_bytes() falls by what it says, the resident set with it), and a
+ * repack walk (idx_repack_step) after deleting half or 90%, checked after every step, with
+ * puts, deletes and failing slab allocations between steps, brings memory to <= 64 bytes per
+ * entry at 1M entries with the contents unchanged.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "btree.h"
 #include "cidstore.h"
@@ -519,6 +524,346 @@ static void test_bytes_per_entry(void **state)
 	assert_true(seq_bpe < 128);
 }
 
+/* ---- Shrinking: trim and repack ---- */
+
+/* idx_load's entries from a model, every key present: for the repack tests. */
+struct load_model {
+	struct model *m;
+};
+
+static int load_from_model(void *ctx, size_t i, uint8_t key[IDX_KEY], struct idx_val *v)
+{
+	struct load_model *lm = ctx;
+
+	memcpy(key, lm->m->key[i], IDX_KEY);
+	lm->m->val[i] = make_val(i * 0x9e37);
+	*v = lm->m->val[i];
+	return 0;
+}
+
+/* Fills t and m with every key of a fresh pool of n keys, in random order. */
+static void fill_random(struct idx *t, struct model *m, size_t n)
+{
+	model_init(m, n);
+	for (size_t k = 0; k < m->n; k++) {
+		size_t j = (size_t)(rng() % m->n);
+		struct idx_val v = make_val(rng());
+
+		if (m->present[j])
+			continue;
+		assert_int_equal(idx_put(t, m->key[j], &v, NULL), 0);
+		m->present[j] = 1;
+		m->val[j] = v;
+		m->count++;
+	}
+}
+
+/* Deletes each present key with probability pct / 100. */
+static void delete_random(struct idx *t, struct model *m, unsigned pct)
+{
+	for (size_t j = 0; j < m->n; j++) {
+		if (!m->present[j] || rng() % 100 >= pct)
+			continue;
+		assert_int_equal(idx_del(t, m->key[j], NULL), 0);
+		m->present[j] = 0;
+		m->count--;
+	}
+}
+
+/* Puts every absent key of the pool back, with the next slab allocation set to fail. */
+static size_t refill_failing(struct idx *t, struct model *m, size_t bytes_untrimmed)
+{
+	size_t refused = 0;
+
+	idx_test_fail_slab(t, 1);
+	for (size_t j = 0; j < m->n; j++) {
+		struct idx_val v = make_val(rng());
+		int rc;
+
+		if (m->present[j])
+			continue;
+		rc = idx_put(t, m->key[j], &v, NULL);
+		if (rc == -ENOMEM) {
+			/* Only once the released nodes are nearly all taken back (I8 reserves
+			 * at most height + 1). */
+			assert_true(idx_bytes(t) + (size_t)(idx_height(t) + 1) * 4096 >=
+				    bytes_untrimmed);
+			refused++;
+			idx_test_fail_slab(t, 1);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		m->present[j] = 1;
+		m->val[j] = v;
+		m->count++;
+	}
+	idx_test_fail_slab(t, 0);
+	return refused;
+}
+
+/* idx_trim() gives the free nodes' memory back: idx_bytes() falls by what it returns, the
+ * tree is unchanged, and the released nodes serve later puts without a slab allocation. */
+static void test_trim(void **state)
+{
+	struct model m;
+	struct idx *t = new_tree();
+	size_t full, before, given, refused;
+
+	rng_state = 0x7219;
+	fill_random(t, &m, 200000);
+	full = idx_bytes(t);
+	delete_random(t, &m, 90);
+	before = idx_bytes(t);
+	assert_int_equal(before, full); /* deletes alone give nothing back */
+	given = idx_trim(t);
+	print_message("trim after deleting 90%%: %.1f -> %.1f bytes/entry, %zu bytes given back\n",
+		      (double)before / (double)m.count, (double)idx_bytes(t) / (double)m.count,
+		      given);
+	assert_true(given > before / 2);
+	assert_int_equal(idx_bytes(t), before - given);
+	compare(t, &m);
+	assert_int_equal(idx_trim(t), 0); /* nothing left beyond the warm few */
+	refused = refill_failing(t, &m, before);
+	compare(t, &m);
+	print_message("refill after trim: %zu puts refused\n", refused);
+	model_free(&m);
+	idx_destroy(t);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The longest step of the last repack_all(), in seconds. For information: a test asserts
+ * memory, not time. */
+static double repack_step_max;
+
+/* Runs a whole repack walk; returns the steps it took. With check, idx_check() after each. */
+static size_t repack_all(struct idx *t, int check)
+{
+	uint8_t cur[IDX_KEY], prev[IDX_KEY];
+	size_t steps = 0;
+	double t0 = now_s();
+	int more;
+
+	repack_step_max = 0;
+	for (more = idx_repack_step(t, NULL, cur);; more = idx_repack_step(t, cur, cur)) {
+		double t1 = now_s();
+
+		if (t1 - t0 > repack_step_max)
+			repack_step_max = t1 - t0;
+		steps++;
+		if (check)
+			assert_check(t);
+		if (!more)
+			break;
+		if (steps > 1) /* the cursor moves on, or stays once only memory is left */
+			assert_true(memcmp(prev, cur, IDX_KEY) <= 0);
+		memcpy(prev, cur, IDX_KEY);
+		assert_true(steps < 1000000);
+		t0 = now_s();
+	}
+	return steps;
+}
+
+/* Resident memory of this process, from /proc/self/statm. */
+static size_t rss_bytes(void)
+{
+	unsigned long size = 0, res = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%lu %lu", &size, &res) != 2)
+			res = 0;
+		fclose(f);
+	}
+	return (size_t)res * 4096;
+}
+
+/* Deletes of half and of 90% of a tree, then a repack walk checked after every step: the
+ * contents stay the model's, and memory per entry comes down to the target (64 bytes) from
+ * where the deletes left it (near 117 for half, several hundred for 90%). A repeat walk
+ * finds nothing to do. */
+static void test_repack_after_deletes(void **state)
+{
+	static const unsigned pcts[] = {50, 90};
+
+	for (size_t pi = 0; pi < 2; pi++) {
+		struct model m;
+		struct idx *t = new_tree();
+		double before, after;
+		size_t steps, bytes;
+
+		rng_state = 0x4e9ac + pi;
+		fill_random(t, &m, 200000);
+		delete_random(t, &m, pcts[pi]);
+		before = (double)idx_bytes(t) / (double)m.count;
+		assert_true(idx_repack_wanted(t));
+		steps = repack_all(t, 1);
+		after = (double)idx_bytes(t) / (double)m.count;
+		print_message("repack after deleting %u%% of 200k: %.1f -> %.1f bytes/entry, "
+			      "%zu steps, height %d\n", pcts[pi], before, after, steps,
+			      idx_height(t));
+		assert_true(after <= 64);
+		assert_false(idx_repack_wanted(t));
+		compare(t, &m);
+		/* A second walk finds little: only where the first merged a group into its
+		 * neighbour are two evened-out pairs of leaves left side by side. */
+		bytes = idx_bytes(t);
+		repack_all(t, 1);
+		assert_true(idx_bytes(t) <= bytes && bytes - idx_bytes(t) < bytes / 100);
+		/* The packed tree takes changes like any other. */
+		refill_failing(t, &m, 0);
+		compare(t, &m);
+		model_free(&m);
+		idx_destroy(t);
+	}
+}
+
+/* The target at scale: a million entries, grown by random puts or bulk-loaded (the huge-page
+ * slab), half deleted, then repacked: at most 64 bytes per entry, and the process's resident
+ * memory falls by what idx_bytes() says it gave back (outside AddressSanitizer, whose shadow
+ * memory moves too). */
+static void test_repack_1m(void **state)
+{
+	for (int loaded = 0; loaded < 2; loaded++) {
+		struct model m;
+		struct idx *t = new_tree();
+		size_t before, after, rss0, rss1, steps;
+
+		rng_state = 0x1a1a + (uint64_t)loaded;
+		if (loaded) {
+			model_init(&m, 1000000);
+			struct load_model lm = {&m};
+			assert_int_equal(idx_load(t, m.n, load_from_model, &lm), 0);
+			memset(m.present, 1, m.n);
+			m.count = m.n;
+		} else {
+			fill_random(t, &m, 1000000);
+		}
+		delete_random(t, &m, 50);
+		before = idx_bytes(t);
+		rss0 = rss_bytes();
+		steps = repack_all(t, 0);
+		rss1 = rss_bytes();
+		after = idx_bytes(t);
+		print_message("1M %s, half deleted: %.1f -> %.1f bytes/entry in %zu steps (the "
+			      "longest %.0f us); RSS fell %.1f MB, idx_bytes %.1f MB\n",
+			      loaded ? "loaded" : "put", (double)before / (double)m.count,
+			      (double)after / (double)m.count, steps, repack_step_max * 1e6,
+			      ((double)rss0 - (double)rss1) / 1e6,
+			      ((double)before - (double)after) / 1e6);
+		assert_true((double)after / (double)m.count <= 64);
+#ifndef __SANITIZE_ADDRESS__
+		assert_true(rss0 > rss1 && rss0 - rss1 >= (before - after) / 10 * 9);
+#endif
+		compare(t, &m);
+		model_free(&m);
+		idx_destroy(t);
+	}
+}
+
+/* A walk whose steps let puts and deletes in between, as the store's lock drops do: the
+ * cursor is a key, so the walk goes on over a changed tree, each step leaves it whole, and the
+ * contents are the model's. Some slab allocations fail meanwhile (-ENOMEM, tree unchanged);
+ * the repack itself allocates nothing, so it never fails. A quiet walk after packs it. */
+static void test_repack_interleaved(void **state)
+{
+	struct model m;
+	struct idx *t = new_tree();
+	uint8_t cur[IDX_KEY];
+	size_t steps = 0, refused = 0, changes = 0;
+	int more;
+
+	rng_state = 0x1e7e;
+	fill_random(t, &m, 400000);
+	delete_random(t, &m, 70);
+	for (more = idx_repack_step(t, NULL, cur); more; more = idx_repack_step(t, cur, cur)) {
+		/* At two steps, a burst of puts with every slab allocation failing, until one is
+		 * refused: the released nodes run out first. Else a few changes of each kind. */
+		int burst = steps == 5 || steps == 20;
+
+		assert_check(t);
+		steps++;
+		idx_test_fail_slab(t, burst ? 1 : 0);
+		for (size_t k = 0; burst ? k < m.n : k < 400; k++, changes++) {
+			size_t j = burst ? k : (size_t)(rng() % m.n);
+			struct idx_val v = make_val(rng());
+			int rc;
+
+			if (!burst && m.present[j] && rng() % 3 == 0) {
+				assert_int_equal(idx_del(t, m.key[j], NULL), 0);
+				m.present[j] = 0;
+				m.count--;
+				continue;
+			}
+			rc = idx_put(t, m.key[j], &v, NULL);
+			if (rc == -ENOMEM) {
+				refused++;
+				break;
+			}
+			assert_int_equal(rc, m.present[j] ? 1 : 0);
+			m.count += !m.present[j];
+			m.present[j] = 1;
+			m.val[j] = v;
+		}
+		/* And a step with a slab allocation set to fail: a repack asks for none. */
+		idx_test_fail_slab(t, 1);
+		assert_true(steps < 100000);
+	}
+	idx_test_fail_slab(t, 0);
+	compare(t, &m);
+	print_message("interleaved repack: %zu steps, %zu changes between them, %zu puts "
+		      "refused\n", steps, changes, refused);
+	assert_true(steps > 20);
+	assert_int_equal(refused, 2);
+	delete_random(t, &m, 60);
+	idx_test_fail_slab(t, 1); /* a repack that wanted a slab would fail here */
+	repack_all(t, 1);
+	idx_test_fail_slab(t, 0);
+	assert_true((double)idx_bytes(t) / (double)m.count <= 64);
+	compare(t, &m);
+	model_free(&m);
+	idx_destroy(t);
+}
+
+/* Small trees: every size around one leaf, two leaves and one group, thinned by deletes, then
+ * repacked; a two-leaf tree whose entries fit one leaf becomes a root leaf. */
+static void test_repack_small(void **state)
+{
+	static const size_t sizes[] = {0, 1, 80, 81, 82, 120, 162, 163, 300, 81 * 97, 81 * 97 + 1,
+				       81 * 98 * 2};
+
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+		for (unsigned pct = 0; pct <= 90; pct += 30) {
+			struct model m;
+			struct idx *t = new_tree();
+
+			rng_state = si * 1000 + pct;
+			model_init(&m, sizes[si] > 0 ? sizes[si] : 1);
+			for (size_t j = 0; j < m.n && sizes[si] > 0; j++) {
+				struct idx_val v = make_val(rng());
+
+				assert_int_equal(idx_put(t, m.key[j], &v, NULL), 0);
+				m.present[j] = 1;
+				m.val[j] = v;
+				m.count++;
+			}
+			delete_random(t, &m, pct);
+			repack_all(t, 1);
+			compare(t, &m);
+			if (m.count <= 81)
+				assert_int_equal(idx_height(t), 1);
+			model_free(&m);
+			idx_destroy(t);
+		}
+	}
+}
+
 /* idx_load's entries for test_bulk_load: key i is seq_key(i * 2), its value names i. */
 struct load_src {
 	size_t bad_at;  /* entry whose key repeats the one before (SIZE_MAX: none) */
@@ -757,6 +1102,11 @@ int main(void)
 		cmocka_unit_test(test_enomem_leaves_tree_unchanged),
 		cmocka_unit_test(test_reserve_then_put),
 		cmocka_unit_test(test_check_detects_corruption),
+		cmocka_unit_test(test_trim),
+		cmocka_unit_test(test_repack_after_deletes),
+		cmocka_unit_test(test_repack_1m),
+		cmocka_unit_test(test_repack_interleaved),
+		cmocka_unit_test(test_repack_small),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -306,7 +306,7 @@ grep -q "held by the recursive pin on $keep" "$tmp/err" && ok || bad "rm pinned:
 expect 0 "name rm drop" -- "$bin" name rm drop
 expect 0 "name rm keep" -- "$bin" name rm keep
 expect 0 "gc" -- "$bin" gc
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["freed_blocks"]==4 and "segments_compacted" in d and "bytes_copied" in d and "bytes_reclaimed" in d, d' \
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["freed_blocks"]==4 and "segments_compacted" in d and "bytes_copied" in d and "bytes_reclaimed" in d and d["index_bytes"]>0 and "repack_seconds" in d, d' \
 	"$tmp/out" && ok || bad "gc should free drop's 3 leaves and root: $(cat "$tmp/out")"
 expect 1 "dropped root gone" -- "$bin" cat "$drop"
 expect 0 "pinned file intact" -- "$bin" cat "$keep"

@@ -11,7 +11,8 @@
  * name set fails only when a collection overlapped it (the documented rule); a pinned name set (an
  * add's name and pin options, cs_name_set_pinned) names and pins together, upgrades a direct pin,
  * and writes nothing on bad input; a final quiet collection leaves exactly the reachable blocks. GC
- * while another thread closes the store returns CS_ECLOSED and close waits for it.
+ * while another thread closes the store returns CS_ECLOSED and close waits for it. A collection
+ * of half the blocks gives the index memory back (<= 64 bytes per block after it).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -410,6 +411,44 @@ static void test_gc_basic(void **state)
 	CHECK(cs_store_close(s));
 }
 
+/* A collection that deletes half of the blocks gives the index memory back (the repack of
+ * btree.c): at most 64 bytes per block after it, where the deletes alone leave about twice
+ * that; cs_gc_stat reports the repack and the index bytes cs_stat then shows. A collection
+ * with nothing to give back does not repack. */
+static void test_gc_repacks_index(void **state)
+{
+	cs_store *s = open_store();
+	const size_t leaves = 30000;
+	cs_cid root, cid;
+	cs_gc_stat g;
+	cs_stat st;
+
+	add_file(s, 21, leaves * 64, 64, &root);
+	CHECK(cs_name_set(s, "half", &root, leaves * 64));
+	for (size_t i = 0; i < leaves; i++) {
+		uint8_t b[64];
+		tu_fill(b, sizeof(b), 0x900000 + i);
+		CHECK(cs_block_put(s, b, sizeof(b), CS_CODEC_RAW, CS_HASH_SHA2_256, &cid));
+	}
+	CHECK(cs_gc(s, &g));
+	assert_int_equal(g.swept_blocks, leaves);
+	CHECK(cs_store_stat(s, &st));
+	print_message("index after collecting half of %llu blocks: %.1f bytes/block, %llu repack "
+	              "steps, the longest %.0f us\n",
+	              (unsigned long long)(st.blocks + leaves),
+	              (double)st.index_bytes / (double)st.blocks,
+	              (unsigned long long)g.repack_steps, g.repack_step_max_seconds * 1e6);
+	assert_true(g.repack_steps > 0);
+	assert_int_equal(g.index_bytes, st.index_bytes);
+	assert_true(st.index_bytes <= 64 * st.blocks);
+	assert_true(file_intact(s, &root, 21, leaves * 64));
+
+	CHECK(cs_gc(s, &g));
+	assert_int_equal(g.swept_blocks, 0);
+	assert_int_equal(g.repack_steps, 0);
+	CHECK(cs_store_close(s));
+}
+
 /* A whole collection between a name set's DAG walk and its lock: the walk saw the file's
  * blocks, the collection swept them (nothing rooted them yet), and the name set must notice
  * and refuse, not name a file that is gone. */
@@ -704,6 +743,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_pin_missing_block, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_name_pinned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_basic, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gc_repacks_index, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_between_walk_and_name, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_vs_close, setup, teardown),
