@@ -59,12 +59,17 @@ struct wal_config {
 	struct wal_pos last_pos;
 	uint64_t last_seq;
 	uint64_t last_sum;
+	/* Nonzero: never prepare the next segment ahead of need (W12 of wal.c); every segment
+	 * is then created on the appender's request. For tests of that path. */
+	int no_spare;
 };
 
 struct wal;
 
 /* Starts the writer thread. With no segments given, creates segment 1 (header written and
- * synced) before returning. Appends continue in the last given segment unless its header's
+ * synced) before returning. Once the writer has written past half of the last segment, it
+ * creates the next segment's file ahead of need, without a header (a "spare"), so that
+ * starting it costs an append no I/O; wal_close() removes a spare left unused. Appends continue in the last given segment unless its header's
  * window is below 2 * batch_bytes (the window bounds unsynced bytes for recovery), in which
  * case the first append starts the next segment. Errors: CS_EINVAL (a size outside
  * cs_limits.h, batch_bytes > segment_bytes / 2, bad durability or interval_ms, inconsistent
