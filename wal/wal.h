@@ -107,8 +107,9 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
  * covering it, or an earlier one, failed), CS_EINVAL (seq was never appended). */
 int wal_wait(struct wal *w, uint64_t seq);
 
-/* Writes and syncs everything appended before the call and waits for it, in any mode.
- * Errors: CS_EPOISONED (the message names the failure that poisoned the log). */
+/* Writes and syncs everything appended before the call and waits for it, in any mode; the
+ * last segment's header too, should the log have just moved to a spare. Errors:
+ * CS_EPOISONED (the message names the failure that poisoned the log). */
 int wal_sync(struct wal *w);
 
 /* Reads the record at pos whose payload is len bytes (the caller knows it from the index):
@@ -197,9 +198,10 @@ void wal_stat(struct wal *w, struct wal_stat *out);
  * many. The last one is where appends go. */
 uint32_t wal_segments(struct wal *w, struct wal_seg_info *out, uint32_t cap);
 
-/* Reads the record at pos of a segment other than the last (whose records are all in its
- * file) whatever its length: the header into *h and the payload into buf (cap bytes), and
- * checks header and checksum. For scanning a segment record by record. Thread-safe.
+/* Reads the record at pos of a segment other than the last whatever its length: the header
+ * into *h and the payload into buf (cap bytes), and checks header and checksum. The records
+ * of such a segment are all in its file, or, for the one the log just left for a spare, in
+ * a batch buffer still being written, from which they are read. For scanning a segment record by record. Thread-safe.
  * Errors: CS_EINVAL (pos is in the last segment), CS_ECORRUPT (no such segment, not a record
  * there, a payload over cap bytes, a checksum mismatch; the message names the place),
  * -errno. */
