@@ -121,6 +121,7 @@ static int check_options(const cs_options *o)
 }
 
 int (*store_io_factory)(struct io **out);
+int store_wal_no_spare;
 
 /* Picks the I/O backend: CIDSTORE_IO overrides the option; AUTO falls back to psync when the
  * kernel refuses io_uring (containers' default seccomp gives EPERM, old kernels ENOSYS). */
@@ -533,6 +534,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	    .last_pos = s->rec.last_pos,
 	    .last_seq = s->rec.last_seq,
 	    .last_sum = s->rec.last_sum,
+	    .no_spare = store_wal_no_spare,
 	};
 	io = NULL; /* the WAL owns it from here, even on failure */
 	rc = wal_open(&s->wal, &wc);

@@ -356,5 +356,8 @@ struct io;
  * choosing one (the fault-injecting backend of the reliability tests). Set it before any
  * open; not for production use. */
 extern int (*store_io_factory)(struct io **out);
+/* Tests: nonzero makes every store opened afterwards create each log segment on demand,
+ * never ahead of need (wal_config.no_spare). */
+extern int store_wal_no_spare;
 
 #endif

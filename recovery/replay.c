@@ -9,9 +9,11 @@
  * which case it is corruption.
  *
  * Invariants:
- *   P1. Only the last segment file is ever changed (torn tail zeroed, a short file extended
- *       back to its capacity) or removed (a crash while it was being created). Earlier
- *       segments are only read: by G2 they were synced whole, so they hold no torn writes.
+ *   P1. Only the last segment is ever changed (torn tail zeroed, a short file extended back
+ *       to its capacity), and only an unfinished file after it (a crash while one was being
+ *       created, or a spare that was never started: no header, no record, G1) is removed.
+ *       The last segment is the last one with a header. Earlier segments are only read: by
+ *       G2 they were synced whole, so they hold no torn writes.
  *   P6. Repeated opens agree. A torn tail is zeroed only where nothing that decided this
  *       open lies in it: in a segment where salvage resumed after corruption, the records
  *       whose synced seq proved the corruption may lie in the tail, and zeroing them would
@@ -981,9 +983,11 @@ static int finish(struct replay *rp, struct seg_file *files, uint32_t nfiles, ui
 			               strerror(errno));
 		if (fsync(opt->dirfd) != 0)
 			return cs_fail(-errno, "store directory: fsync: %s", strerror(errno));
-		say(rp, CS_LOG_WARN,
-		    "segment %08x: removed an unfinished segment file of %llu bytes (a crash "
-		    "while creating it)",
+		/* Information, not a warning: after a kill or power cut, a spare the writer made
+		 * ahead of need (G1) is an ordinary state, and nothing was lost. */
+		say(rp, CS_LOG_INFO,
+		    "segment %08x: removed an unfinished segment file of %llu bytes (no header: "
+		    "a spare never started, or a crash while creating it)",
 		    sf->id, (unsigned long long)sf->size);
 	}
 	if (nsegs > 0) {
@@ -1243,7 +1247,10 @@ static int replay_files(struct replay *rp, struct seg_file *files, uint32_t nfil
 		rp->tail.torn_id = 0;
 		rp->sf = sf;
 		rp->lim = min_u64(sf->h.capacity, sf->size);
-		rp->last = i + 1 == nfiles; /* a segment before an unfinished one is not last */
+		/* A segment before an unfinished one is the last: the unfinished file holds no
+		 * record, and may be a spare made while this one was still written (G1), so this
+		 * one's tail is the log's. */
+		rp->last = i + 1 == n;
 		rp->next = i + 1 < n ? &files[i + 1] : NULL;
 		uint32_t end = CS_SEG_HEADER;
 		rc = scan_segment(rp, from, salvaged, &end);

@@ -3,7 +3,8 @@
  *
  *  (a) Space. Blocks of 256 KiB are put (CS_COMPACT_MB, default 96 MiB of them), about a
  *      tenth named or pinned; gc deletes the rest and compacts. The directory's du (the sum
- *      of st_blocks * 512 of its files) must then be at most 1.1 x live bytes + 2 segments;
+ *      of st_blocks * 512 of its files) must then be at most 1.1 x live bytes + 3 segments (the
+ *      third is the log's spare, W12 of wal.c);
  *      after a reopen every live block is there byte for byte, every name and pin too,
  *      nothing deleted is, and verify is clean. Prints du before and after, the live bytes
  *      and the copy rate.
@@ -382,7 +383,8 @@ static void test_space(void **state)
 	cs_store_stat(s, &st);
 	uint64_t du1 = du(dir);
 	uint64_t named = w->named;
-	double bound = 1.1 * (double)st.live_bytes + 2.0 * SEG;
+	/* docs/GC.md: the head, the segment the copies may begin, and the spare (W12). */
+	double bound = 1.1 * (double)st.live_bytes + 3.0 * SEG;
 	print_message("space: %llu MiB of 256 KiB blocks, 90%% collected: du %.1f MiB -> %.1f MiB, "
 	              "live %.1f MiB (bound %.1f MiB); %llu segments compacted, %.1f MiB copied "
 	              "in %.2f s (%.0f MB/s), %.1f MiB of files deleted; gc %.2f s (mark %.2f, "
@@ -398,7 +400,7 @@ static void test_space(void **state)
 	assert_true(g.segments_compacted > 0);
 	assert_true(g.swept_blocks >= n * 8 / 10);
 	if ((double)du1 > bound)
-		fail_msg("du %llu after gc exceeds 1.1 x live %llu + 2 segments",
+		fail_msg("du %llu after gc exceeds 1.1 x live %llu + 3 segments",
 		         (unsigned long long)du1, (unsigned long long)st.live_bytes);
 	assert_int_equal(cs_store_close(s), 0);
 
@@ -1106,9 +1108,13 @@ static void test_disk_full(void **state)
 	char tmpl[512];
 	img_path(tmpl, sizeof(tmpl), "full-template");
 	prepare(tmpl);
+	/* The segment compaction needs is created on demand here: a spare made at open, before
+	 * the fault is armed, would leave the creation nothing to fail (W12 of wal.c). */
+	store_wal_no_spare = 1;
 	full_once(tmpl, FAULT_CREATE, -ENOSPC);
 	full_once(tmpl, FAULT_CREATE, -EDQUOT);
 	full_once(tmpl, FAULT_NKINDS, -ENOSPC);
+	store_wal_no_spare = 0;
 	tu_rmrf(tmpl);
 	print_message("compaction on a full disk: ENOSPC/EDQUOT at the create, ENOSPC at the "
 	              "header write gave CS_EFULL; nothing lost, no poison, finished later\n");

@@ -21,6 +21,12 @@
  *    the error;
  *  - reopening with recovered segments continues the log in place, or in a new segment when
  *    the old one's window is too small for the new batch size;
+ *  - the spare (W12): past half of a segment the writer creates the next file, header-less,
+ *    outside the table; the append that needs it starts it and the writer writes its header
+ *    first; a spare left at close is removed; a spare that fails for space is no poison
+ *    (the creation on demand follows), any other failure of it, or of its header, is; a
+ *    record of the segment left behind whose batch is still being written reads back with
+ *    wal_read_any;
  *  - CS_ELIMIT and CS_EINVAL where the contract says, with the backend freed on a failed
  *    open.
  * Every test ends by parsing the segment files directly with rec_decode_header/rec_verify.
@@ -65,6 +71,9 @@ struct tio {
 	atomic_int syncs;         /* write calls with sync, plus sync calls */
 	atomic_int fail_write_in; /* n > 0: the n-th write from now fails with -EIO */
 	atomic_int fail_sync_in;  /* n > 0: the n-th sync from now fails with -EIO */
+	atomic_int creates;       /* create calls */
+	atomic_int fail_create_in; /* n > 0: the n-th create from now fails with create_err */
+	int create_err;
 	atomic_int destroyed;
 	atomic_ulong max_unsynced; /* most bytes of one fd ever written but not synced */
 	/* The writer thread's alone. */
@@ -145,12 +154,15 @@ static int tio_sync(struct io *io, int fd)
 	return rc;
 }
 
-/* Segment creation and directory syncs pass through uncounted: the counters above are about
- * the records' writes and syncs. */
+/* Segment creation and directory syncs pass through, creations counted apart: the counters
+ * above are about the records' writes and syncs. */
 static int tio_create(struct io *io, int dirfd, const char *name, uint64_t capacity, int *fd)
 {
 	struct tio *t = (struct tio *)io;
 
+	atomic_fetch_add(&t->creates, 1);
+	if (countdown(&t->fail_create_in))
+		return t->create_err;
 	return t->real->ops->create(t->real, dirfd, name, capacity, fd);
 }
 
@@ -1072,7 +1084,7 @@ static void test_poison(void **state)
 }
 
 /* A failure creating the next segment poisons as well; appends waiting for room wake. */
-static void test_poison_rotation(void **state)
+static void poison_rotation(int spare)
 {
 	struct ctx c;
 	uint8_t *scratch = malloc(1u << 20);
@@ -1080,9 +1092,12 @@ static void test_poison_rotation(void **state)
 	int rc = 0, i;
 
 	ctx_init(&c, "wal-prot");
-	ctx_open(&c, CS_DURABLE_SYNC, CS_SEG_MIN, CS_BATCH_MIN);
+	ctx_cfg(&c, CS_DURABLE_SYNC, CS_SEG_MIN, CS_BATCH_MIN);
+	c.cfg.no_spare = spare == 0;
+	assert_int_equal(wal_open(&c.w, &c.cfg), 0);
 	/* Segment 1 takes 15 records of 1 MiB; the 16th starts segment 2, whose header write
-	 * (the writer's 16th write after these appends begin) fails. */
+	 * (the writer's 16th write after these appends begin) fails: in its creation on
+	 * demand, or when the writer begins the spare (W12). */
 	atomic_store(&c.t->fail_write_in, 16);
 	for (i = 0; i < 20 && rc == 0; i++) {
 		rc = append_one(c.w, (1u << 20) - CS_REC_HEADER, (uint64_t)i, &e, scratch);
@@ -1096,12 +1111,208 @@ static void test_poison_rotation(void **state)
 	assert_int_equal(i, 16);
 	assert_int_equal(wal_close(c.w), -EIO);
 	tio_free(c.t);
+	if (spare) {
+		/* The spare stays as it was made, header-less: recovery removes it (FORMAT.md
+		 * G1, tests/test_recovery.c). */
+		uint8_t hdr[CS_SEG_HEADER], zero[CS_SEG_HEADER] = {0};
+		int fd = openat(c.dirfd, "00000002.seg", O_RDONLY | O_CLOEXEC);
+		assert_true(fd >= 0);
+		assert_int_equal(pread(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+		assert_memory_equal(hdr, zero, sizeof(hdr));
+		close(fd);
+		assert_int_equal(unlinkat(c.dirfd, "00000002.seg", 0), 0);
+	}
 	/* The half-made segment was removed: the log is segment 1 alone, whole. */
 	struct log_info li;
 	walk_log(c.dirfd, 1, NULL, 0, &li);
 	assert_int_equal(li.nsegs, 1);
 	assert_int_equal(li.records, 15);
 	free(scratch);
+	ctx_fini(&c);
+}
+
+static void test_poison_rotation(void **state)
+{
+	(void)state;
+	poison_rotation(0);
+	poison_rotation(1);
+}
+
+/* ---- The spare (W12) ------------------------------------------------------------------- */
+
+/* Whether segment file id exists; when it does, *zero says whether its header is all zero
+ * and *size gives its size. */
+static int seg_file(int dirfd, uint32_t id, int *zero, uint64_t *size)
+{
+	char name[32];
+	uint8_t hdr[CS_SEG_HEADER], z[CS_SEG_HEADER] = {0};
+	struct stat st;
+
+	seg_name(name, sizeof(name), id);
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	assert_int_equal(fstat(fd, &st), 0);
+	*size = (uint64_t)st.st_size;
+	*zero = pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
+	        memcmp(hdr, z, sizeof(hdr)) == 0;
+	close(fd);
+	return 1;
+}
+
+/* Waits (up to 10 s) for the writer to have made spare id: the file is there. */
+static void wait_spare(int dirfd, uint32_t id)
+{
+	int zero = 0;
+	uint64_t size = 0;
+
+	for (int i = 0; i < 10000 && !seg_file(dirfd, id, &zero, &size); i++)
+		usleep(1000);
+	if (!seg_file(dirfd, id, &zero, &size))
+		fail_msg("no spare %08x after 10 s", id);
+}
+
+/* Segments of 16 MiB, records of 1 MiB in sync mode: the write of record 8 passes half of
+ * segment 1, after which the spare 2 exists, header-less, preallocated and not in the table;
+ * record 16 starts it (its header then valid, first seq 16); after record 25 spare 3 exists,
+ * and the close removes it. Three creations in all. */
+static void test_spare(void **state)
+{
+	(void)state;
+	enum { N = 25 };
+	struct ctx c;
+	uint8_t *scratch = malloc(1u << 20), *buf = malloc(1u << 20), *want = malloc(1u << 20);
+	struct exp_rec e[N];
+	struct wal_stat st;
+	struct log_info li;
+	int zero;
+	uint64_t size;
+
+	ctx_init(&c, "wal-spare");
+	ctx_open(&c, CS_DURABLE_SYNC, CS_SEG_MIN, CS_BATCH_MIN);
+	for (int i = 0; i < N; i++) {
+		if (i == 7)
+			assert_false(seg_file(c.dirfd, 2, &zero, &size)); /* 7 MiB: not past half */
+		assert_int_equal(append_one(c.w, (1u << 20) - CS_REC_HEADER, 300 + (uint64_t)i,
+		                            &e[i], scratch),
+		                 0);
+		assert_int_equal(wal_wait(c.w, e[i].seq), 0);
+		if (i == 7) {
+			wait_spare(c.dirfd, 2);
+			assert_true(seg_file(c.dirfd, 2, &zero, &size));
+			assert_true(zero);
+			assert_int_equal(size, CS_SEG_MIN);
+			wal_stat(c.w, &st);
+			assert_int_equal(st.segments, 1); /* not in the table */
+			assert_int_equal(st.disk_bytes, CS_SEG_MIN);
+		}
+		assert_int_equal(e[i].pos.seg, i < 15 ? 1 : 2);
+	}
+	wait_spare(c.dirfd, 3);
+	assert_true(seg_file(c.dirfd, 3, &zero, &size) && zero);
+	assert_int_equal(wal_sync(c.w), 0);
+	for (int i = 0; i < N; i++)
+		check_read(c.w, &e[i], buf, want);
+	wal_stat(c.w, &st);
+	assert_int_equal(st.segments, 2);
+	assert_int_equal(atomic_load(&c.t->creates), 3);
+	ctx_close(&c, 0);
+	assert_false(seg_file(c.dirfd, 3, &zero, &size)); /* removed at close */
+	walk_log(c.dirfd, 1, e, N, &li);
+	assert_int_equal(li.nsegs, 2);
+	assert_int_equal(li.first_seq[1], e[15].seq);
+	free(scratch);
+	free(buf);
+	free(want);
+	ctx_fini(&c);
+}
+
+/* The spare's creation fails: for space, no poison, and the append that needs segment 2
+ * creates it on demand (a fourth call); with EIO, the log is poisoned. */
+static void test_spare_fails(void **state)
+{
+	(void)state;
+	static const int errs[] = {-ENOSPC, -EIO};
+	uint8_t *scratch = malloc(1u << 20);
+
+	for (int k = 0; k < 2; k++) {
+		struct ctx c;
+		struct exp_rec e[16];
+		struct log_info li;
+		int rc = 0, i;
+
+		ctx_init(&c, "wal-sparefail");
+		ctx_open(&c, CS_DURABLE_SYNC, CS_SEG_MIN, CS_BATCH_MIN);
+		c.t->create_err = errs[k];
+		atomic_store(&c.t->fail_create_in, 1); /* the spare's */
+		for (i = 0; i < 16 && rc == 0; i++) {
+			rc = append_one(c.w, (1u << 20) - CS_REC_HEADER, 400 + (uint64_t)i, &e[i],
+			                scratch);
+			if (rc == 0)
+				rc = wal_wait(c.w, e[i].seq);
+		}
+		if (errs[k] == -ENOSPC) {
+			assert_int_equal(rc, 0);
+			assert_int_equal(e[15].pos.seg, 2);
+			assert_int_equal(atomic_load(&c.t->creates), 3); /* 1, the spare, 2 */
+			ctx_close(&c, 0);
+			walk_log(c.dirfd, 1, e, 16, &li);
+			assert_int_equal(li.nsegs, 2);
+		} else {
+			assert_int_equal(rc, CS_EPOISONED);
+			expect_msg("log segment creation failed earlier");
+			ctx_close(&c, -EIO);
+			walk_log(c.dirfd, 1, NULL, 0, &li);
+			assert_int_equal(li.nsegs, 1);
+		}
+		ctx_fini(&c);
+	}
+	free(scratch);
+}
+
+/* A record of the segment the spare took over from, whose batch the writer is still
+ * writing (held at the gate), reads back with wal_read_any from the buffer (W12): without
+ * that, the file still reads zeros there. */
+static void test_spare_read_any(void **state)
+{
+	(void)state;
+	struct ctx c;
+	uint8_t *scratch = malloc(1u << 20), *buf = malloc(CS_REC_PAYLOAD_MAX), *want = malloc(1u << 20);
+	struct exp_rec e[16];
+	struct rec_hdr h;
+
+	ctx_init(&c, "wal-spareany");
+	ctx_open(&c, CS_DURABLE_NONE, CS_SEG_MIN, CS_BATCH_MIN);
+	for (int i = 0; i < 14; i++)
+		assert_int_equal(append_one(c.w, (1u << 20) - CS_REC_HEADER, 500 + (uint64_t)i,
+		                            &e[i], scratch),
+		                 0);
+	assert_int_equal(wal_sync(c.w), 0);
+	wait_spare(c.dirfd, 2);
+	tio_gate(c.t, 1);
+	/* Record 14 fills segment 1; record 15 needs segment 2 and starts the spare while the
+	 * batch of 14 waits at the gate. */
+	for (int i = 14; i < 16; i++)
+		assert_int_equal(append_one(c.w, (1u << 20) - CS_REC_HEADER, 500 + (uint64_t)i,
+		                            &e[i], scratch),
+		                 0);
+	assert_int_equal(e[14].pos.seg, 1);
+	assert_int_equal(e[15].pos.seg, 2);
+	assert_int_equal(wal_read_any(c.w, e[14].pos, &h, buf, CS_REC_PAYLOAD_MAX), 0);
+	assert_int_equal(h.seq, e[14].seq);
+	assert_int_equal(h.len, e[14].len);
+	tu_fill(want, e[14].len, e[14].seed);
+	assert_memory_equal(buf, want, e[14].len);
+	tio_gate(c.t, 0);
+	assert_int_equal(wal_sync(c.w), 0);
+	assert_int_equal(wal_read_any(c.w, e[14].pos, &h, buf, CS_REC_PAYLOAD_MAX), 0);
+	assert_memory_equal(buf, want, e[14].len);
+	ctx_close(&c, 0);
+	struct log_info li;
+	walk_log(c.dirfd, 1, e, 16, &li);
+	free(scratch);
+	free(buf);
+	free(want);
 	ctx_fini(&c);
 }
 
@@ -1321,6 +1532,8 @@ int main(void)
 	    cmocka_unit_test(test_rotation),       cmocka_unit_test(test_concurrent),
 	    cmocka_unit_test(test_mode_none),      cmocka_unit_test(test_mode_interval),
 	    cmocka_unit_test(test_poison),         cmocka_unit_test(test_poison_rotation),
+	    cmocka_unit_test(test_spare),          cmocka_unit_test(test_spare_fails),
+	    cmocka_unit_test(test_spare_read_any),
 	    cmocka_unit_test(test_reopen),         cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_backend_direct), cmocka_unit_test(test_throughput),
 	};

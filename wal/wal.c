@@ -24,13 +24,16 @@
  *       record went to the new file and left no file behind (W10).
  *   W5. The log is laid out in seq order: offsets within a segment and segment ids grow with
  *       seq, and batches are written in order by the one writer. The old segment is synced
- *       before the next one is created, so after a power cut the log is still a prefix.
+ *       before the next one's header is written (and, when it is created on demand, before
+ *       it is created), so after a power cut the log is still a prefix.
  *   W6. A buffer is swapped out of FILLING only when no appender is still copying into it
  *       (pending == 0), so the writer never writes half-encoded records.
  *   W7. Every record's synced_seq is the durable horizon at reservation time: < its seq.
- *   W8. Every file offset handed out lies in a segment whose file exists, valid, with its fd
- *       in the table: a segment enters the table only once the writer has created it, and
- *       positions in it are handed out only after that. The buffer holding a record is
+ *   W8. Every file offset handed out lies in a segment whose file exists, with its fd in the
+ *       table: a segment enters the table only once its file was created and its name made
+ *       durable, and positions in it are handed out only after that. Its header is written
+ *       and synced before any record is (W12), so the file is valid whenever a record of it
+ *       is in the file. The buffer holding a record is
  *       released only after its write completed, so wal_read() always finds the record in a
  *       buffer or in the file.
  *   W9. At open the last recovered segment is synced, so the horizon starts at next_seq - 1
@@ -48,6 +51,30 @@
  *       creation that fails for space (ENOSPC, EDQUOT) with no file left behind is not
  *       poison: every appender that needed that segment gets CS_EFULL, records in the old
  *       segment continue, and the next appender that needs a segment asks again.
+ *   W12. The spare. Once the writer has written past half of the last segment, it prepares
+ *       its successor ahead of need: the file is created (exclusive, preallocated to read as
+ *       zeros) and the directory synced, but no header is written, and the file is not in
+ *       the table. At most one spare exists, its id is the last segment's + 1, and a spare
+ *       and a creation on demand (W10) never run at once (spare_busy, seg_req). An appender
+ *       that needs the next segment starts the spare under mu, without waiting for any I/O:
+ *       the spare enters the table with hdr_pending set and its first seq next_seq, and the
+ *       filling buffer (empty, W10) points at it. Before writing anything else the writer
+ *       then syncs the old segment (W5), writes the new header with a sync, and clears
+ *       hdr_pending; so a header-less file is only ever the log's last one, and holds no
+ *       record: recovery removes it, and the segment before it is the log's last (FORMAT.md
+ *       G1). wal_sync() waits for the header too, so a checkpoint never names a segment
+ *       that a power cut could leave header-less. A spare left at close is removed. A spare
+ *       that fails for space is not poison (as W10); none is tried again until the next
+ *       segment starts, and the creation on demand gives the appender its CS_EFULL. *
+ * A segment's life (W10, W12); an on-demand creation goes straight from nothing to STARTED:
+ *
+ *            writer past half of       appender needs         writer synced the old
+ *            the last segment          the next segment       segment, wrote the header
+ *     none ------------------> SPARE -----------------> PENDING --------------------> STARTED
+ *           file created,     (not in the    |  in the table, hdr_pending,
+ *           directory synced   table)        |  records reserved, none written
+ *                                            v
+ *                              close: removed (a power cut: recovery removes it)
  *
  * A batch buffer's life (every transition is made under the mutex):
  *
@@ -92,6 +119,7 @@ struct seg_ent {
 	uint64_t first_seq; /* seq of its first record (its header's) */
 	int refs;           /* reads in flight on fd (W11) */
 	int dropping;       /* wal_drop_segment() waits for refs to drain (W11) */
+	int hdr_pending;    /* started from the spare, header not yet written (W12) */
 };
 
 struct wal {
@@ -132,10 +160,15 @@ struct wal {
 	int seg_req;             /* an appender waits for the next segment's creation (W10) */
 	uint64_t seg_tries;      /* creations finished, ok or not; waiters watch it */
 	int seg_err;             /* the -errno of the last creation, 0 if it succeeded */
+	int spare_fd;            /* owned: the spare of id last + 1 (W12), or -1 */
+	int spare_busy;          /* the writer is preparing a spare (W12) */
+	int spare_failed;        /* a spare failed for space; no other until a segment starts */
+	int no_spare;            /* set at open: never prepare a spare */
 
 	/* The writer thread's own (and wal_open's before the thread starts). */
 	int wfd;                     /* fd of the segment written last, -1 for none */
 	uint64_t unsynced;           /* bytes written to wfd since its last sync (W3) */
+	uint64_t wend;               /* offset past the last batch written to wfd (W12) */
 	struct timespec dirty_since; /* when unsynced last became nonzero (interval mode) */
 };
 
@@ -246,6 +279,49 @@ static int out_of_space(int rc)
 	return rc == -ENOSPC || rc == -EDQUOT;
 }
 
+/*
+ * Prepares the spare id (W12): exclusive create and preallocation, then a directory sync,
+ * through the backend; no header is written. Returns the fd or -errno; *clean as for
+ * seg_create(): the create failed (it removes what it made), never when the directory sync
+ * did (final, as a failed fsync is; the file is removed, best effort).
+ */
+static int seg_prepare(struct wal *w, uint32_t id, int *clean)
+{
+	char name[32];
+	int fd = -1, rc;
+
+	*clean = 1;
+	seg_name(name, sizeof(name), id);
+	rc = w->io->ops->create(w->io, w->dirfd, name, w->seg_bytes, &fd);
+	if (rc != 0)
+		return rc;
+	rc = w->io->ops->sync_dir(w->io, w->dirfd);
+	if (rc != 0) {
+		*clean = 0;
+		close(fd);
+		/* Header-less: recovery removes it should the removal not be durable. */
+		(void)w->io->ops->remove(w->io, w->dirfd, name);
+		(void)w->io->ops->sync_dir(w->io, w->dirfd);
+		return rc;
+	}
+	return fd;
+}
+
+/* Removes the spare, if any (W12): at close, with the writer stopped. Best effort: recovery
+ * removes a header-less last file. */
+static void spare_remove(struct wal *w)
+{
+	char name[32];
+
+	if (w->spare_fd < 0)
+		return;
+	close(w->spare_fd);
+	w->spare_fd = -1;
+	seg_name(name, sizeof(name), w->segs[w->nsegs - 1].id + 1);
+	if (w->io->ops->remove(w->io, w->dirfd, name) == 0)
+		(void)w->io->ops->sync_dir(w->io, w->dirfd);
+}
+
 /* ---- The writer thread ------------------------------------------------------------------ */
 
 /* Records that the writer synced every seq <= upto. Called with mu held. */
@@ -311,6 +387,7 @@ static void writer_write(struct wal *w, int sync)
 		return;
 	}
 	w->written_seq = b->last_seq;
+	w->wend = (uint64_t)b->start + b->fill;
 	if (sync) {
 		mark_durable(w, b->last_seq);
 	} else {
@@ -364,6 +441,8 @@ static void writer_new_segment(struct wal *w)
 		                     .end = CS_SEG_HEADER, .first_seq = first_seq};
 		w->wfd = fd;
 		w->unsynced = 0;
+		w->wend = CS_SEG_HEADER;
+		w->spare_failed = 0;
 		b->seg = id;
 		b->start = CS_SEG_HEADER;
 	} else if (fd < 0 && clean && out_of_space(rc)) {
@@ -376,6 +455,94 @@ static void writer_new_segment(struct wal *w)
 	w->seg_req = 0;
 	w->seg_tries++;
 	pthread_cond_broadcast(&w->space_cv);
+}
+
+/*
+ * Whether the writer should prepare the spare now (W12): none exists or is on its way, no
+ * creation on demand is, the last segment is started and the writer has written past half
+ * of it. Judged on the writer's own progress (wend), not on reservations, so that a given
+ * sequence of batches prepares it at the same point every time. Called with mu held.
+ */
+static int spare_wanted(const struct wal *w)
+{
+	const struct seg_ent *last = &w->segs[w->nsegs - 1];
+
+	return !w->no_spare && w->spare_fd < 0 && !w->spare_busy && !w->spare_failed &&
+	       !w->seg_req && !w->closing && !last->hdr_pending &&
+	       w->nsegs < CS_SEGMENTS_MAX && last->id < UINT32_MAX && w->wfd == last->fd &&
+	       w->wend > last->capacity / 2;
+}
+
+/* Prepares the spare (W12). Called and returns with mu held. */
+static void writer_prepare_spare(struct wal *w)
+{
+	uint32_t id = w->segs[w->nsegs - 1].id + 1;
+	int fd, clean;
+
+	w->spare_busy = 1;
+	pthread_mutex_unlock(&w->mu);
+	fd = seg_prepare(w, id, &clean);
+	pthread_mutex_lock(&w->mu);
+	w->spare_busy = 0;
+	/* Nothing started a segment meanwhile: an appender waits while spare_busy. */
+	CS_ASSERT(w->segs[w->nsegs - 1].id + 1 == id);
+	if (fd >= 0)
+		w->spare_fd = fd;
+	else if (clean && out_of_space(fd))
+		w->spare_failed = 1; /* W12: the appender's creation on demand reports it */
+	else
+		set_poison(w, fd, "segment creation");
+	pthread_cond_broadcast(&w->space_cv);
+}
+
+/*
+ * Begins the last segment, started from the spare (W12): syncs the old segment (W5), then
+ * writes the header with a sync. Called and returns with mu held, with nothing in flight.
+ */
+static void writer_begin_segment(struct wal *w)
+{
+	struct seg_ent *e = &w->segs[w->nsegs - 1];
+	uint8_t hdr[CS_SEG_HEADER];
+	struct seg_hdr sh = {
+	    .version = SEG_FORMAT_VERSION,
+	    .store_uid = w->store_uid,
+	    .id = e->id,
+	    .first_seq = e->first_seq,
+	    .capacity = e->capacity,
+	    .window = w->window,
+	};
+	uint64_t written = w->written_seq;
+	uint32_t id = e->id;
+	int fd = e->fd, rc = 0, presynced = 0;
+	const char *what = "sync";
+
+	CS_ASSERT(e->hdr_pending && w->buf[1 - w->cur].state == BUF_FREE); /* W12 */
+	CS_ASSERT(written == e->first_seq - 1 && w->wfd != fd);
+	pthread_mutex_unlock(&w->mu);
+
+	if (w->unsynced > 0) {
+		rc = w->io->ops->sync(w->io, w->wfd); /* W5 */
+		presynced = rc == 0;
+	}
+	if (rc == 0) {
+		seg_encode(hdr, &sh);
+		what = "segment creation";
+		rc = w->io->ops->write(w->io, fd, hdr, sizeof(hdr), 0, 1);
+	}
+
+	pthread_mutex_lock(&w->mu);
+	if (presynced)
+		mark_durable(w, written);
+	if (rc != 0) {
+		set_poison(w, rc, what); /* W4 */
+		return;
+	}
+	e = seg_find(w, id); /* W11: a drop may have moved the entry */
+	e->hdr_pending = 0;
+	w->wfd = fd;
+	w->unsynced = 0;
+	w->wend = CS_SEG_HEADER;
+	pthread_cond_broadcast(&w->durable_cv); /* wal_sync() waits for the header too */
 }
 
 static void *writer_main(void *arg)
@@ -394,6 +561,14 @@ static void *writer_main(void *arg)
 			if (w->closing)
 				break;
 			pthread_cond_wait(&w->writer_cv, &w->mu);
+			continue;
+		}
+		if (w->segs[w->nsegs - 1].hdr_pending) {
+			writer_begin_segment(w); /* W12: before any record of it is written */
+			continue;
+		}
+		if (spare_wanted(w)) {
+			writer_prepare_spare(w);
 			continue;
 		}
 		if (w->mode == CS_DURABLE_INTERVAL && dirty) {
@@ -422,6 +597,7 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&w->writer_cv, &w->mu);
 	}
 	pthread_mutex_unlock(&w->mu);
+	spare_remove(w); /* W12 */
 	return NULL;
 }
 
@@ -504,6 +680,8 @@ static void wal_free(struct wal *w)
 			if (w->segs[i].fd >= 0)
 				close(w->segs[i].fd);
 	}
+	if (w->spare_fd >= 0)
+		close(w->spare_fd);
 	free(w->segs);
 	buf_unmap(w->buf[0].data, w->bufsz);
 	buf_unmap(w->buf[1].data, w->bufsz);
@@ -565,6 +743,8 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 	w->written_seq = cfg->next_seq - 1;
 	w->durable = cfg->next_seq - 1;
 	w->wfd = -1;
+	w->spare_fd = -1;
+	w->no_spare = cfg->no_spare;
 	/* The table is sized for the most segments a store may have, so that starting a
 	 * segment never allocates; calloc leaves the untouched part as unbacked pages. */
 	w->segs = calloc(CS_SEGMENTS_MAX, sizeof(*w->segs));
@@ -604,6 +784,7 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 		                              .end = CS_SEG_HEADER, .first_seq = w->next_seq};
 		w->nsegs = 1;
 		w->wfd = rc;
+		w->wend = CS_SEG_HEADER;
 		b->seg = 1;
 		b->start = CS_SEG_HEADER;
 	} else {
@@ -626,6 +807,7 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 		               ? last->end
 		               : (uint32_t)last->capacity;
 		w->wfd = last->fd;
+		w->wend = b->start;
 	}
 
 	rc = init_sync(w);
@@ -713,6 +895,28 @@ static int request_segment(struct wal *w, struct batch *b)
 	return wait_segment(w);
 }
 
+/*
+ * Starts the spare as the last segment for an appender (W12), the filling buffer b being
+ * empty: it enters the table with its header pending and b points at it; the writer writes
+ * the header before b. Called with mu held.
+ */
+static void start_spare(struct wal *w, struct batch *b)
+{
+	struct seg_ent *last = &w->segs[w->nsegs - 1];
+	uint32_t id = last->id + 1;
+
+	CS_ASSERT(b->fill == 0 && b->pending == 0 && b->seg == last->id && !w->seg_req);
+	CS_ASSERT(w->spare_fd >= 0 && w->nsegs < CS_SEGMENTS_MAX && !last->hdr_pending);
+	w->segs[w->nsegs++] =
+	    (struct seg_ent){.id = id, .fd = w->spare_fd, .capacity = w->seg_bytes,
+	                     .end = CS_SEG_HEADER, .first_seq = w->next_seq, .hdr_pending = 1};
+	w->spare_fd = -1;
+	w->spare_failed = 0;
+	b->seg = id;
+	b->start = CS_SEG_HEADER;
+	pthread_cond_signal(&w->writer_cv);
+}
+
 /* CS_EFULL for an append whose segment could not be created for lack of space. */
 static int full_error(const struct wal *w, int rc)
 {
@@ -782,6 +986,15 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
 		if (b->start + b->fill + total > last->capacity) {
 			if (b->fill > 0) {
 				wait_swap(w); /* W1: hand the old segment's records over first */
+				continue;
+			}
+			if (w->spare_fd >= 0) {
+				start_spare(w, b); /* W12: no I/O to wait for */
+				continue;
+			}
+			if (w->spare_busy) {
+				/* W12: a creation on demand would race it for the same name. */
+				pthread_cond_wait(&w->space_cv, &w->mu);
 				continue;
 			}
 			if (seg_failed != 0) {
@@ -880,11 +1093,12 @@ int wal_sync(struct wal *w)
 
 	pthread_mutex_lock(&w->mu);
 	target = w->next_seq - 1;
-	if (!w->poison && w->durable < target) {
+	/* W12: a started segment's header is durable too, records in it or not. */
+	if (!w->poison && (w->durable < target || w->segs[w->nsegs - 1].hdr_pending)) {
 		if (w->sync_target < target)
 			w->sync_target = target;
 		pthread_cond_signal(&w->writer_cv);
-		while (w->durable < target && !w->poison)
+		while ((w->durable < target || w->segs[w->nsegs - 1].hdr_pending) && !w->poison)
 			pthread_cond_wait(&w->durable_cv, &w->mu);
 	}
 	if (w->poison)
@@ -1260,6 +1474,31 @@ uint32_t wal_segments(struct wal *w, struct wal_seg_info *out, uint32_t cap)
 	return n;
 }
 
+/* wal_read_any() of a record at pos that lies in buffer b, not yet written: the same checks
+ * as of one read from the file. Called with mu held, which keeps b as it is. */
+static int read_any_buffered(const struct batch *b, struct wal_pos pos, struct rec_hdr *h,
+                             uint8_t *buf, size_t cap)
+{
+	const uint8_t *src = b->data + (pos.off - b->start);
+	uint64_t avail = (uint64_t)b->start + b->fill - pos.off;
+
+	if (pos.off % CS_REC_ALIGN != 0 || avail < CS_REC_HEADER)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: not a record position",
+		               pos.seg, pos.off);
+	if (rec_decode_header(src, h) != REC_OK)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: bad record header", pos.seg,
+		               pos.off);
+	if (rec_size(h->len) > avail || h->len > cap)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: a %u-byte record runs past the log",
+		               pos.seg, pos.off, h->len);
+	memcpy(buf, src + CS_REC_HEADER, h->len);
+	struct iovec v = {buf, h->len};
+	if (rec_verify(src, h, &v, 1) != 0)
+		return cs_fail(CS_ECORRUPT, "segment %08x offset %u: record checksum mismatch",
+		               pos.seg, pos.off);
+	return 0;
+}
+
 int wal_read_any(struct wal *w, struct wal_pos pos, struct rec_hdr *h, uint8_t *buf, size_t cap)
 {
 	uint8_t hdr[CS_REC_HEADER];
@@ -1272,6 +1511,17 @@ int wal_read_any(struct wal *w, struct wal_pos pos, struct rec_hdr *h, uint8_t *
 		return cs_fail(CS_EINVAL, "log: segment %08x is the one appended to", pos.seg);
 	}
 	uint32_t end = e != NULL ? e->end : 0;
+	/* A segment left for the spare (W12) may still have its last batch in a buffer, being
+	 * written: such records are read from there, as wal_read() does. */
+	for (int i = 0; i < 2 && e != NULL; i++) {
+		const struct batch *b = &w->buf[i];
+		if (b->state != BUF_FREE && b->seg == pos.seg && pos.off >= b->start &&
+		    pos.off < b->start + b->fill) {
+			rc = read_any_buffered(b, pos, h, buf, cap);
+			pthread_mutex_unlock(&w->mu);
+			return rc;
+		}
+	}
 	fd = seg_ref(w, e);
 	pthread_mutex_unlock(&w->mu);
 	if (fd < 0)

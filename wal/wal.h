@@ -59,12 +59,17 @@ struct wal_config {
 	struct wal_pos last_pos;
 	uint64_t last_seq;
 	uint64_t last_sum;
+	/* Nonzero: never prepare the next segment ahead of need (W12 of wal.c); every segment
+	 * is then created on the appender's request. For tests of that path. */
+	int no_spare;
 };
 
 struct wal;
 
 /* Starts the writer thread. With no segments given, creates segment 1 (header written and
- * synced) before returning. Appends continue in the last given segment unless its header's
+ * synced) before returning. Once the writer has written past half of the last segment, it
+ * creates the next segment's file ahead of need, without a header (a "spare"), so that
+ * starting it costs an append no I/O; wal_close() removes a spare left unused. Appends continue in the last given segment unless its header's
  * window is below 2 * batch_bytes (the window bounds unsynced bytes for recovery), in which
  * case the first append starts the next segment. Errors: CS_EINVAL (a size outside
  * cs_limits.h, batch_bytes > segment_bytes / 2, bad durability or interval_ms, inconsistent
@@ -102,8 +107,9 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
  * covering it, or an earlier one, failed), CS_EINVAL (seq was never appended). */
 int wal_wait(struct wal *w, uint64_t seq);
 
-/* Writes and syncs everything appended before the call and waits for it, in any mode.
- * Errors: CS_EPOISONED (the message names the failure that poisoned the log). */
+/* Writes and syncs everything appended before the call and waits for it, in any mode; the
+ * last segment's header too, should the log have just moved to a spare. Errors:
+ * CS_EPOISONED (the message names the failure that poisoned the log). */
 int wal_sync(struct wal *w);
 
 /* Reads the record at pos whose payload is len bytes (the caller knows it from the index):
@@ -192,9 +198,10 @@ void wal_stat(struct wal *w, struct wal_stat *out);
  * many. The last one is where appends go. */
 uint32_t wal_segments(struct wal *w, struct wal_seg_info *out, uint32_t cap);
 
-/* Reads the record at pos of a segment other than the last (whose records are all in its
- * file) whatever its length: the header into *h and the payload into buf (cap bytes), and
- * checks header and checksum. For scanning a segment record by record. Thread-safe.
+/* Reads the record at pos of a segment other than the last whatever its length: the header
+ * into *h and the payload into buf (cap bytes), and checks header and checksum. The records
+ * of such a segment are all in its file, or, for the one the log just left for a spare, in
+ * a batch buffer still being written, from which they are read. For scanning a segment record by record. Thread-safe.
  * Errors: CS_EINVAL (pos is in the last segment), CS_ECORRUPT (no such segment, not a record
  * there, a payload over cap bytes, a checksum mismatch; the message names the place),
  * -errno. */
