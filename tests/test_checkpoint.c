@@ -21,6 +21,8 @@
  *     appears while the store is open is replaced by the next checkpoint;
  *   - damage in a record the checkpoint covers does not fail the open (the record is not
  *     read) but is found by get and verify;
+ *   - an open whose checkpoint covers the whole log syncs nothing; one that finds records
+ *     past the checkpoint's end mark, or has no checkpoint, syncs the log;
  *   - writers running while background checkpoints and cs_checkpoint calls are taken leave
  *     a store whose reopen equals the full replay; and kill -9 of such a process at random
  *     moments loses no acknowledged put or delete.
@@ -48,6 +50,7 @@
 #include "names.h"
 #include "store.h"
 #include "test_util.h"
+#include "fault_io.h"
 
 static char dir[256], copy[300];
 
@@ -656,6 +659,48 @@ static void test_leftover_temp(void **state)
 	free_tables(&want);
 }
 
+/* The syncs an open of d makes, counted by the fault backend (on, never failing). */
+static uint64_t syncs_at_open(const char *d, cs_stat *st)
+{
+	fault_reset();
+	store_io_factory = fault_factory;
+	cs_store *s = open_at(d);
+	uint64_t n = fault_g.calls[FAULT_SYNC];
+	store_io_factory = NULL;
+	CHECK(cs_store_stat(s, st));
+	CHECK(cs_store_close(s));
+	return n;
+}
+
+/* An open from a checkpoint whose end mark is the end of the log syncs nothing: every record
+ * was durable before the checkpoint was renamed (C3 of ckpt.c). One that finds records past
+ * the end mark (a crash image of an open store) syncs them, as a full replay's open does. */
+static void test_sync_at_open(void **state)
+{
+	cs_stat st;
+	cs_cid cid;
+
+	build(40);
+	assert_int_equal(syncs_at_open(dir, &st), 0);
+	assert_int_equal(st.replayed_records, 0);
+	assert_true(st.checkpoint_seq > 0);
+
+	cs_store *s = open_at(dir);
+	CHECK(cs_checkpoint(s));
+	put_seeded(s, 777, 4096, &cid);
+	tu_copy_dir(dir, copy); /* the crash image: one record after the end mark */
+	CHECK(cs_store_close(s));
+	assert_true(syncs_at_open(copy, &st) >= 1);
+	assert_int_equal(st.replayed_records, 1);
+	assert_true(st.checkpoint_seq > 0);
+	tu_rmrf(copy);
+
+	/* No checkpoint: the open syncs what it found. */
+	assert_int_equal(tu_drop_checkpoint(dir), 1);
+	assert_true(syncs_at_open(dir, &st) >= 1);
+	assert_int_equal(st.checkpoint_seq, 0);
+}
+
 /* Damage to a record the checkpoint covers: open does not read it, get and verify find it. */
 static void test_damage_under_checkpoint(void **state)
 {
@@ -1100,6 +1145,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_checkpoint_newer_than_log, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_leftover_temp, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damage_under_checkpoint, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sync_at_open, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kill_during_checkpoints, setup, teardown),
 	};

@@ -59,14 +59,19 @@ struct wal_config {
 	struct wal_pos last_pos;
 	uint64_t last_seq;
 	uint64_t last_sum;
+	/* Set when every record given is known to be durable already (a checkpoint's end mark
+	 * covers the whole log recovery found: C3 of engine/ckpt.c), so that open need not
+	 * sync the last segment to make its horizon true. */
+	int log_durable;
 };
 
 struct wal;
 
 /* Starts the writer thread. With no segments given, creates segment 1 (header written and
- * synced) before returning. Appends continue in the last given segment unless its header's
- * window is below 2 * batch_bytes (the window bounds unsynced bytes for recovery), in which
- * case the first append starts the next segment. Errors: CS_EINVAL (a size outside
+ * synced) before returning; with segments, syncs the last one unless cfg->log_durable.
+ * Appends continue in the last given segment unless its header's window is below
+ * 2 * batch_bytes (the window bounds unsynced bytes for recovery), in which case the first
+ * append starts the next segment. Errors: CS_EINVAL (a size outside
  * cs_limits.h, batch_bytes > segment_bytes / 2, bad durability or interval_ms, inconsistent
  * segs), -errno (creating or syncing a segment), -ENOMEM. */
 int wal_open(struct wal **out, const struct wal_config *cfg);
