@@ -459,31 +459,74 @@ out:
 
 struct load_ctx {
 	cs_store *s;
-	const struct ckpt *c;
+	struct ckpt_cursor k;
 	int pins; /* loading the pin table */
+	/* The live bytes of the entries since the last change of segment, not yet added to
+	 * the store's table (C1 of compact.c): added once per run of one segment rather than
+	 * once per entry, each add being a binary search of the table. */
+	uint32_t live_seg;
+	int64_t live_run;
 };
 
-/* idx_load's entry callback: decodes and checks entry i (K2 of checkpoint.c), and what the
- * decoder cannot know. idx_load checks that the keys increase. */
-static int load_entry(void *ctx, size_t i, uint8_t key[CS_KEY_MAX], struct idx_val *v)
+static void live_flush(struct load_ctx *l)
+{
+	if (l->live_run > 0)
+		store_live_add(l->s, l->live_seg, l->live_run);
+	l->live_run = 0;
+}
+
+/* idx_load's fill callback: decodes and checks entries i .. i + n - 1 straight into a leaf
+ * (K2, K4 of checkpoint.c), and what the decoder cannot know. idx_load checks that the keys
+ * increase. */
+static int load_run(void *ctx, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
+                    struct idx_val *vals)
 {
 	struct load_ctx *l = ctx;
-	int rc = ckpt_entry_get(l->c, l->pins ? CKPT_SEC_PINS : CKPT_SEC_BLOCKS, i, key, v);
+	int rc = ckpt_cursor_get(&l->k, i, n, keys, vals);
 
 	if (rc != 0)
 		return rc;
-	if (cid_hash_len((uint64_t)key[0] << 8 | key[1]) != CS_DIGEST_MAX)
-		return cs_fail(CS_ECORRUPT, "checkpoint: %s entry %zu has a hash the store never "
-		                            "writes",
-		               l->pins ? "pin" : "block", i);
-	if (l->pins) {
-		l->s->pins_recursive += (v->len & 0xff) == CS_PIN_RECURSIVE;
-		store_live_add(l->s, v->seg, pin_bytes(key, v));
-	} else {
-		l->s->live_bytes += v->len;
-		store_live_add(l->s, v->seg, store_block_bytes(v->len));
+	for (unsigned j = 0; j < n; j++) {
+		const uint8_t *key = keys[j];
+		const struct idx_val *v = &vals[j];
+		int64_t bytes;
+		if (cid_hash_len((uint64_t)key[0] << 8 | key[1]) != CS_DIGEST_MAX)
+			return cs_fail(CS_ECORRUPT, "checkpoint: %s entry %zu has a hash the store "
+			                            "never writes",
+			               l->pins ? "pin" : "block", i + j);
+		if (l->pins) {
+			l->s->pins_recursive += (v->len & 0xff) == CS_PIN_RECURSIVE;
+			bytes = pin_bytes(key, v);
+		} else {
+			l->s->live_bytes += v->len;
+			bytes = store_block_bytes(v->len);
+		}
+		if (v->seg != l->live_seg) {
+			live_flush(l);
+			l->live_seg = v->seg;
+		}
+		l->live_run += bytes;
 	}
 	return 0;
+}
+
+/* Loads the BLOCKS (pins 0) or PINS table; its entries are trusted only once this returned 0,
+ * the section's checksum checked after the last entry (K4 of checkpoint.c). */
+static int load_table(cs_store *s, const struct ckpt *c, int pins)
+{
+	int type = pins ? CKPT_SEC_PINS : CKPT_SEC_BLOCKS;
+	struct load_ctx l = {.s = s, .pins = pins};
+	int rc = ckpt_cursor_begin(&l.k, c, type);
+
+	if (rc != 0)
+		return rc;
+	rc = idx_load(pins ? s->pins : s->idx, (size_t)c->sec[type].count, load_run, &l);
+	if (rc != 0) {
+		ckpt_cursor_free(&l.k);
+		return rc;
+	}
+	live_flush(&l);
+	return ckpt_cursor_end(&l.k);
 }
 
 static int load_names(cs_store *s, const struct ckpt_section *sec)
@@ -527,16 +570,16 @@ int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 	*segs = NULL;
 	if ((rc = read_file(s->dir.dirfd, &buf, &len)) != 0)
 		return rc;
-	if ((rc = ckpt_decode(buf, len, &c)) != 0)
+	/* The tables' checksums are checked as they load (K4 of checkpoint.c); a mismatch fails
+	 * the load after the fact, and the caller then drops the tables (C4). */
+	if ((rc = ckpt_decode_lazy(buf, len, &c)) != 0)
 		goto out;
 	if (c.h.store_uid != s->dir.uid) {
 		rc = cs_fail(CS_ECORRUPT, "checkpoint: it belongs to another store (uid %016llx)",
 		             (unsigned long long)c.h.store_uid);
 		goto out;
 	}
-	struct load_ctx lb = {s, &c, 0}, lp = {s, &c, 1};
-	if ((rc = idx_load(s->idx, (size_t)c.sec[CKPT_SEC_BLOCKS].count, load_entry, &lb)) != 0 ||
-	    (rc = idx_load(s->pins, (size_t)c.sec[CKPT_SEC_PINS].count, load_entry, &lp)) != 0 ||
+	if ((rc = load_table(s, &c, 0)) != 0 || (rc = load_table(s, &c, 1)) != 0 ||
 	    (rc = load_names(s, &c.sec[CKPT_SEC_NAMES])) != 0)
 		goto out;
 	ckpt_stats(&c.sec[CKPT_SEC_STATS], &s->last_gc, &s->last_gc_time_ns);
