@@ -39,12 +39,14 @@
  * The file is created, written, synced and renamed, and the directory synced, through the
  * store's checkpoint backend (s->ckpt_io, wal/io.h), never by plain syscalls: a test's
  * fault-injecting backend then sees, fails and cuts the power in each of those steps as it
- * does in the log's. Only the loader reads with plain syscalls, as recovery does.
+ * does in the log's. Only the loader reads with plain syscalls (it maps the file), as recovery
+ * does.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +65,7 @@
 #define CKPT_POLL_MS 100 /* how often the background thread looks at the log's size */
 
 void (*ckpt_test_hook)(cs_store *s);
+int ckpt_test_no_map;
 
 static int fs_error(int e, const char *what)
 {
@@ -408,14 +411,69 @@ int ckpt_clean(cs_store *s)
 	return 0;
 }
 
-/* Reads the whole file into *buf (*len bytes; the caller frees it with cs_bigmap_free). */
-static int read_file(int dirfd, uint8_t **buf, size_t *len)
+/* The file's bytes as the loader holds them: mapped from the page cache, or (where the
+ * kernel cannot prefault a mapping) read into fresh memory. */
+struct file_buf {
+	const uint8_t *p;
+	size_t len;
+	int mapped; /* p is a file mapping of len bytes, else cs_bigmap_alloc(len) memory */
+};
+
+static void file_buf_free(struct file_buf *b)
+{
+	if (b->p != NULL && b->mapped)
+		munmap((void *)b->p, b->len);
+	else if (b->p != NULL)
+		cs_bigmap_free((void *)b->p, b->len);
+	b->p = NULL;
+}
+
+/* Reads len bytes of fd into fresh memory (the fallback of map_file). */
+static int read_whole(int fd, struct file_buf *b)
+{
+	uint8_t *p = cs_bigmap_alloc(b->len);
+
+	if (p == NULL)
+		return cs_fail(-ENOMEM, "checkpoint: no memory for its %zu bytes", b->len);
+	/* Bounded: each pass reads at least one byte, or counts a retry, or ends. */
+	for (size_t got = 0, retries = 0; got < b->len;) {
+		ssize_t n = pread(fd, p + got, b->len - got, (off_t)got);
+		if (n > 0) {
+			got += (size_t)n;
+		} else if (n < 0 && errno == EINTR && ++retries < CS_IO_RETRIES) {
+			continue;
+		} else {
+			int rc = n == 0 ? cs_fail(CS_ECORRUPT, "checkpoint: the file shrank while read")
+			                : fs_error(errno, "read");
+			cs_bigmap_free(p, b->len);
+			return rc;
+		}
+	}
+	b->p = p;
+	b->mapped = 0;
+	return 0;
+}
+
+/* Makes the whole file readable at b->p (the caller frees it with file_buf_free).
+ *
+ * Mapped, not read: reading 50 MB (a million blocks) into fresh memory made the kernel find,
+ * fault in and zero 50 MB of huge pages and then copy the file into them; under memory churn
+ * the huge pages were slow to come (one pread of the file took 25 to 560 ms). A mapping uses
+ * the page cache's pages as they are. MADV_POPULATE_READ reads every page in before the
+ * decoder looks at one, and reports a failing disk as an error (EFAULT or EIO, where an access
+ * would have raised SIGBUS), so that damage still falls back to a full replay. The pages stay
+ * mapped until the load ends (tens of milliseconds); only reclaim of a mapped page and a
+ * failed re-read in that window could still raise SIGBUS. Kernels before 5.14 lack the advice
+ * (EINVAL): there the file is read as before. */
+static int map_file(int dirfd, struct file_buf *b)
 {
 	struct stat st;
 	int fd = openat(dirfd, CKPT_FILE, O_RDONLY | O_CLOEXEC);
 	int rc = 0;
 
-	*buf = NULL;
+	b->p = NULL;
+	b->len = 0;
+	b->mapped = 0;
 	if (fd < 0)
 		return errno == ENOENT ? CS_ENOTFOUND : fs_error(errno, "open");
 	if (fstat(fd, &st) != 0) {
@@ -426,64 +484,102 @@ static int read_file(int dirfd, uint8_t **buf, size_t *len)
 		rc = cs_fail(CS_ECORRUPT, "checkpoint: not a regular file of a sane size");
 		goto out;
 	}
-	*len = (size_t)st.st_size;
-	/* On huge pages: a million blocks make a 50 MB file, and faulting in that much 4 KiB
-	 * at a time cost more than reading it. Read rather than mapped, so that a failing disk
-	 * gives -EIO, not SIGBUS. */
-	*buf = cs_bigmap_alloc(*len);
-	if (*buf == NULL) {
-		rc = cs_fail(-ENOMEM, "checkpoint: no memory for its %zu bytes", *len);
+	b->len = (size_t)st.st_size;
+	if (b->len < CKPT_HEADER || ckpt_test_no_map) { /* the decoder refuses a short one */
+		rc = read_whole(fd, b);
 		goto out;
 	}
-	/* Bounded: each pass reads at least one byte, or counts a retry, or ends. */
-	for (size_t got = 0, retries = 0; got < *len;) {
-		ssize_t n = pread(fd, *buf + got, *len - got, (off_t)got);
-		if (n > 0) {
-			got += (size_t)n;
-		} else if (n < 0 && errno == EINTR && ++retries < CS_IO_RETRIES) {
-			continue;
-		} else {
-			rc = n == 0 ? cs_fail(CS_ECORRUPT, "checkpoint: the file shrank while read")
-			            : fs_error(errno, "read");
-			break;
-		}
+	void *p = mmap(NULL, b->len, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (p == MAP_FAILED) {
+		rc = fs_error(errno, "mmap");
+		goto out;
 	}
+	if (madvise(p, b->len, MADV_POPULATE_READ) != 0) {
+		int e = errno;
+		munmap(p, b->len);
+		if (e == EINVAL)
+			rc = read_whole(fd, b);
+		else
+			rc = fs_error(e == EFAULT ? EIO : e, "reading it in");
+		goto out;
+	}
+	b->p = p;
+	b->mapped = 1;
 out:
 	close(fd);
-	if (rc != 0) {
-		cs_bigmap_free(*buf, *len);
-		*buf = NULL;
-	}
 	return rc;
 }
 
 struct load_ctx {
 	cs_store *s;
-	const struct ckpt *c;
+	struct ckpt_cursor k;
 	int pins; /* loading the pin table */
+	/* The live bytes of the entries since the last change of segment, not yet added to
+	 * the store's table (C1 of compact.c): added once per run of one segment rather than
+	 * once per entry, each add being a binary search of the table. */
+	uint32_t live_seg;
+	int64_t live_run;
 };
 
-/* idx_load's entry callback: decodes and checks entry i (K2 of checkpoint.c), and what the
- * decoder cannot know. idx_load checks that the keys increase. */
-static int load_entry(void *ctx, size_t i, uint8_t key[CS_KEY_MAX], struct idx_val *v)
+static void live_flush(struct load_ctx *l)
+{
+	if (l->live_run > 0)
+		store_live_add(l->s, l->live_seg, l->live_run);
+	l->live_run = 0;
+}
+
+/* idx_load's fill callback: decodes and checks entries i .. i + n - 1 straight into a leaf
+ * (K2, K4 of checkpoint.c), and what the decoder cannot know. idx_load checks that the keys
+ * increase. */
+static int load_run(void *ctx, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
+                    struct idx_val *vals)
 {
 	struct load_ctx *l = ctx;
-	int rc = ckpt_entry_get(l->c, l->pins ? CKPT_SEC_PINS : CKPT_SEC_BLOCKS, i, key, v);
+	int rc = ckpt_cursor_get(&l->k, i, n, keys, vals);
 
 	if (rc != 0)
 		return rc;
-	if (cid_hash_len((uint64_t)key[0] << 8 | key[1]) != CS_DIGEST_MAX)
-		return cs_fail(CS_ECORRUPT, "checkpoint: %s entry %zu has a hash the store never "
-		                            "writes",
-		               l->pins ? "pin" : "block", i);
-	if (l->pins) {
-		l->s->pins_recursive += (v->len & 0xff) == CS_PIN_RECURSIVE;
-		store_live_add(l->s, v->seg, pin_bytes(key, v));
-	} else {
-		l->s->live_bytes += v->len;
-		store_live_add(l->s, v->seg, store_block_bytes(v->len));
+	for (unsigned j = 0; j < n; j++) {
+		const uint8_t *key = keys[j];
+		const struct idx_val *v = &vals[j];
+		int64_t bytes;
+		if (cid_hash_len((uint64_t)key[0] << 8 | key[1]) != CS_DIGEST_MAX)
+			return cs_fail(CS_ECORRUPT, "checkpoint: %s entry %zu has a hash the store "
+			                            "never writes",
+			               l->pins ? "pin" : "block", i + j);
+		if (l->pins) {
+			l->s->pins_recursive += (v->len & 0xff) == CS_PIN_RECURSIVE;
+			bytes = pin_bytes(key, v);
+		} else {
+			l->s->live_bytes += v->len;
+			bytes = store_block_bytes(v->len);
+		}
+		if (v->seg != l->live_seg) {
+			live_flush(l);
+			l->live_seg = v->seg;
+		}
+		l->live_run += bytes;
 	}
 	return 0;
+}
+
+/* Loads the BLOCKS (pins 0) or PINS table; its entries are trusted only once this returned 0,
+ * the section's checksum checked after the last entry (K4 of checkpoint.c). */
+static int load_table(cs_store *s, const struct ckpt *c, int pins)
+{
+	int type = pins ? CKPT_SEC_PINS : CKPT_SEC_BLOCKS;
+	struct load_ctx l = {.s = s, .pins = pins};
+	int rc = ckpt_cursor_begin(&l.k, c, type);
+
+	if (rc != 0)
+		return rc;
+	rc = idx_load(pins ? s->pins : s->idx, (size_t)c->sec[type].count, load_run, &l);
+	if (rc != 0) {
+		ckpt_cursor_free(&l.k);
+		return rc;
+	}
+	live_flush(&l);
+	return ckpt_cursor_end(&l.k);
 }
 
 static int load_names(cs_store *s, const struct ckpt_section *sec)
@@ -519,24 +615,23 @@ static int load_names(cs_store *s, const struct ckpt_section *sec)
 int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 {
 	struct rec_drops drops = {0};
+	struct file_buf fb;
 	struct ckpt c;
-	uint8_t *buf;
-	size_t len = 0;
 	int rc;
 
 	*segs = NULL;
-	if ((rc = read_file(s->dir.dirfd, &buf, &len)) != 0)
+	if ((rc = map_file(s->dir.dirfd, &fb)) != 0)
 		return rc;
-	if ((rc = ckpt_decode(buf, len, &c)) != 0)
+	/* The tables' checksums are checked as they load (K4 of checkpoint.c); a mismatch fails
+	 * the load after the fact, and the caller then drops the tables (C4). */
+	if ((rc = ckpt_decode_lazy(fb.p, fb.len, &c)) != 0)
 		goto out;
 	if (c.h.store_uid != s->dir.uid) {
 		rc = cs_fail(CS_ECORRUPT, "checkpoint: it belongs to another store (uid %016llx)",
 		             (unsigned long long)c.h.store_uid);
 		goto out;
 	}
-	struct load_ctx lb = {s, &c, 0}, lp = {s, &c, 1};
-	if ((rc = idx_load(s->idx, (size_t)c.sec[CKPT_SEC_BLOCKS].count, load_entry, &lb)) != 0 ||
-	    (rc = idx_load(s->pins, (size_t)c.sec[CKPT_SEC_PINS].count, load_entry, &lp)) != 0 ||
+	if ((rc = load_table(s, &c, 0)) != 0 || (rc = load_table(s, &c, 1)) != 0 ||
 	    (rc = load_names(s, &c.sec[CKPT_SEC_NAMES])) != 0)
 		goto out;
 	ckpt_stats(&c.sec[CKPT_SEC_STATS], &s->last_gc, &s->last_gc_time_ns);
@@ -572,7 +667,7 @@ int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 	atomic_store(&s->ckpt_seq, c.h.start_seq);
 	atomic_store(&s->ckpt_time_ns, c.h.created_ns);
 out:
-	cs_bigmap_free(buf, len);
+	file_buf_free(&fb);
 	if (rc != 0) {
 		rec_drops_free(&drops);
 		free(*segs);

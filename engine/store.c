@@ -426,15 +426,28 @@ static int reset_tables(cs_store *s)
 	return rc;
 }
 
+/* Is every record the replay from start found durable already? Those before the checkpoint's
+ * end mark are (C3 of ckpt.c); so when the log ends at the end mark, in the segment of its
+ * last record, and the replay changed nothing on disk (no torn tail zeroed, nothing
+ * salvaged), there is nothing for the WAL's open to sync. */
+static int log_durable(const struct rec_result *r, const struct rec_start *start)
+{
+	return start->end_seq > 1 && r->next_seq == start->end_seq && r->torn_bytes == 0 &&
+	       r->salvaged_records == 0 && r->salvaged_bytes == 0 && !r->last_closed &&
+	       r->nsegs > 0 && r->segs[r->nsegs - 1].id == start->last.seg;
+}
+
 /* Replays the log into the tables: from the checkpoint when there is a usable one (C4 of
- * ckpt.c: any refusal replays the whole log, with a warning), else from the start. */
-static int replay(cs_store *s, struct rec_options *ro)
+ * ckpt.c: any refusal replays the whole log, with a warning), else from the start. *durable
+ * says whether every record found is durable already (log_durable()). */
+static int replay(cs_store *s, struct rec_options *ro, int *durable)
 {
 	struct rec_start start;
 	struct wal_seg_info *segs = NULL;
 	char why[400];
 	int rc;
 
+	*durable = 0;
 	if ((rc = ckpt_clean(s)) != 0)
 		return rc;
 	rc = ckpt_load(s, &start, &segs);
@@ -444,6 +457,8 @@ static int replay(cs_store *s, struct rec_options *ro)
 		ro->start = NULL;
 		free(segs);
 		rec_drops_free(&start.drops);
+		if (rc == 0)
+			*durable = log_durable(&s->rec, &start);
 		if (rc != REC_STALE)
 			return rc;
 	}
@@ -513,7 +528,8 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	    .log = s->opts.log,
 	    .log_ctx = s->opts.log_ctx,
 	};
-	if ((rc = replay(s, &ro)) != 0)
+	int durable;
+	if ((rc = replay(s, &ro, &durable)) != 0)
 		goto fail;
 	CS_DASSERT(names_check_tree(s->names) == 0);
 	atomic_store(&s->quota_used, s->live_bytes); /* Q1: no put in flight yet */
@@ -535,6 +551,7 @@ CS_API int cs_store_open(const char *dir, const cs_options *opts, cs_store **out
 	    .last_seq = s->rec.last_seq,
 	    .last_sum = s->rec.last_sum,
 	    .no_spare = store_wal_no_spare,
+	    .log_durable = durable,
 	};
 	io = NULL; /* the WAL owns it from here, even on failure */
 	rc = wal_open(&s->wal, &wc);

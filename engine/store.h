@@ -136,6 +136,9 @@ int ckpt_clean(cs_store *s);
 /* For tests: when set, called by ckpt_take() right after its start mark, on its thread,
  * so that a test can change the tables between the marks (C2). Not for production use. */
 extern void (*ckpt_test_hook)(cs_store *s);
+/* Tests only: when set, the loader reads the checkpoint file into memory as it does where the
+ * kernel cannot prefault a mapping of it (before Linux 5.14), instead of mapping it. */
+extern int ckpt_test_no_map;
 
 /* Start and stop the background checkpoint thread (when checkpoint_bytes > 0). Errors of
  * start: -errno from pthread_create. */

@@ -14,6 +14,9 @@
  *  3. Encoded again with the writer (sections in type order, the same header), a checkpoint
  *     accepted whole whose sections were in type order and held no skipped section is the input
  *     byte for byte, and in any case decodes to the same entries.
+ *  4. The store's way of loading (ckpt_decode_lazy(), then each table through a cursor that
+ *     checks the section's checksum after its last run, K4) accepts exactly the inputs that
+ *     ckpt_decode() and the loads of check 2 accept.
  * A violated check aborts, which libFuzzer reports as a crash with the input saved.
  *
  * Build: cmake -DCS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
@@ -73,10 +76,14 @@ struct load {
 	int type;
 };
 
-static int load_entry(void *ctx, size_t i, uint8_t key[CS_KEY_MAX], struct idx_val *v)
+static int load_entry(void *ctx, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
+                      struct idx_val *vals)
 {
 	const struct load *l = ctx;
-	return ckpt_entry_get(l->c, l->type, i, key, v);
+	int rc = 0;
+	for (unsigned j = 0; rc == 0 && j < n; j++)
+		rc = ckpt_entry_get(l->c, l->type, i + j, keys[j], &vals[j]);
+	return rc;
 }
 
 /* Loads section type of c as the store does; returns 0 or CS_ECORRUPT. */
@@ -90,6 +97,37 @@ static int check_table(const struct ckpt *c, int type)
 	CHECK(idx_count(t) == (rc == 0 ? c->sec[type].count : 0));
 	CHECK(idx_check(t) == 0);
 	idx_destroy(t);
+	return rc;
+}
+
+static int cursor_fill(void *ctx, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
+                       struct idx_val *vals)
+{
+	return ckpt_cursor_get(ctx, i, n, keys, vals);
+}
+
+/* The store's way (check 4): ckpt_decode_lazy(), then each table through a cursor, its
+ * checksum compared at the end. Returns 0 when that accepts the whole file. */
+static int lazy_load(const uint8_t *buf, size_t len)
+{
+	struct ckpt c;
+	int rc = ckpt_decode_lazy(buf, len, &c);
+
+	CHECK(rc == 0 || rc == CS_ECORRUPT || rc == CS_EVERSION);
+	for (int type = CKPT_SEC_BLOCKS; rc == 0 && type <= CKPT_SEC_PINS; type++) {
+		struct ckpt_cursor k;
+		struct idx *t;
+		CHECK(ckpt_cursor_begin(&k, &c, type) == 0);
+		CHECK(idx_create(&t) == 0);
+		rc = idx_load(t, (size_t)c.sec[type].count, cursor_fill, &k);
+		if (rc == 0)
+			rc = ckpt_cursor_end(&k);
+		else
+			ckpt_cursor_free(&k);
+		CHECK(rc == 0 || rc == CS_ECORRUPT);
+		CHECK(idx_check(t) == 0);
+		idx_destroy(t);
+	}
 	return rc;
 }
 
@@ -174,17 +212,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (data[0] & 1)
 		fix_checksums(buf, len);
 
+	int lazy = lazy_load(buf, len);
 	int rc = ckpt_decode(buf, len, &c);
 	CHECK(rc == 0 || rc == CS_ECORRUPT || rc == CS_EVERSION);
 	if (rc != 0) {
 		CHECK(cs_errmsg()[0] != '\0');
+		CHECK(lazy != 0);
 		free(buf);
 		return 0;
 	}
 	if (check_table(&c, CKPT_SEC_BLOCKS) != 0 || check_table(&c, CKPT_SEC_PINS) != 0) {
+		CHECK(lazy != 0);
 		free(buf);
 		return 0;
 	}
+	CHECK(lazy == 0);
 	const struct ckpt_section *ns = &c.sec[CKPT_SEC_NAMES];
 	size_t off = 0;
 	for (uint64_t i = 0; i < ns->count; i++) {

@@ -81,12 +81,15 @@ bool idx_repack_wanted(const struct idx *t);
 
 /* Builds the tree from n entries in strictly increasing key order, bottom-up: leaves as full
  * as the fill rule (I4) lets the last ones be, then each inner level over them. t must be
- * empty. entry(ctx, i, key, val) fills entry i (called once per i, in order); a nonzero return
- * stops the load and is returned. Errors: CS_EINVAL (t not empty), CS_ECORRUPT (a key not
- * above the one before; the message names the entry), CS_ELIMIT (the tree would exceed
- * CS_BTREE_HEIGHT_MAX), -ENOMEM. On error t is empty again (its pool may have grown). */
+ * empty. fill(ctx, i, cnt, keys, vals) fills entries i .. i + cnt - 1 into keys[0 .. cnt) and
+ * vals[0 .. cnt) (a leaf's arrays; 1 <= cnt <= a leaf's capacity); it is called in order of
+ * i, once for each entry, and a nonzero return stops the load and is returned. Errors:
+ * CS_EINVAL (t not empty), CS_ECORRUPT (a key not above the one before; the message names the
+ * entry), CS_ELIMIT (the tree would exceed CS_BTREE_HEIGHT_MAX), -ENOMEM. On error t is empty
+ * again (its pool may have grown). */
 int idx_load(struct idx *t, size_t n,
-	     int (*entry)(void *ctx, size_t i, uint8_t key[IDX_KEY], struct idx_val *val),
+	     int (*fill)(void *ctx, size_t i, unsigned cnt, uint8_t (*keys)[IDX_KEY],
+			 struct idx_val *vals),
 	     void *ctx);
 
 /* Calls fn for every entry in key order; a nonzero return stops the walk and is returned. */

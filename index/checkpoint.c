@@ -12,13 +12,17 @@
  *   K2. A decoded checkpoint satisfies everything the loader relies on but the entries of
  *       BLOCKS and PINS: each known section appears exactly once, sections and names are
  *       well formed, names strictly increase. Block and pin entries, a million and more,
- *       are checked as they are loaded, in one pass: ckpt_entry_get() checks each one's
- *       position (inside the log the checkpoint lists, before its end mark) and fields, and
- *       idx_load() that the keys strictly increase.
+ *       are checked as they are loaded, in one pass: ckpt_entry_get() (or a cursor, the same
+ *       checks in runs) checks each one's position (inside the log the checkpoint lists,
+ *       before its end mark) and fields, and idx_load() that the keys strictly increase.
  *   K3. The writer never holds more than CKPT_WBUF bytes of the file: sections stream out,
  *       and their headers (count, length, checksum) are written in place once each section
  *       ends. The section checksum therefore covers the payload first, then the header
  *       bytes [0, 24), which a streaming hash can do in that order.
+ *   K4. ckpt_decode_lazy() leaves the checksums of BLOCKS and PINS to a cursor, which hashes
+ *       each run of entries as it hands the run out, so a million entries are read once
+ *       rather than twice. The runs must cover the section in order, and ckpt_cursor_end()
+ *       compares the checksum: no entry is trusted before it returned 0.
  */
 #include "checkpoint.h"
 
@@ -196,11 +200,26 @@ static uint32_t seg_end(const struct ckpt *c, uint32_t id)
 	return 0;
 }
 
+/* The last seg_end() answer, for a walk over entries that mostly point into few segments. */
+struct seg_memo {
+	uint32_t id, end; /* id 0: none yet (segment ids start at 1) */
+};
+
 /* Can a record of the checkpoint's tables lie at (seg, off)? (12.3) */
+static int in_log_memo(const struct ckpt *c, uint32_t seg, uint32_t off, struct seg_memo *m)
+{
+	if (off < CS_SEG_HEADER || off % CS_REC_ALIGN != 0 ||
+	    pos_cmp(seg, off, c->h.end_seg, c->h.end_off) >= 0)
+		return 0;
+	if (seg != m->id || m->id == 0)
+		*m = (struct seg_memo){seg, seg_end(c, seg)};
+	return off < m->end;
+}
+
 static int in_log(const struct ckpt *c, uint32_t seg, uint32_t off)
 {
-	return off >= CS_SEG_HEADER && off % CS_REC_ALIGN == 0 &&
-	       pos_cmp(seg, off, c->h.end_seg, c->h.end_off) < 0 && off < seg_end(c, seg);
+	struct seg_memo m = {0, 0};
+	return in_log_memo(c, seg, off, &m);
 }
 
 static int check_entries(const struct ckpt *c, int type)
@@ -215,14 +234,12 @@ static int check_entries(const struct ckpt *c, int type)
 	return 0;
 }
 
-int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_MAX],
-                   struct idx_val *v)
+/* Entry i of section type into key and v, checked (K2); m as in_log_memo(). */
+static int entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_MAX],
+                     struct idx_val *v, struct seg_memo *m)
 {
-	const struct ckpt_section *s = &c->sec[type];
-
-	CS_ASSERT((type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS) && i < s->count);
-	ckpt_entry_at(s, i, key, v);
-	if (!in_log(c, v->seg, v->off))
+	ckpt_entry_at(&c->sec[type], i, key, v);
+	if (!in_log_memo(c, v->seg, v->off, m))
 		return bad_section(type, i, "position outside the log");
 	if (type == CKPT_SEC_BLOCKS ? v->len > CS_BLOCK_MAX
 	                            : ((v->len & 0xff) != CS_PIN_DIRECT &&
@@ -231,6 +248,72 @@ int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_
 		return bad_section(type, i, type == CKPT_SEC_BLOCKS ? "block longer than CS_BLOCK_MAX"
 		                                                    : "unknown pin kind or CID version");
 	return 0;
+}
+
+int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_MAX],
+                   struct idx_val *v)
+{
+	struct seg_memo m = {0, 0};
+
+	CS_ASSERT((type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS) && i < c->sec[type].count);
+	return entry_get(c, type, i, key, v, &m);
+}
+
+/* ---- Loading entries in runs ---------------------------------------------------------- */
+
+int ckpt_cursor_begin(struct ckpt_cursor *k, const struct ckpt *c, int type)
+{
+	CS_ASSERT(type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS);
+	*k = (struct ckpt_cursor){.c = c, .type = type};
+	if (!c->sec[type].unverified)
+		return 0;
+	XXH3_state_t *xs = XXH3_createState();
+	if (xs == NULL)
+		return cs_fail(-ENOMEM, "checkpoint: no memory for a checksum state");
+	XXH3_64bits_reset(xs);
+	k->xs = xs;
+	return 0;
+}
+
+int ckpt_cursor_get(struct ckpt_cursor *k, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
+                    struct idx_val *vals)
+{
+	const struct ckpt_section *s = &k->c->sec[k->type];
+	struct seg_memo m = {k->seg_id, k->seg_end};
+	int rc = 0;
+
+	/* K4: the runs cover the section in order, so the checksum sees its bytes in order. */
+	CS_ASSERT(i == k->next && n <= s->count - i);
+	if (k->xs != NULL) /* while the run's bytes are about to be read anyway */
+		XXH3_64bits_update(k->xs, s->data + i * CKPT_ENTRY, (size_t)n * CKPT_ENTRY);
+	for (unsigned j = 0; rc == 0 && j < n; j++)
+		rc = entry_get(k->c, k->type, i + j, keys[j], &vals[j], &m);
+	k->seg_id = m.id;
+	k->seg_end = m.end;
+	k->next = i + n;
+	return rc;
+}
+
+int ckpt_cursor_end(struct ckpt_cursor *k)
+{
+	const struct ckpt_section *s = &k->c->sec[k->type];
+	int rc = 0;
+
+	CS_ASSERT(k->next == s->count); /* K4 */
+	if (k->xs != NULL) {
+		XXH3_64bits_update(k->xs, s->hdr, 24); /* K3: the payload, then the header */
+		if (XXH3_64bits_digest(k->xs) != get_le64(s->hdr + 24))
+			rc = cs_fail(CS_ECORRUPT, "checkpoint: %s section checksum mismatch",
+			             sec_name[k->type]);
+	}
+	ckpt_cursor_free(k);
+	return rc;
+}
+
+void ckpt_cursor_free(struct ckpt_cursor *k)
+{
+	XXH3_freeState(k->xs);
+	k->xs = NULL;
 }
 
 /* Byte order of names, a prefix first (FORMAT.md 4.7). */
@@ -291,7 +374,8 @@ static int check_drops(const struct ckpt *c)
 	return 0;
 }
 
-int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out)
+/* ckpt_decode(), or with lazy set ckpt_decode_lazy(). */
+static int decode(const uint8_t *buf, size_t len, int lazy, struct ckpt *out)
 {
 	int rc;
 
@@ -306,14 +390,15 @@ int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out)
 		const uint8_t *p = buf + off;
 		uint16_t type = get_le16(p);
 		struct ckpt_section s = {get_le16(p + 2), get_le64(p + 8), get_le64(p + 16),
-		                         p + CKPT_SEC_HEADER};
+		                         p + CKPT_SEC_HEADER, p,
+		                         lazy && (type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS)};
 		if (get_le32(p + 4) != 0 || (s.flags & ~CKPT_SEC_F_SKIPPABLE) != 0 || type == 0)
 			return cs_fail(CS_ECORRUPT, "checkpoint: section %u has a bad header", i);
 		if (s.len > len - off - CKPT_SEC_HEADER)
 			return cs_fail(CS_ECORRUPT, "checkpoint: section %u (type %u) runs past the end "
 			                            "of the file",
 			               i, type);
-		if (section_sum(p, s.data, s.len) != get_le64(p + 24))
+		if (!s.unverified && section_sum(p, s.data, s.len) != get_le64(p + 24))
 			return cs_fail(CS_ECORRUPT, "checkpoint: section %u (type %u) checksum mismatch",
 			               i, type);
 		off += CKPT_SEC_HEADER + (size_t)s.len;
@@ -343,6 +428,16 @@ int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out)
 	    (rc = check_drops(out)) != 0)
 		return rc;
 	return 0;
+}
+
+int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out)
+{
+	return decode(buf, len, 0, out);
+}
+
+int ckpt_decode_lazy(const uint8_t *buf, size_t len, struct ckpt *out)
+{
+	return decode(buf, len, 1, out);
 }
 
 void ckpt_entry_at(const struct ckpt_section *s, size_t i, uint8_t key[CS_KEY_MAX],

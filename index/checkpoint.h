@@ -71,6 +71,8 @@ struct ckpt_section {
 	uint64_t count;
 	uint64_t len;
 	const uint8_t *data; /* NULL when the section is absent */
+	const uint8_t *hdr;  /* its CKPT_SEC_HEADER bytes */
+	int unverified;      /* its checksum is left to a cursor (ckpt_decode_lazy, K4) */
 };
 
 struct ckpt {
@@ -105,6 +107,35 @@ struct ckpt_name {
  * breaks a rule of the format), CS_EVERSION (a newer version, or a section type unknown to
  * this version without the skippable flag). */
 int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out);
+
+/* ckpt_decode() but for the checksums of BLOCKS and PINS, which are left unverified for a
+ * cursor to check while the entries are loaded (K4): every other check is made. A store's
+ * open loads through it; the entries are not to be trusted before ckpt_cursor_end() of each
+ * of the two sections returned 0. Errors: as ckpt_decode(). */
+int ckpt_decode_lazy(const uint8_t *buf, size_t len, struct ckpt *out);
+
+/* Reads the entries of a decoded BLOCKS or PINS section in runs, in order, checking each as
+ * ckpt_entry_get() does, and the section's checksum when ckpt_decode_lazy() left it
+ * unverified (K4). */
+struct ckpt_cursor {
+	const struct ckpt *c; /* borrowed */
+	int type;             /* CKPT_SEC_BLOCKS or CKPT_SEC_PINS */
+	size_t next;          /* the entries handed out so far */
+	void *xs;             /* owned XXH3 state; NULL when the checksum was checked already */
+	uint32_t seg_id, seg_end; /* the last segment an entry pointed into, and its end */
+};
+
+/* Errors: -ENOMEM. */
+int ckpt_cursor_begin(struct ckpt_cursor *k, const struct ckpt *c, int type);
+/* Entries i .. i + n - 1 into keys and vals (borrowed, n slots each); i must be the entry
+ * after the last run's, and i + n at most the count. Errors: CS_ECORRUPT naming the entry. */
+int ckpt_cursor_get(struct ckpt_cursor *k, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
+		    struct idx_val *vals);
+/* After the runs covered the whole section: checks its checksum, if left unverified, and frees
+ * the cursor. Errors: CS_ECORRUPT (checksum mismatch). */
+int ckpt_cursor_end(struct ckpt_cursor *k);
+/* Frees a cursor without the check (a load that failed before the end). */
+void ckpt_cursor_free(struct ckpt_cursor *k);
 
 /* Entry i of a decoded BLOCKS or PINS section, without checks. */
 void ckpt_entry_at(const struct ckpt_section *s, size_t i, uint8_t key[CS_KEY_MAX],

@@ -531,13 +531,16 @@ struct load_model {
 	struct model *m;
 };
 
-static int load_from_model(void *ctx, size_t i, uint8_t key[IDX_KEY], struct idx_val *v)
+static int load_from_model(void *ctx, size_t i, unsigned cnt, uint8_t (*keys)[IDX_KEY],
+                           struct idx_val *vals)
 {
 	struct load_model *lm = ctx;
 
-	memcpy(key, lm->m->key[i], IDX_KEY);
-	lm->m->val[i] = make_val(i * 0x9e37);
-	*v = lm->m->val[i];
+	for (unsigned k = 0; k < cnt; k++, i++) {
+		memcpy(keys[k], lm->m->key[i], IDX_KEY);
+		lm->m->val[i] = make_val(i * 0x9e37);
+		vals[k] = lm->m->val[i];
+	}
 	return 0;
 }
 
@@ -870,14 +873,18 @@ struct load_src {
 	size_t stop_at; /* entry whose callback fails (SIZE_MAX: none) */
 };
 
-static int load_entry(void *ctx, size_t i, uint8_t key[IDX_KEY], struct idx_val *v)
+static int load_entry(void *ctx, size_t i, unsigned cnt, uint8_t (*keys)[IDX_KEY],
+		      struct idx_val *vals)
 {
 	const struct load_src *src = ctx;
 
-	if (i == src->stop_at)
-		return -EIO;
-	seq_key(key, (i == src->bad_at ? i - 1 : i) * 2);
-	*v = (struct idx_val){(uint32_t)i, (uint32_t)(i >> 32), 7, 0x55};
+	assert_true(cnt >= 1 && cnt <= 81); /* a leaf's worth */
+	for (unsigned k = 0; k < cnt; k++, i++) {
+		if (i == src->stop_at)
+			return -EIO;
+		seq_key(keys[k], (i == src->bad_at ? i - 1 : i) * 2);
+		vals[k] = (struct idx_val){(uint32_t)i, (uint32_t)(i >> 32), 7, 0x55};
+	}
 	return 0;
 }
 

@@ -5,7 +5,7 @@
  * Proves, comparing the block index, the pins and the names entry by entry (log positions
  * included) with the tables a full replay of the same log builds:
  *   - a store reopened from the checkpoint its close wrote equals the full replay, replays no
- *     record, and keeps the last GC's figures;
+ *     record, and keeps the last GC's figures, whether the file is mapped or read;
  *   - puts, deletes, name sets and removals, pin adds and removals after a checkpoint are
  *     replayed over it (a crash image taken while the store is open);
  *   - so does a checkpoint whose tables changed between its start and end marks (a test
@@ -21,6 +21,11 @@
  *     appears while the store is open is replaced by the next checkpoint;
  *   - damage in a record the checkpoint covers does not fail the open (the record is not
  *     read) but is found by get and verify;
+ *   - an open whose checkpoint covers the whole log syncs nothing; one that finds records
+ *     past the checkpoint's end mark, or has no checkpoint, syncs the log;
+ *   - a checkpoint of blocks and pins spread over several segments gives each segment the
+ *     live bytes a full replay gives it, and one entry past its own segment's end (but not
+ *     the end of the segment the entry before it lies in) is refused;
  *   - writers running while background checkpoints and cs_checkpoint calls are taken leave
  *     a store whose reopen equals the full replay; and kill -9 of such a process at random
  *     moments loses no acknowledged put or delete.
@@ -48,6 +53,7 @@
 #include "names.h"
 #include "store.h"
 #include "test_util.h"
+#include "fault_io.h"
 
 TU_TSAN_REPORT_AT_ONCE();
 
@@ -310,6 +316,16 @@ static void test_reopen_equals_full_replay(void **state)
 	full_replay(dir, &b);
 	same_tables(&a, &b);
 	assert_int_equal(b.st.last_gc_time_ns, 0); /* only the checkpoint keeps it */
+	free_tables(&a);
+	/* The same where the file is read rather than mapped (kernels before 5.14). */
+	ckpt_test_no_map = 1;
+	s = open_at(dir);
+	ckpt_test_no_map = 0;
+	snap(s, &a);
+	assert_int_equal(a.st.replayed_records, 0);
+	assert_string_equal(warned, "");
+	CHECK(cs_store_close(s));
+	same_tables(&a, &b);
 	free_tables(&a);
 	free_tables(&b);
 }
@@ -656,6 +672,126 @@ static void test_leftover_temp(void **state)
 	CHECK(cs_store_close(s));
 	free(good);
 	free_tables(&want);
+}
+
+/* The syncs an open of d makes, counted by the fault backend (on, never failing). */
+static uint64_t syncs_at_open(const char *d, cs_stat *st)
+{
+	fault_reset();
+	store_io_factory = fault_factory;
+	cs_store *s = open_at(d);
+	uint64_t n = fault_g.calls[FAULT_SYNC];
+	store_io_factory = NULL;
+	CHECK(cs_store_stat(s, st));
+	CHECK(cs_store_close(s));
+	return n;
+}
+
+/* An open from a checkpoint whose end mark is the end of the log syncs nothing: every record
+ * was durable before the checkpoint was renamed (C3 of ckpt.c). One that finds records past
+ * the end mark (a crash image of an open store) syncs them, as a full replay's open does. */
+static void test_sync_at_open(void **state)
+{
+	cs_stat st;
+	cs_cid cid;
+
+	build(40);
+	assert_int_equal(syncs_at_open(dir, &st), 0);
+	assert_int_equal(st.replayed_records, 0);
+	assert_true(st.checkpoint_seq > 0);
+
+	cs_store *s = open_at(dir);
+	CHECK(cs_checkpoint(s));
+	put_seeded(s, 777, 4096, &cid);
+	tu_copy_dir(dir, copy); /* the crash image: one record after the end mark */
+	CHECK(cs_store_close(s));
+	assert_true(syncs_at_open(copy, &st) >= 1);
+	assert_int_equal(st.replayed_records, 1);
+	assert_true(st.checkpoint_seq > 0);
+	tu_rmrf(copy);
+
+	/* No checkpoint: the open syncs what it found. */
+	assert_int_equal(tu_drop_checkpoint(dir), 1);
+	assert_true(syncs_at_open(dir, &st) >= 1);
+	assert_int_equal(st.checkpoint_seq, 0);
+}
+
+/* Recomputes the checksums of every section and of the header, as the writer made them. */
+static void reseal(uint8_t *p, size_t len)
+{
+	size_t off = CKPT_HEADER;
+	for (uint32_t i = 0; i < get_le32(p + 84); i++) {
+		uint64_t slen = get_le64(p + off + 16);
+		assert_true(slen <= len - off - CKPT_SEC_HEADER);
+		XXH3_state_t st;
+		XXH3_64bits_reset(&st);
+		XXH3_64bits_update(&st, p + off + CKPT_SEC_HEADER, (size_t)slen);
+		XXH3_64bits_update(&st, p + off, 24);
+		put_le64(p + off + 24, XXH3_64bits_digest(&st));
+		off += CKPT_SEC_HEADER + (size_t)slen;
+	}
+	put_le64(p + 88, XXH3_64bits(p, 88));
+}
+
+/* A store over several segments, its blocks and pins interleaved among them in key order:
+ * the open from its checkpoint adds each segment's live bytes as a full replay does (the
+ * loader sums runs of one segment, and looks segment ends up once per change of segment).
+ * An entry whose offset is past the end of its own segment, but not of the segment the entry
+ * before it points into, is refused. */
+static void test_many_segments(void **state)
+{
+	struct tables a, b;
+	cs_cid cid;
+	uint8_t *big = malloc(1u << 20);
+
+	cs_store *s = open_at(dir);
+	for (int i = 0; i < 40; i++) {
+		tu_fill(big, 1u << 20, 90000 + (uint64_t)i);
+		CHECK(cs_block_put(s, big, 1u << 20, CS_CODEC_RAW, CS_HASH_SHA2_256, &cid));
+		for (int j = 0; j < 25; j++) {
+			put_seeded(s, 100000 + (uint64_t)i * 100 + (uint64_t)j, 2000, &cid);
+			if (j % 5 == 0)
+				CHECK(cs_pin_add(s, &cid, CS_PIN_DIRECT));
+		}
+	}
+	free(big);
+	CHECK(cs_store_close(s));
+	s = open_at(dir);
+	snap(s, &a);
+	assert_string_equal(warned, "");
+	assert_int_equal(a.st.replayed_records, 0);
+	assert_true(a.nlive >= 3);
+	CHECK(cs_store_close(s));
+	full_replay(dir, &b);
+	same_tables(&a, &b);
+
+	size_t len;
+	uint8_t *ck = read_ckpt(dir, &len);
+	struct ckpt c;
+	CHECK(ckpt_decode(ck, len, &c));
+	const struct ckpt_section *sb = &c.sec[CKPT_SEC_BLOCKS];
+	struct ckpt_seg first;
+	ckpt_seg_at(&c.sec[CKPT_SEC_SEGMENTS], 0, &first);
+	assert_true(first.id < c.h.start_seg);
+	size_t at = SIZE_MAX;
+	for (size_t i = 1; i < sb->count && at == SIZE_MAX; i++) {
+		uint8_t k[CS_KEY_MAX];
+		struct idx_val v0, v1;
+		ckpt_entry_at(sb, i - 1, k, &v0);
+		ckpt_entry_at(sb, i, k, &v1);
+		if (v0.seg == c.h.start_seg && v1.seg == first.id)
+			at = i;
+	}
+	assert_true(at != SIZE_MAX);
+	/* Offset: the first segment's end, before the end mark and inside the bounds of the
+	 * start segment (those of the end mark), where the entry before points. */
+	put_le32((uint8_t *)sb->data + at * CKPT_ENTRY + CS_KEY_MAX + 4, first.end);
+	reseal(ck, len);
+	expect_refused(dir, ck, len, &b, "an offset past its segment's end");
+	assert_non_null(strstr(warned, "position outside the log"));
+	free(ck);
+	free_tables(&a);
+	free_tables(&b);
 }
 
 /* Damage to a record the checkpoint covers: open does not read it, get and verify find it. */
@@ -1102,6 +1238,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_checkpoint_newer_than_log, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_leftover_temp, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damage_under_checkpoint, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sync_at_open, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_many_segments, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kill_during_checkpoints, setup, teardown),
 	};

@@ -7,8 +7,9 @@
  * was stored; many threads put and get at once; a cat reads a pinned file while another
  * thread puts, deletes, adds and collects; and every bad input named in the issue gets
  * its own code and a message: missing or unwritable directory, a second opener (another
- * process, and another handle in this one), garbage CID text, a block over the limit, a
- * stray file, a non-store directory, an unknown CIDSTORE_IO, a corrupt meta file.
+ * process, and another handle in this one; the LOCK file names the holder alone), garbage
+ * CID text, a block over the limit, a stray file, a non-store directory, an unknown
+ * CIDSTORE_IO, a corrupt meta file.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -298,6 +299,27 @@ static void test_locked(void **state)
 	assert_int_equal(cs_store_close(s), 0);
 	close(p[0]);
 	close(p[1]);
+
+	/* The LOCK file is overwritten in place, not emptied first: a longer pid left by an
+	 * earlier holder is cut to the new one, so the message names exactly the holder. */
+	char path[600], got[64];
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("123456789012345678901234\n", f);
+	fclose(f);
+	s = open_ok(&o);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	size_t n = fread(got, 1, sizeof(got) - 1, f);
+	fclose(f);
+	got[n] = '\0';
+	snprintf(want, sizeof(want), "%d\n", (int)getpid());
+	assert_string_equal(got, want);
+	assert_int_equal(cs_store_open(dir, &o, &s2), CS_EBUSY);
+	snprintf(want, sizeof(want), "locked by pid %d", (int)getpid());
+	assert_true(strstr(cs_errmsg(), want) != NULL);
+	assert_int_equal(cs_store_close(s), 0);
 }
 
 static void test_stray_and_foreign(void **state)

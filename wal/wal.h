@@ -62,18 +62,23 @@ struct wal_config {
 	/* Nonzero: never prepare the next segment ahead of need (W12 of wal.c); every segment
 	 * is then created on the appender's request. For tests of that path. */
 	int no_spare;
+	/* Set when every record given is known to be durable already (a checkpoint's end mark
+	 * covers the whole log recovery found: C3 of engine/ckpt.c), so that open need not
+	 * sync the last segment to make its horizon true. */
+	int log_durable;
 };
 
 struct wal;
 
 /* Starts the writer thread. With no segments given, creates segment 1 (header written and
- * synced) before returning. Once the writer has written past half of the last segment, it
- * creates the next segment's file ahead of need, without a header (a "spare"), so that
- * starting it costs an append no I/O; wal_close() removes a spare left unused. Appends continue in the last given segment unless its header's
- * window is below 2 * batch_bytes (the window bounds unsynced bytes for recovery), in which
- * case the first append starts the next segment. Errors: CS_EINVAL (a size outside
- * cs_limits.h, batch_bytes > segment_bytes / 2, bad durability or interval_ms, inconsistent
- * segs), -errno (creating or syncing a segment), -ENOMEM. */
+ * synced) before returning; with segments, syncs the last one unless cfg->log_durable. Once
+ * the writer has written past half of the last segment, it creates the next segment's file
+ * ahead of need, without a header (a "spare"), so that starting it costs an append no I/O;
+ * wal_close() removes a spare left unused. Appends continue in the last given segment unless
+ * its header's window is below 2 * batch_bytes (the window bounds unsynced bytes for
+ * recovery), in which case the first append starts the next segment. Errors: CS_EINVAL (a
+ * size outside cs_limits.h, batch_bytes > segment_bytes / 2, bad durability or interval_ms,
+ * inconsistent segs), -errno (creating or syncing a segment), -ENOMEM. */
 int wal_open(struct wal **out, const struct wal_config *cfg);
 
 /* Flushes and syncs everything appended, stops the writer, closes every fd and frees the
