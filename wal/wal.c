@@ -48,6 +48,12 @@
  *       creation that fails for space (ENOSPC, EDQUOT) with no file left behind is not
  *       poison: every appender that needed that segment gets CS_EFULL, records in the old
  *       segment continue, and the next appender that needs a segment asks again.
+ *   W12. In sync mode a batch is written with an fdatasync when a record in it was appended
+ *       eager (wal_append: its appender waits for it), or when W3 or a wal_sync() asks. A
+ *       record appended lazy (wal_append_lazy: an add, which syncs once at its end) waits
+ *       for W3's sync or a later one, and wal_wait() on it asks the writer for a sync
+ *       (sync_target), so no wait depends on a later append to end. W2 is unchanged: a wait
+ *       still returns only after a sync that began after the record's write.
  *
  * A batch buffer's life (every transition is made under the mutex):
  *
@@ -82,6 +88,7 @@ struct batch {
 	int pending;        /* appenders still copying into it (W6) */
 	uint64_t first_seq; /* seq of its first record, 0 while empty */
 	uint64_t last_seq;  /* seq of its last record */
+	int eager;          /* sync mode: a record in it was not appended lazy (W12) */
 };
 
 struct seg_ent {
@@ -291,6 +298,7 @@ static void writer_write(struct wal *w, int sync)
 	nb->start = b->start + b->fill;
 	nb->first_seq = 0;
 	nb->last_seq = 0;
+	nb->eager = 0;
 	w->cur = 1 - w->cur;
 	w->swaps++;
 	pthread_cond_broadcast(&w->space_cv);
@@ -304,6 +312,14 @@ static void writer_write(struct wal *w, int sync)
 	what = sync ? "write and sync" : "write";
 	CS_ASSERT(w->unsynced + b->fill <= w->window); /* W3 */
 	rc = w->io->ops->write(w->io, w->wfd, b->data, b->fill, b->start, sync);
+	/* Unsynced bytes are handed to the disk now rather than at the next sync, so that it
+	 * writes them while this thread copies the next batch: that sync then waits for
+	 * little. Its failure poisons as a sync's does (W4), since it may be the only report
+	 * of a writeback error on these pages. */
+	if (rc == 0 && !sync && w->io->ops->writeback != NULL) {
+		rc = w->io->ops->writeback(w->io, w->wfd, b->start, b->fill);
+		what = "writeback";
+	}
 
 	pthread_mutex_lock(&w->mu);
 	if (rc != 0) {
@@ -322,6 +338,7 @@ static void writer_write(struct wal *w, int sync)
 	b->fill = 0;
 	b->first_seq = 0;
 	b->last_seq = 0;
+	b->eager = 0;
 }
 
 /*
@@ -403,7 +420,7 @@ static void *writer_main(void *arg)
 				due = 1;
 		}
 		if (b->fill > 0 && b->pending == 0) {
-			writer_write(w, due || w->mode == CS_DURABLE_SYNC);
+			writer_write(w, due || (w->mode == CS_DURABLE_SYNC && b->eager)); /* W12 */
 			continue;
 		}
 		if (w->seg_req && b->fill == 0) {
@@ -732,7 +749,8 @@ static void wait_swap(struct wal *w)
 		pthread_cond_wait(&w->space_cv, &w->mu);
 }
 
-int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos, uint64_t *seq)
+static int append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,
+                  uint64_t *seq, int lazy)
 {
 	uint64_t total = 0, first, synced;
 	struct batch *b;
@@ -812,6 +830,8 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
 	b->last_seq = w->next_seq - 1;
 	synced = w->durable; /* W7: durable < next_seq <= first */
 	b->pending++;
+	if (!lazy)
+		b->eager = 1; /* W12 */
 	w->segs[w->nsegs - 1].end = off + (uint32_t)total;
 	pthread_mutex_unlock(&w->mu);
 
@@ -852,6 +872,17 @@ out_unlock:
 	return rc;
 }
 
+int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos, uint64_t *seq)
+{
+	return append(w, recs, n, pos, seq, 0);
+}
+
+int wal_append_lazy(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,
+                    uint64_t *seq)
+{
+	return append(w, recs, n, pos, seq, 1);
+}
+
 int wal_wait(struct wal *w, uint64_t seq)
 {
 	int rc = 0;
@@ -863,7 +894,12 @@ int wal_wait(struct wal *w, uint64_t seq)
 		return cs_fail(CS_EINVAL, "log: wait for seq %llu, which was never appended",
 		               (unsigned long long)seq);
 	}
-	if (w->mode == CS_DURABLE_SYNC) {
+	if (w->mode == CS_DURABLE_SYNC && w->durable < seq && !w->poison) {
+		/* W12: seq may be a lazy record that no batch sync covers yet. */
+		if (w->sync_target < seq) {
+			w->sync_target = seq;
+			pthread_cond_signal(&w->writer_cv);
+		}
 		while (w->durable < seq && !w->poison)
 			pthread_cond_wait(&w->durable_cv, &w->mu);
 	}
