@@ -712,6 +712,61 @@ static void test_read_many(void **state)
 }
 
 /* A transaction: consecutive seqs, adjacent records, CONT on all but the last. */
+/* Records larger than read_run's pieces (READ_HOT_BYTES, 384 KiB): a run of them is read a
+ * piece at a time, each piece checked before the next is read, with the same answers as
+ * one read: every record whole, and damage in a later piece found at its record. */
+static void test_read_many_large(void **state)
+{
+	enum { N = 6 };
+	static const uint32_t lens[N] = {150u << 10, 150u << 10, 150u << 10, 400u << 10,
+	                                 100u << 10, 150u << 10};
+	struct ctx c;
+	struct exp_rec e[N];
+	uint8_t *scratch = malloc(400u << 10), *want = malloc(400u << 10), *buf[N];
+	struct wal_many m[N];
+	struct iovec dst[N][3];
+	int done = -1;
+	char where[64];
+
+	ctx_init(&c, "wal-many-large");
+	ctx_open(&c, CS_DURABLE_NONE, CS_SEG_MIN, CS_BATCH_MIN);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(append_one(c.w, lens[i], 900 + (uint64_t)i, &e[i], scratch), 0);
+	assert_int_equal(wal_sync(c.w), 0);
+	for (int i = 0; i < N; i++) {
+		buf[i] = malloc(e[i].len);
+		many_of(&e[i], &m[i], dst[i], buf[i]);
+	}
+	assert_int_equal(wal_read_many(c.w, m, N, &done), 0);
+	assert_int_equal(done, N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(m[i].h.seq, e[i].seq);
+		assert_int_equal(m[i].h.len, e[i].len);
+		tu_fill(want, e[i].len, e[i].seed);
+		assert_memory_equal(buf[i], want, e[i].len);
+	}
+	/* A damaged byte in record 4, three pieces into the run. */
+	int fd = openat(c.dirfd, "00000001.seg", O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t x, y;
+	off_t at = (off_t)e[4].pos.off + CS_REC_HEADER + 70000;
+	assert_int_equal(pread(fd, &x, 1, at), 1);
+	y = x ^ 0x10;
+	assert_int_equal(pwrite(fd, &y, 1, at), 1);
+	assert_int_equal(wal_read_many(c.w, m, N, &done), CS_ECORRUPT);
+	assert_int_equal(done, 4);
+	snprintf(where, sizeof(where), "offset %u: record checksum mismatch", e[4].pos.off);
+	expect_msg(where);
+	assert_int_equal(pwrite(fd, &x, 1, at), 1);
+	close(fd);
+	ctx_close(&c, 0);
+	for (int i = 0; i < N; i++)
+		free(buf[i]);
+	free(scratch);
+	free(want);
+	ctx_fini(&c);
+}
+
 static void test_transaction(void **state)
 {
 	struct ctx c;
@@ -1405,7 +1460,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_empty_open),     cmocka_unit_test(test_append_read),
-	    cmocka_unit_test(test_read_many),      cmocka_unit_test(test_transaction),
+	    cmocka_unit_test(test_read_many),      cmocka_unit_test(test_read_many_large),
+	    cmocka_unit_test(test_transaction),
 	    cmocka_unit_test(test_rotation),       cmocka_unit_test(test_concurrent),
 	    cmocka_unit_test(test_mode_none),      cmocka_unit_test(test_mode_sync_lazy),
 	    cmocka_unit_test(test_mode_interval),
