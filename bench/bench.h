@@ -91,6 +91,15 @@ void register_file_add();
 void register_file_cat();
 void register_gc();
 
+/* One timed pass of limit/seq_read_8m_warm (the file written, and read once untimed, on the
+ * first call): *secs and *bytes of the 8 MiB preads. For figures that measure their limit
+ * interleaved with themselves. Returns 0 or -errno. */
+int seq_read_warm_pass(double *secs, uint64_t *bytes);
+
+/* One timed pass of limit/seq_write_8m_fdatasync (the file created and preallocated
+ * untimed): *secs of its writes and syncs, *bytes written. Returns 0 or -errno. */
+int seq_write_pass(double *secs, uint64_t *bytes);
+
 /* Releases what the benchmarks kept between runs (open stores, data pools, files). */
 void release_limit_benchmarks();
 void release_store_benchmarks();

@@ -313,6 +313,54 @@ CS_API int cs_cat(cs_store *s, const cs_cid *root, uint64_t offset, void *buf, s
 	                    blocks_touched);
 }
 
+/* A cs_file is a UnixFS reader over the store's get functions; the type exists only for the
+ * public header's sake. */
+struct cs_file {
+	struct ufs_reader *r; /* owned */
+};
+
+CS_API int cs_file_open(cs_store *s, const cs_cid *root, cs_file **out)
+{
+	cs_clear_error();
+	if (s == NULL || root == NULL || out == NULL)
+		return cs_fail(CS_EINVAL, "store, root or out is NULL");
+	*out = NULL;
+	cs_file *f = calloc(1, sizeof(*f));
+	if (f == NULL)
+		return cs_fail(-ENOMEM, "out of memory for a file reader");
+	int rc = ufs_reader_new(store_get, store_get_run, s, root, &f->r, NULL);
+	if (rc < 0) {
+		free(f);
+		return rc;
+	}
+	*out = f;
+	return 0;
+}
+
+CS_API int cs_file_read(cs_file *f, uint64_t offset, void *buf, size_t len, size_t *got,
+                        uint64_t *blocks_touched)
+{
+	cs_clear_error();
+	if (blocks_touched != NULL)
+		*blocks_touched = 0;
+	if (f == NULL || got == NULL || (buf == NULL && len > 0))
+		return cs_fail(CS_EINVAL, "file, got or buf is NULL");
+	return ufs_reader_read(f->r, offset, buf, len, got, blocks_touched);
+}
+
+CS_API uint64_t cs_file_length(const cs_file *f)
+{
+	return f == NULL ? 0 : ufs_reader_size(f->r);
+}
+
+CS_API void cs_file_close(cs_file *f)
+{
+	if (f == NULL)
+		return;
+	ufs_reader_free(f->r);
+	free(f);
+}
+
 CS_API int cs_file_size(cs_store *s, const cs_cid *root, uint64_t *size)
 {
 	cs_clear_error();

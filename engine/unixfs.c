@@ -68,6 +68,10 @@
  *     UFS_DIR_SHARD_BYTES, so a flat node fits a block (static assert in unixfs.h); else as a
  *     HAMT, whose nodes hold at most UFS_HAMT_FANOUT links of at most UFS_NAME_MAX + 2 name
  *     bytes each, and sit at most UFS_HAMT_LEVELS deep (the builder's recursion bound).
+ *  6. A reader handle (ufs_reader_new) keeps each stack frame's node between reads: a frame
+ *     is reused, not fetched again, only for the same CID, and only once it was fetched and
+ *     passed node_open, so a later read sees exactly the node a fresh walk would (a CID
+ *     names its bytes). Leaves are never kept: each read gets them from the store afresh.
  */
 #include "unixfs.h"
 
@@ -500,16 +504,20 @@ struct frame {
 	struct pb_link_iter li;
 	struct ufs_bs_iter bi;
 	uint64_t cursor; /* file offset where the next child's bytes start */
+	bool cached;     /* blk holds node cid, fetched, decoded and checked (invariant 6) */
 };
 
-struct reader {
+struct ufs_reader {
 	ufs_get_fn get;
 	ufs_get_run_fn get_run; /* NULL: every leaf through get */
 	void *ctx;
 	struct ufs_leaf run[UFS_RUN_MAX]; /* whole raw leaves gathered, not yet read */
 	int nrun;
-	const cs_cid *root;
-	uint64_t touched;
+	const cs_cid *root; /* &root_cid */
+	cs_cid root_cid;
+	uint64_t size;      /* of the file, from the root */
+	bool raw;           /* the root is a raw block: its bytes are in leaf */
+	uint64_t touched;   /* blocks read by the call under way */
 	uint8_t *leaf; /* scratch for leaves read only in part */
 	size_t leaf_cap;
 	struct frame fr[UFS_READ_DEPTH_MAX];
@@ -533,7 +541,7 @@ static int fail_at(int code, const cs_cid *c, const char *what)
 }
 
 /* The error for block c of the file, which the store does not hold. */
-static int missing(const struct reader *r, const cs_cid *c)
+static int missing(const struct ufs_reader *r, const cs_cid *c)
 {
 	char text[CS_CID_TEXT_MAX], rtext[CS_CID_TEXT_MAX];
 
@@ -555,7 +563,7 @@ static int wrong_size(const cs_cid *c, size_t len, uint64_t n)
 }
 
 /* Reads block c into *buf (capacity *cap, grown as needed) and sets *len. */
-static int fetch(struct reader *r, const cs_cid *c, uint8_t **buf, size_t *cap, size_t *len)
+static int fetch(struct ufs_reader *r, const cs_cid *c, uint8_t **buf, size_t *cap, size_t *len)
 {
 	int rc;
 
@@ -656,7 +664,7 @@ static int codec_of(const cs_cid *c, uint64_t *codec)
 }
 
 /* Gets the leaves gathered in r->run, in order, and counts their bytes as copied. */
-static int run_flush(struct reader *r, size_t *copied)
+static int run_flush(struct ufs_reader *r, size_t *copied)
 {
 	size_t len = 0;
 	int done = 0, rc;
@@ -682,7 +690,7 @@ static int run_flush(struct reader *r, size_t *copied)
 }
 
 /* Reads a raw leaf holding file bytes [lo, lo + n) and copies its part of the range. */
-static int read_raw_leaf(struct reader *r, const cs_cid *c, uint64_t lo, uint64_t n, uint64_t off,
+static int read_raw_leaf(struct ufs_reader *r, const cs_cid *c, uint64_t lo, uint64_t n, uint64_t off,
                          uint64_t hi, uint8_t *out, size_t *copied)
 {
 	size_t len;
@@ -724,7 +732,7 @@ static int read_raw_leaf(struct reader *r, const cs_cid *c, uint64_t lo, uint64_
 
 /* Fetches and opens the dag-pb node c at stack depth d, whose bytes start at file offset
  * lo, and copies the overlap of its own Data. *content receives its size. */
-static int push_node(struct reader *r, unsigned d, const cs_cid *c, bool is_root, uint64_t lo,
+static int push_node(struct ufs_reader *r, unsigned d, const cs_cid *c, bool is_root, uint64_t lo,
                      uint64_t off, uint64_t hi, uint8_t *out, size_t *copied, uint64_t *content)
 {
 	if (d >= UFS_READ_DEPTH_MAX)
@@ -734,11 +742,20 @@ static int push_node(struct reader *r, unsigned d, const cs_cid *c, bool is_root
 	struct frame *f = &r->fr[d];
 	int rc;
 
-	f->cid = *c;
-	if ((rc = fetch(r, c, &f->blk, &f->cap, &f->len)) < 0)
-		return rc;
-	if ((rc = node_open(f, is_root, content)) < 0)
-		return rc;
+	if (f->cached && f->cid.len == c->len && memcmp(f->cid.bytes, c->bytes, c->len) == 0) {
+		/* Invariant 6: the node passed node_open before; start its links again. */
+		pb_links_begin(&f->node, &f->li);
+		ufs_blocksizes_begin(&f->u, &f->bi);
+		*content = f->u.data_len + f->u.blocksizes_sum;
+	} else {
+		f->cached = false;
+		f->cid = *c;
+		if ((rc = fetch(r, c, &f->blk, &f->cap, &f->len)) < 0)
+			return rc;
+		if ((rc = node_open(f, is_root, content)) < 0)
+			return rc;
+		f->cached = true;
+	}
 	if (copied != NULL) /* NULL for the root, whose Data ufs_read copies itself */
 		*copied += copy_overlap(out, off, hi, f->u.data, lo, f->u.data_len);
 	f->cursor = lo + f->u.data_len;
@@ -746,8 +763,10 @@ static int push_node(struct reader *r, unsigned d, const cs_cid *c, bool is_root
 	return 0;
 }
 
-static void reader_free(struct reader *r)
+void ufs_reader_free(struct ufs_reader *r)
 {
+	if (r == NULL)
+		return;
 	for (unsigned i = 0; i < UFS_READ_DEPTH_MAX; i++)
 		free(r->fr[i].blk);
 	free(r->leaf);
@@ -756,7 +775,7 @@ static void reader_free(struct reader *r)
 
 /* Reads the root: a raw block is the whole file (its bytes stay in r->leaf); a dag-pb node
  * is pushed as frame 0. Sets *size and *raw. */
-static int open_root(struct reader *r, const cs_cid *root, uint64_t *size, bool *raw)
+static int open_root(struct ufs_reader *r, const cs_cid *root, uint64_t *size, bool *raw)
 {
 	char text[CS_CID_TEXT_MAX];
 	uint64_t codec;
@@ -779,22 +798,13 @@ static int open_root(struct reader *r, const cs_cid *root, uint64_t *size, bool 
 	return push_node(r, 0, root, true, 0, 0, 0, NULL, NULL, size);
 }
 
-int ufs_read(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t offset, uint8_t *buf,
-             size_t len, size_t *got, uint64_t *touched)
+int ufs_reader_new(ufs_get_fn get, ufs_get_run_fn get_run, void *ctx, const cs_cid *root,
+                   struct ufs_reader **out, uint64_t *touched)
 {
-	return ufs_read_run(get, NULL, ctx, root, offset, buf, len, got, touched);
-}
-
-int ufs_read_run(ufs_get_fn get, ufs_get_run_fn get_run, void *ctx, const cs_cid *root,
-                 uint64_t offset, uint8_t *buf, size_t len, size_t *got, uint64_t *touched)
-{
-	struct reader *r = calloc(1, sizeof(*r));
-	uint64_t size;
-	size_t copied = 0;
-	bool raw;
+	struct ufs_reader *r = calloc(1, sizeof(*r));
 	int rc;
 
-	*got = 0;
+	*out = NULL;
 	if (touched != NULL)
 		*touched = 0;
 	if (r == NULL)
@@ -802,23 +812,54 @@ int ufs_read_run(ufs_get_fn get, ufs_get_run_fn get_run, void *ctx, const cs_cid
 	r->get = get;
 	r->get_run = get_run;
 	r->ctx = ctx;
-	r->root = root;
-	if ((rc = open_root(r, root, &size, &raw)) < 0)
-		goto out;
+	r->root_cid = *root;
+	r->root = &r->root_cid;
+	rc = open_root(r, r->root, &r->size, &r->raw);
+	if (touched != NULL)
+		*touched = r->touched;
+	if (rc < 0) {
+		ufs_reader_free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+uint64_t ufs_reader_size(const struct ufs_reader *r)
+{
+	return r->size;
+}
+
+int ufs_reader_read(struct ufs_reader *r, uint64_t offset, uint8_t *buf, size_t len, size_t *got,
+                    uint64_t *touched)
+{
+	uint64_t size = r->size;
+	size_t copied = 0;
+	int rc = 0;
+
+	*got = 0;
+	r->touched = 0;
+	r->nrun = 0;
 	if (offset >= size || len == 0)
 		goto out;
 	uint64_t hi = offset + (len < size - offset ? len : size - offset);
-	if (raw) {
+	if (r->raw) {
 		copied = copy_overlap(buf, offset, hi, r->leaf, 0, (size_t)size);
 		goto out;
 	}
-	/* The root's own Data (push_node copied nothing yet for the root). */
-	copied += copy_overlap(buf, offset, hi, r->fr[0].u.data, 0, r->fr[0].u.data_len);
+	/* The root's frame, kept since ufs_reader_new (invariant 6), from its first link. */
+	struct frame *root = &r->fr[0];
+	CS_ASSERT(root->cached);
+	pb_links_begin(&root->node, &root->li);
+	ufs_blocksizes_begin(&root->u, &root->bi);
+	root->cursor = root->u.data_len;
+	r->depth = 1;
+	copied += copy_overlap(buf, offset, hi, root->u.data, 0, root->u.data_len);
 
 	while (r->depth > 0) {
 		struct frame *f = &r->fr[r->depth - 1];
 		struct pb_link l;
-		uint64_t bs, codec, content;
+		uint64_t bs, codec, content = 0;
 		cs_cid c;
 
 		if (!pb_links_next(&f->li, &l)) {
@@ -842,7 +883,7 @@ int ufs_read_run(ufs_get_fn get, ufs_get_run_fn get_run, void *ctx, const cs_cid
 		 * run, so blocks are read, and errors met, in file order (ufs_read_run). */
 		bool whole = rc == 0 && codec == CS_CODEC_RAW && buf != NULL && lo >= offset &&
 		             lo + bs <= hi;
-		if (whole && get_run != NULL) {
+		if (whole && r->get_run != NULL) {
 			r->run[r->nrun++] = (struct ufs_leaf){c, buf + (lo - offset), (size_t)bs};
 			if (r->nrun == UFS_RUN_MAX && (rc = run_flush(r, &copied)) < 0)
 				goto out;
@@ -886,13 +927,40 @@ out:
 		*got = copied;
 	if (touched != NULL)
 		*touched = r->touched;
-	reader_free(r);
+	return rc;
+}
+
+int ufs_read(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t offset, uint8_t *buf,
+             size_t len, size_t *got, uint64_t *touched)
+{
+	return ufs_read_run(get, NULL, ctx, root, offset, buf, len, got, touched);
+}
+
+int ufs_read_run(ufs_get_fn get, ufs_get_run_fn get_run, void *ctx, const cs_cid *root,
+                 uint64_t offset, uint8_t *buf, size_t len, size_t *got, uint64_t *touched)
+{
+	struct ufs_reader *r;
+	uint64_t at_open = 0, in_read = 0;
+	int rc;
+
+	*got = 0;
+	if (touched != NULL)
+		*touched = 0;
+	if ((rc = ufs_reader_new(get, get_run, ctx, root, &r, &at_open)) < 0) {
+		if (touched != NULL)
+			*touched = at_open;
+		return rc;
+	}
+	rc = ufs_reader_read(r, offset, buf, len, got, &in_read);
+	if (touched != NULL)
+		*touched = at_open + in_read;
+	ufs_reader_free(r);
 	return rc;
 }
 
 int ufs_file_size(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t *size)
 {
-	struct reader *r = calloc(1, sizeof(*r));
+	struct ufs_reader *r = calloc(1, sizeof(*r));
 	bool raw;
 	int rc;
 
@@ -902,7 +970,7 @@ int ufs_file_size(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t *size)
 	r->ctx = ctx;
 	r->root = root;
 	rc = open_root(r, root, size, &raw);
-	reader_free(r);
+	ufs_reader_free(r);
 	return rc;
 }
 

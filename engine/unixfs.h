@@ -150,6 +150,27 @@ typedef int (*ufs_get_run_fn)(void *ctx, const struct ufs_leaf *v, int n, int *d
 int ufs_read_run(ufs_get_fn get, ufs_get_run_fn get_run, void *ctx, const cs_cid *root,
                  uint64_t offset, uint8_t *buf, size_t len, size_t *got, uint64_t *touched);
 
+/* A reader of one file kept across reads (cs_file_open): it reads the root once, and keeps
+ * each level's node between reads (invariant 6 of unixfs.c), so sequential reads in pieces
+ * fetch each node once rather than once per piece. get and get_run (may be NULL) and ctx are
+ * borrowed for the reader's life; root is copied. touched (may be NULL) receives the blocks
+ * read. Errors: those of ufs_read() for the root. */
+struct ufs_reader;
+int ufs_reader_new(ufs_get_fn get, ufs_get_run_fn get_run, void *ctx, const cs_cid *root,
+                   struct ufs_reader **out, uint64_t *touched);
+
+/* The file's length, from its root. */
+uint64_t ufs_reader_size(const struct ufs_reader *r);
+
+/* ufs_read_run() through the reader: the same bytes and errors; touched counts only the
+ * blocks this call read (nodes kept from earlier reads are not read again). A failed read
+ * leaves the reader usable. One thread at a time. */
+int ufs_reader_read(struct ufs_reader *r, uint64_t offset, uint8_t *buf, size_t len, size_t *got,
+                    uint64_t *touched);
+
+/* Frees r (NULL is a no-op). */
+void ufs_reader_free(struct ufs_reader *r);
+
 /* Sets *size to the length of the file rooted at root. Errors: as ufs_read. */
 int ufs_file_size(ufs_get_fn get, void *ctx, const cs_cid *root, uint64_t *size);
 

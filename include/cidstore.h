@@ -549,6 +549,24 @@ CS_API int cs_add_fd(cs_store *s, const cs_add_options *o, int fd, cs_cid *root,
 CS_API int cs_cat(cs_store *s, const cs_cid *root, uint64_t offset, void *buf, size_t len,
 		  size_t *got, uint64_t *blocks_touched);
 
+/* A file open for reading in pieces: cs_cat() without reading the root and the nodes above
+ * the wanted leaves again for every piece. cs_file_open() reads the root (errors: as
+ * cs_cat's for the root: CS_EINVAL, CS_ENOTFOUND, CS_ECORRUPT, -ENOMEM) and sets *out, owned
+ * by the caller until cs_file_close(); root is copied. cs_file_read() reads bytes [offset,
+ * offset + len) into buf as cs_cat() does, with its errors; *blocks_touched (may be NULL)
+ * counts the blocks this call read, which leaves out the nodes kept from earlier calls (a
+ * CID names its bytes, so a kept node is the one a fresh read would find). Leaves are read
+ * and verified on every call. A failed read leaves the handle usable. The store must stay
+ * open while the handle is; one thread at a time per handle, any number of handles. */
+typedef struct cs_file cs_file;
+CS_API int cs_file_open(cs_store *s, const cs_cid *root, cs_file **out);
+CS_API int cs_file_read(cs_file *f, uint64_t offset, void *buf, size_t len, size_t *got,
+			uint64_t *blocks_touched);
+/* The file's length (from its root, read at open). */
+CS_API uint64_t cs_file_length(const cs_file *f);
+/* Frees f; NULL is a no-op. */
+CS_API void cs_file_close(cs_file *f);
+
 /* Sets *size to the length of the file whose root is root, reading only the root block.
  * Errors: CS_EINVAL, CS_ENOTFOUND, CS_ECORRUPT as for cs_cat, -ENOMEM. */
 CS_API int cs_file_size(cs_store *s, const cs_cid *root, uint64_t *size);

@@ -885,6 +885,12 @@ static void check_reads(struct mem *m, const cs_cid *root, const uint8_t *data, 
 
 	assert_int_equal(ufs_file_size(mem_get, m, root, &size), 0);
 	assert_int_equal(size, len);
+	/* One reader kept across all the reads below (invariant 6 of unixfs.c). */
+	struct ufs_reader *r;
+	uint64_t at_open;
+	assert_int_equal(ufs_reader_new(mem_get, mem_get_run, m, root, &r, &at_open), 0);
+	assert_int_equal(at_open, 1);
+	assert_int_equal(ufs_reader_size(r), len);
 	/* The whole file, then random ranges, some straddling leaf boundaries or the end. */
 	assert_int_equal(ufs_read(mem_get, m, root, 0, buf, len + 64, &got, &touched), 0);
 	assert_int_equal(got, len);
@@ -923,7 +929,16 @@ static void check_reads(struct mem *m, const cs_cid *root, const uint8_t *data, 
 		assert_int_equal(got, want);
 		assert_memory_equal(buf, data + off, want);
 		assert_int_equal(touched_run, touched);
+		/* The kept reader: the same bytes, and never more blocks than a fresh walk
+		 * less its root (kept nodes are not read again). */
+		uint64_t touched_kept;
+		memset(buf, 0xee, n);
+		assert_int_equal(ufs_reader_read(r, off, buf, n, &got, &touched_kept), 0);
+		assert_int_equal(got, want);
+		assert_memory_equal(buf, data + off, want);
+		assert_true(touched_kept + (want > 0 ? 1 : 0) <= touched);
 	}
+	ufs_reader_free(r);
 	/* Past the end: nothing, no error. */
 	assert_int_equal(ufs_read(mem_get, m, root, len + 1, buf, 10, &got, NULL), 0);
 	assert_int_equal(got, 0);
@@ -1023,6 +1038,32 @@ static void test_touched_1gib(void **state)
 			assert_memory_equal(buf + n, want, 4 * KIB - n);
 		}
 	}
+	/* A kept reader reads the root once, then per 4 KiB read inside one leaf the leaf
+	 * alone, plus its level-1 node when the previous read was under another one. */
+	struct ufs_reader *r;
+	uint64_t at_open, prev = UINT64_MAX;
+	assert_int_equal(ufs_reader_new(mem_get, NULL, &m, &root, &r, &at_open), 0);
+	assert_int_equal(at_open, 1);
+	for (int i = 0; i < 200; i++) {
+		uint64_t off = rnd() % (len - 4 * KIB), leaf = off / CHUNK;
+		if (leaf != (off + 4 * KIB - 1) / CHUNK)
+			continue;
+		if (i % 2 == 1 && prev != UINT64_MAX) {
+			/* Often another leaf under the same node (the last node has fewer). */
+			uint64_t l = prev * 174 + rnd() % 174;
+			l = l < len / CHUNK ? l : len / CHUNK - 1;
+			off = l * CHUNK + rnd() % (CHUNK - 4 * KIB);
+			leaf = l;
+		}
+		assert_int_equal(ufs_reader_read(r, off, buf, 4 * KIB, &got, &touched), 0);
+		assert_int_equal(got, 4 * KIB);
+		assert_int_equal(touched, 1 + (leaf / 174 != prev));
+		prev = leaf / 174;
+		virt_leaf(leaf, want, CHUNK);
+		assert_memory_equal(buf, want + off % CHUNK, 4 * KIB);
+	}
+	ufs_reader_free(r);
+
 	/* A read across the boundary between the first two level-1 nodes. */
 	uint64_t off = 174ull * CHUNK - 100;
 	assert_int_equal(ufs_read(mem_get, &m, &root, off, buf, 4 * KIB, &got, &touched), 0);
@@ -1550,6 +1591,19 @@ static void test_cat_runs(void **state)
 	assert_int_equal(got, alen - 9 * CHUNK);
 	assert_memory_equal(buf, a + 9 * CHUNK, alen - 9 * CHUNK);
 	assert_int_equal(cs_cat(s, &rb, 0, buf, blen, &got, NULL), 0);
+	/* A kept reader (cs_file) meets the same damage, names the leaf, and reads on. */
+	cs_file *fa;
+	assert_int_equal(cs_file_open(s, &ra, &fa), 0);
+	assert_int_equal(cs_file_length(fa), alen);
+	assert_int_equal(cs_file_read(fa, 0, buf, 4 * CHUNK, &got, &touched), 0);
+	assert_int_equal(touched, 4);
+	assert_int_equal(cs_file_read(fa, 4 * CHUNK, buf, 8 * CHUNK, &got, &touched), CS_ECORRUPT);
+	assert_errmsg_has(name[0]);
+	assert_errmsg_has("checksum");
+	assert_int_equal(touched, 4);
+	assert_int_equal(cs_file_read(fa, 9 * CHUNK, buf, alen, &got, NULL), 0);
+	assert_int_equal(got, alen - 9 * CHUNK);
+	assert_memory_equal(buf, a + 9 * CHUNK, alen - 9 * CHUNK);
 
 	/* A missing leaf (A's 20th) in the middle of a run. */
 	snprintf(name[1], sizeof(name[1]), "%s", cid_text(&leaf[20]));
@@ -1562,6 +1616,12 @@ static void test_cat_runs(void **state)
 	assert_errmsg_has(name[1]);
 	assert_int_equal(cs_cat(s, &ra, 21 * CHUNK, buf, 19 * CHUNK, &got, NULL), 0);
 	assert_memory_equal(buf, a + 21 * CHUNK, 19 * CHUNK);
+	assert_int_equal(cs_file_read(fa, 16 * CHUNK, buf, 8 * CHUNK, &got, NULL), CS_ENOTFOUND);
+	assert_errmsg_has(name[1]);
+	assert_errmsg_has("missing");
+	assert_int_equal(cs_file_read(fa, 21 * CHUNK, buf, 19 * CHUNK, &got, NULL), 0);
+	assert_memory_equal(buf, a + 21 * CHUNK, 19 * CHUNK);
+	cs_file_close(fa);
 
 	assert_int_equal(cs_store_close(s), 0);
 	tu_rmrf(dir);

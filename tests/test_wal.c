@@ -74,6 +74,8 @@ struct tio {
 	atomic_int creates;       /* create calls */
 	atomic_int fail_create_in; /* n > 0: the n-th create from now fails with create_err */
 	int create_err;
+	atomic_int writebacks;    /* writeback calls (hints, not syncs) */
+	atomic_int fail_writeback_in; /* n > 0: the n-th writeback from now fails with -EIO */
 	atomic_int destroyed;
 	atomic_ulong max_unsynced; /* most bytes of one fd ever written but not synced */
 	/* The writer thread's alone. */
@@ -154,6 +156,16 @@ static int tio_sync(struct io *io, int fd)
 	return rc;
 }
 
+static int tio_writeback(struct io *io, int fd, uint64_t off, uint64_t len)
+{
+	struct tio *t = (struct tio *)io;
+
+	atomic_fetch_add(&t->writebacks, 1);
+	if (countdown(&t->fail_writeback_in))
+		return -EIO;
+	return t->real->ops->writeback(t->real, fd, off, len);
+}
+
 /* Segment creation and directory syncs pass through, creations counted apart: the counters
  * above are about the records' writes and syncs. */
 static int tio_create(struct io *io, int dirfd, const char *name, uint64_t capacity, int *fd)
@@ -193,6 +205,7 @@ static const struct io_ops tio_ops = {
     .name = "test",
     .write = tio_write,
     .sync = tio_sync,
+    .writeback = tio_writeback,
     .create = tio_create,
     .sync_dir = tio_sync_dir,
     .remove = tio_remove,
@@ -711,6 +724,61 @@ static void test_read_many(void **state)
 }
 
 /* A transaction: consecutive seqs, adjacent records, CONT on all but the last. */
+/* Records larger than read_run's pieces (READ_HOT_BYTES, 384 KiB): a run of them is read a
+ * piece at a time, each piece checked before the next is read, with the same answers as
+ * one read: every record whole, and damage in a later piece found at its record. */
+static void test_read_many_large(void **state)
+{
+	enum { N = 6 };
+	static const uint32_t lens[N] = {150u << 10, 150u << 10, 150u << 10, 400u << 10,
+	                                 100u << 10, 150u << 10};
+	struct ctx c;
+	struct exp_rec e[N];
+	uint8_t *scratch = malloc(400u << 10), *want = malloc(400u << 10), *buf[N];
+	struct wal_many m[N];
+	struct iovec dst[N][3];
+	int done = -1;
+	char where[64];
+
+	ctx_init(&c, "wal-many-large");
+	ctx_open(&c, CS_DURABLE_NONE, CS_SEG_MIN, CS_BATCH_MIN);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(append_one(c.w, lens[i], 900 + (uint64_t)i, &e[i], scratch), 0);
+	assert_int_equal(wal_sync(c.w), 0);
+	for (int i = 0; i < N; i++) {
+		buf[i] = malloc(e[i].len);
+		many_of(&e[i], &m[i], dst[i], buf[i]);
+	}
+	assert_int_equal(wal_read_many(c.w, m, N, &done), 0);
+	assert_int_equal(done, N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(m[i].h.seq, e[i].seq);
+		assert_int_equal(m[i].h.len, e[i].len);
+		tu_fill(want, e[i].len, e[i].seed);
+		assert_memory_equal(buf[i], want, e[i].len);
+	}
+	/* A damaged byte in record 4, three pieces into the run. */
+	int fd = openat(c.dirfd, "00000001.seg", O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t x, y;
+	off_t at = (off_t)e[4].pos.off + CS_REC_HEADER + 70000;
+	assert_int_equal(pread(fd, &x, 1, at), 1);
+	y = x ^ 0x10;
+	assert_int_equal(pwrite(fd, &y, 1, at), 1);
+	assert_int_equal(wal_read_many(c.w, m, N, &done), CS_ECORRUPT);
+	assert_int_equal(done, 4);
+	snprintf(where, sizeof(where), "offset %u: record checksum mismatch", e[4].pos.off);
+	expect_msg(where);
+	assert_int_equal(pwrite(fd, &x, 1, at), 1);
+	close(fd);
+	ctx_close(&c, 0);
+	for (int i = 0; i < N; i++)
+		free(buf[i]);
+	free(scratch);
+	free(want);
+	ctx_fini(&c);
+}
+
 static void test_transaction(void **state)
 {
 	struct ctx c;
@@ -998,6 +1066,81 @@ static void test_mode_none(void **state)
 	walk_log(c.dirfd, 1, e, 10 + (size_t)big, &li);
 	free(scratch);
 	free(e);
+	ctx_fini(&c);
+}
+
+/* Appends one record as append_one() does, lazy (W13 of wal.c). */
+static int append_lazy(struct wal *w, uint32_t len, uint64_t seed, struct exp_rec *e,
+                       uint8_t *scratch)
+{
+	struct iovec parts[1] = {{scratch, len}};
+	struct wal_rec r = {REC_BLOCK, 0, parts, 1};
+
+	tu_fill(scratch, len, seed);
+	*e = (struct exp_rec){.len = len, .seed = seed, .type = REC_BLOCK};
+	return wal_append_lazy(w, &r, 1, &e->pos, &e->seq);
+}
+
+/* Waits up to 200 ms for the writer to have made at least n write calls, then 20 ms more
+ * for anything it might do after them. */
+static void settle_writes(struct tio *t, int n)
+{
+	for (int i = 0; i < 200 && atomic_load(&t->writes) < n; i++)
+		usleep(1000);
+	usleep(20000);
+	assert_true(atomic_load(&t->writes) >= n);
+}
+
+/* Sync mode with lazy appends (W13): their batches are written without a sync of their
+ * own, each unsynced write is handed to writeback, a wal_wait() on one asks for the sync
+ * (else it would never end), and an eager record in a batch gets it its sync as before. */
+static void test_mode_sync_lazy(void **state)
+{
+	struct ctx c;
+	uint8_t *scratch = malloc(4096);
+	struct exp_rec e[13];
+	struct wal_stat st;
+	struct log_info li;
+	int base, wbase;
+
+	ctx_init(&c, "wal-lazy");
+	ctx_open(&c, CS_DURABLE_SYNC, 64u << 20, CS_BATCH_MIN);
+	base = atomic_load(&c.t->syncs);
+	wbase = atomic_load(&c.t->writes);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(append_lazy(c.w, 100, (uint64_t)i, &e[i], scratch), 0);
+	settle_writes(c.t, wbase + 1);
+	assert_int_equal(atomic_load(&c.t->syncs), base); /* written, not synced */
+	assert_true(atomic_load(&c.t->writebacks) >= 1);
+	wal_stat(c.w, &st);
+	assert_int_equal(st.durable_seq, 1);
+	/* A wait on a lazy record gets one sync, for all ten. */
+	assert_int_equal(wal_wait(c.w, e[4].seq), 0);
+	assert_int_equal(atomic_load(&c.t->syncs), base + 1);
+	wal_stat(c.w, &st);
+	assert_int_equal(st.durable_seq, 11);
+
+	/* A lazy and an eager record in one batch: the batch is written with its sync. */
+	tio_gate(c.t, 1);
+	assert_int_equal(append_lazy(c.w, 100, 10, &e[10], scratch), 0);
+	assert_int_equal(append_one(c.w, 100, 11, &e[11], scratch), 0);
+	tio_gate(c.t, 0);
+	assert_int_equal(wal_wait(c.w, e[11].seq), 0);
+	assert_int_equal(atomic_load(&c.t->syncs), base + 2);
+	wal_stat(c.w, &st);
+	assert_int_equal(st.durable_seq, 13);
+
+	/* A failed writeback poisons as a failed sync does (W4). */
+	atomic_store(&c.t->fail_writeback_in, 1);
+	wbase = atomic_load(&c.t->writes);
+	assert_int_equal(append_lazy(c.w, 100, 12, &e[12], scratch), 0);
+	settle_writes(c.t, wbase + 1);
+	assert_int_equal(wal_sync(c.w), CS_EPOISONED);
+	expect_msg("log writeback failed earlier");
+	assert_int_equal(wal_close(c.w), -EIO);
+	tio_free(c.t);
+	walk_log(c.dirfd, 1, e, 13, &li);
+	free(scratch);
 	ctx_fini(&c);
 }
 
@@ -1528,9 +1671,11 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_empty_open),     cmocka_unit_test(test_append_read),
-	    cmocka_unit_test(test_read_many),      cmocka_unit_test(test_transaction),
+	    cmocka_unit_test(test_read_many),      cmocka_unit_test(test_read_many_large),
+	    cmocka_unit_test(test_transaction),
 	    cmocka_unit_test(test_rotation),       cmocka_unit_test(test_concurrent),
-	    cmocka_unit_test(test_mode_none),      cmocka_unit_test(test_mode_interval),
+	    cmocka_unit_test(test_mode_none),      cmocka_unit_test(test_mode_sync_lazy),
+	    cmocka_unit_test(test_mode_interval),
 	    cmocka_unit_test(test_poison),         cmocka_unit_test(test_poison_rotation),
 	    cmocka_unit_test(test_spare),          cmocka_unit_test(test_spare_fails),
 	    cmocka_unit_test(test_spare_read_any),

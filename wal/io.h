@@ -33,6 +33,10 @@ struct io_ops {
 	int (*write)(struct io *io, int fd, const void *buf, size_t len, uint64_t off, int sync);
 	/* fdatasync(fd). */
 	int (*sync)(struct io *io, int fd);
+	/* Optional (NULL: not offered): starts the writeback of bytes [off, off + len) of fd
+	 * without waiting for it (sync_file_range(SYNC_FILE_RANGE_WRITE)), so that a later
+	 * sync finds them written or under way. A hint: it makes nothing durable. */
+	int (*writeback)(struct io *io, int fd, uint64_t off, uint64_t len);
 	/* Creates file `name` (borrowed) in directory dirfd: it must not exist (O_CREAT |
 	 * O_EXCL, mode 0600, opened O_RDWR | O_CLOEXEC). The file is preallocated to capacity
 	 * bytes reading as zeros (fallocate, or a sparse ftruncate where the file system cannot
@@ -69,5 +73,6 @@ int io_plain_create(int dirfd, const char *name, uint64_t capacity, int *fd);
 int io_plain_sync_dir(int dirfd);
 int io_plain_remove(int dirfd, const char *name);
 int io_plain_rename(int dirfd, const char *from, const char *to);
+int io_plain_writeback(int fd, uint64_t off, uint64_t len);
 
 #endif

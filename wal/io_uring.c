@@ -177,6 +177,12 @@ static int uring_rename(struct io *io, int dirfd, const char *from, const char *
 	return io_plain_rename(dirfd, from, to);
 }
 
+/* A plain syscall too: sync_file_range(SYNC_FILE_RANGE_WRITE) only queues the writeback. */
+static int uring_writeback(struct io *io, int fd, uint64_t off, uint64_t len)
+{
+	return io_plain_writeback(fd, off, len);
+}
+
 static void uring_destroy(struct io *io)
 {
 	struct uring_io *u = (struct uring_io *)io;
@@ -189,6 +195,7 @@ static const struct io_ops uring_ops = {
     .name = "io_uring",
     .write = uring_write,
     .sync = uring_sync,
+    .writeback = uring_writeback,
     .create = uring_create,
     .sync_dir = uring_sync_dir,
     .remove = uring_remove,

@@ -40,6 +40,21 @@ static int psync_sync(struct io *io, int fd)
 	}
 }
 
+int io_plain_writeback(int fd, uint64_t off, uint64_t len)
+{
+	for (int tries = 0;; tries++) {
+		if (sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) == 0)
+			return 0;
+		if ((errno != EINTR && errno != EAGAIN) || tries >= CS_IO_RETRIES)
+			return -errno;
+	}
+}
+
+static int psync_writeback(struct io *io, int fd, uint64_t off, uint64_t len)
+{
+	return io_plain_writeback(fd, off, len);
+}
+
 static int psync_write(struct io *io, int fd, const void *buf, size_t len, uint64_t off, int sync)
 {
 	const uint8_t *p = buf;
@@ -131,6 +146,7 @@ static void psync_destroy(struct io *io)
 static const struct io_ops psync_ops = {
     .name = "psync",
     .write = psync_write,
+    .writeback = psync_writeback,
     .sync = psync_sync,
     .create = psync_create,
     .sync_dir = psync_sync_dir,

@@ -66,7 +66,14 @@
  *       G1). wal_sync() waits for the header too, so a checkpoint never names a segment
  *       that a power cut could leave header-less. A spare left at close is removed. A spare
  *       that fails for space is not poison (as W10); none is tried again until the next
- *       segment starts, and the creation on demand gives the appender its CS_EFULL. *
+ *       segment starts, and the creation on demand gives the appender its CS_EFULL.
+ *   W13. In sync mode a batch is written with an fdatasync when a record in it was appended
+ *       eager (wal_append: its appender waits for it), or when W3 or a wal_sync() asks. A
+ *       record appended lazy (wal_append_lazy: an add, which syncs once at its end) waits
+ *       for W3's sync or a later one, and wal_wait() on it asks the writer for a sync
+ *       (sync_target), so no wait depends on a later append to end. W2 is unchanged: a wait
+ *       still returns only after a sync that began after the record's write.
+ *
  * A segment's life (W10, W12); an on-demand creation goes straight from nothing to STARTED:
  *
  *            writer past half of       appender needs         writer synced the old
@@ -110,6 +117,7 @@ struct batch {
 	int pending;        /* appenders still copying into it (W6) */
 	uint64_t first_seq; /* seq of its first record, 0 while empty */
 	uint64_t last_seq;  /* seq of its last record */
+	int eager;          /* sync mode: a record in it was not appended lazy (W13) */
 };
 
 struct seg_ent {
@@ -368,6 +376,7 @@ static void writer_write(struct wal *w, int sync)
 	nb->start = b->start + b->fill;
 	nb->first_seq = 0;
 	nb->last_seq = 0;
+	nb->eager = 0;
 	w->cur = 1 - w->cur;
 	w->swaps++;
 	pthread_cond_broadcast(&w->space_cv);
@@ -381,6 +390,14 @@ static void writer_write(struct wal *w, int sync)
 	what = sync ? "write and sync" : "write";
 	CS_ASSERT(w->unsynced + b->fill <= w->window); /* W3 */
 	rc = w->io->ops->write(w->io, w->wfd, b->data, b->fill, b->start, sync);
+	/* Unsynced bytes are handed to the disk now rather than at the next sync, so that it
+	 * writes them while this thread copies the next batch: that sync then waits for
+	 * little. Its failure poisons as a sync's does (W4), since it may be the only report
+	 * of a writeback error on these pages. */
+	if (rc == 0 && !sync && w->io->ops->writeback != NULL) {
+		rc = w->io->ops->writeback(w->io, w->wfd, b->start, b->fill);
+		what = "writeback";
+	}
 
 	pthread_mutex_lock(&w->mu);
 	if (rc != 0) {
@@ -400,6 +417,7 @@ static void writer_write(struct wal *w, int sync)
 	b->fill = 0;
 	b->first_seq = 0;
 	b->last_seq = 0;
+	b->eager = 0;
 }
 
 /*
@@ -579,7 +597,7 @@ static void *writer_main(void *arg)
 				due = 1;
 		}
 		if (b->fill > 0 && b->pending == 0) {
-			writer_write(w, due || w->mode == CS_DURABLE_SYNC);
+			writer_write(w, due || (w->mode == CS_DURABLE_SYNC && b->eager)); /* W13 */
 			continue;
 		}
 		if (w->seg_req && b->fill == 0) {
@@ -939,7 +957,8 @@ static void wait_swap(struct wal *w)
 		pthread_cond_wait(&w->space_cv, &w->mu);
 }
 
-int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos, uint64_t *seq)
+static int append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,
+                  uint64_t *seq, int lazy)
 {
 	uint64_t total = 0, first, synced;
 	struct batch *b;
@@ -1028,6 +1047,8 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
 	b->last_seq = w->next_seq - 1;
 	synced = w->durable; /* W7: durable < next_seq <= first */
 	b->pending++;
+	if (!lazy)
+		b->eager = 1; /* W13 */
 	w->segs[w->nsegs - 1].end = off + (uint32_t)total;
 	pthread_mutex_unlock(&w->mu);
 
@@ -1068,6 +1089,17 @@ out_unlock:
 	return rc;
 }
 
+int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos, uint64_t *seq)
+{
+	return append(w, recs, n, pos, seq, 0);
+}
+
+int wal_append_lazy(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,
+                    uint64_t *seq)
+{
+	return append(w, recs, n, pos, seq, 1);
+}
+
 int wal_wait(struct wal *w, uint64_t seq)
 {
 	int rc = 0;
@@ -1079,7 +1111,12 @@ int wal_wait(struct wal *w, uint64_t seq)
 		return cs_fail(CS_EINVAL, "log: wait for seq %llu, which was never appended",
 		               (unsigned long long)seq);
 	}
-	if (w->mode == CS_DURABLE_SYNC) {
+	if (w->mode == CS_DURABLE_SYNC && w->durable < seq && !w->poison) {
+		/* W13: seq may be a lazy record that no batch sync covers yet. */
+		if (w->sync_target < seq) {
+			w->sync_target = seq;
+			pthread_cond_signal(&w->writer_cv);
+		}
 		while (w->durable < seq && !w->poison)
 			pthread_cond_wait(&w->durable_cv, &w->mu);
 	}
@@ -1322,9 +1359,16 @@ static uint64_t rec_span(uint32_t len)
 	return ((uint64_t)CS_REC_HEADER + len + CS_REC_ALIGN - 1) & ~(uint64_t)(CS_REC_ALIGN - 1);
 }
 
+/* The most bytes of a run read_run() reads with one preadv before it checks them: records
+ * are checked while their bytes are still in the core's L2 (512 KiB here), not after a whole
+ * run (8 MiB of 256 KiB leaves) has pushed the first out to memory; a larger record is read
+ * alone. */
+#define READ_HOT_BYTES (384u << 10)
+
 /*
- * Reads the k >= 2 back-to-back records r[0..k) with one preadv when they all lie in the
- * file, and checks them in order. Returns 0 with *ok = k; a check's error with *ok the index
+ * Reads the k >= 2 back-to-back records r[0..k) with few preadvs (pieces of at most
+ * READ_HOT_BYTES, or one record) when they all lie in the file, and checks each piece's
+ * records as soon as it is read. Returns 0 with *ok = k; a check's error with *ok the index
  * of the record that failed it; or 1 when the records must be read one by one instead (some
  * lie in a batch buffer, the segment is unknown, the range runs past its end, or the read
  * failed or came up short): wal_read() then gives each its exact answer.
@@ -1358,28 +1402,34 @@ static int read_run(struct wal *w, struct wal_many *r, int k, int *ok)
 	if (fd < 0)
 		return 1;
 
-	for (int i = 0; i < k; i++) {
-		v[nv++] = (struct iovec){hdr[i], CS_REC_HEADER};
-		for (int j = 0; j < r[i].ndst; j++)
-			if (r[i].dst[j].iov_len > 0) /* an empty piece's base may be NULL */
-				v[nv++] = r[i].dst[j];
-		size_t gap = (size_t)(rec_span(r[i].len) - CS_REC_HEADER - r[i].len);
-		if (i < k - 1 && gap > 0)
-			v[nv++] = (struct iovec){pad, gap}; /* padding, not checked (as wal_read) */
-	}
-	int got = preadv_all(fd, v, nv, from);
-	seg_unref(w, seg);
-	if (got != 0)
-		return 1;
-	for (int i = 0; i < k; i++) {
-		int rc = check_record(r[i].pos, r[i].len, hdr[i], &r[i].h, r[i].dst, r[i].ndst);
-		if (rc != 0) {
-			*ok = i;
-			return rc;
+	int i = 0, rc = 0, got = 0;
+	while (i < k && rc == 0 && got == 0) {
+		int end = i + 1;
+		uint64_t bytes = rec_span(r[i].len);
+		while (end < k && bytes + rec_span(r[end].len) <= READ_HOT_BYTES)
+			bytes += rec_span(r[end++].len);
+		nv = 0;
+		for (int q = i; q < end; q++) {
+			v[nv++] = (struct iovec){hdr[q], CS_REC_HEADER};
+			for (int j = 0; j < r[q].ndst; j++)
+				if (r[q].dst[j].iov_len > 0) /* an empty piece's base may be NULL */
+					v[nv++] = r[q].dst[j];
+			size_t gap = (size_t)(rec_span(r[q].len) - CS_REC_HEADER - r[q].len);
+			if (q < end - 1 && gap > 0)
+				v[nv++] = (struct iovec){pad, gap}; /* padding, not checked (as wal_read) */
+		}
+		got = preadv_all(fd, v, nv, r[i].pos.off);
+		for (; got == 0 && i < end; i++) {
+			rc = check_record(r[i].pos, r[i].len, hdr[i], &r[i].h, r[i].dst, r[i].ndst);
+			if (rc != 0)
+				break;
 		}
 	}
-	*ok = k;
-	return 0;
+	seg_unref(w, seg);
+	if (got != 0)
+		return 1; /* wal_read() answers for every record, those checked here too */
+	*ok = i;
+	return rc;
 }
 
 int wal_read_many(struct wal *w, struct wal_many *r, int n, int *done)

@@ -107,6 +107,13 @@ struct wal_rec {
 int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,
 	       uint64_t *seq);
 
+/* wal_append() for records nobody waits for one by one (an add's leaves, which it makes
+ * durable with one wal_sync() at its end): in sync mode their batch is written without an
+ * fdatasync of its own, unless W3 of wal.c asks for one (W13). wal_wait() on such a record
+ * still works; it asks the writer for the sync. Errors: as wal_append(). */
+int wal_append_lazy(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,
+		    uint64_t *seq);
+
 /* Waits as the durability mode says: in sync mode until record seq is durable; in the other
  * modes returns at once. Errors: CS_EPOISONED (seq is not durable and the write or sync
  * covering it, or an earlier one, failed), CS_EINVAL (seq was never appended). */
