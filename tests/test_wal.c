@@ -643,6 +643,29 @@ static void check_many(struct wal *w, const struct exp_rec *e, const int *idx, i
 	}
 }
 
+/* Flips the byte `into` bytes into record 4's payload (in segment 1's file), checks that
+ * reading the n records of m stops there with CS_ECORRUPT naming the record, and puts the
+ * byte back. */
+static void read_many_damaged(struct ctx *c, const struct exp_rec *e, struct wal_many *m, int n,
+                              uint32_t into)
+{
+	char where[64];
+	uint8_t x, y;
+	int done = -1, fd = openat(c->dirfd, "00000001.seg", O_RDWR);
+	off_t at = (off_t)e[4].pos.off + CS_REC_HEADER + into;
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &x, 1, at), 1);
+	y = x ^ 0x40;
+	assert_int_equal(pwrite(fd, &y, 1, at), 1);
+	assert_int_equal(wal_read_many(c->w, m, n, &done), CS_ECORRUPT);
+	assert_int_equal(done, 4);
+	snprintf(where, sizeof(where), "offset %u: record checksum mismatch", e[4].pos.off);
+	expect_msg(where);
+	assert_int_equal(pwrite(fd, &x, 1, at), 1);
+	close(fd);
+}
+
 /* wal_read_many answers as wal_read calls in order: records back to back in the file (read
  * with one preadv, padding between them), in any order, partly still in the batch buffer, or
  * on either side of damage, a bad position or a wrong length, which stop it at that record
@@ -677,25 +700,12 @@ static void test_read_many(void **state)
 	struct iovec dst[N][3];
 	uint8_t *buf[N];
 	int done = -1;
-	char where[64];
 	for (int i = 0; i < N; i++) {
 		buf[i] = malloc(e[i].len);
 		many_of(&e[i], &m[i], dst[i], buf[i]);
 	}
 	/* A damaged payload byte of record 4, in the middle of a run in the file. */
-	int fd = openat(c.dirfd, "00000001.seg", O_RDWR);
-	assert_true(fd >= 0);
-	uint8_t x, y;
-	off_t at = (off_t)e[4].pos.off + CS_REC_HEADER + 50;
-	assert_int_equal(pread(fd, &x, 1, at), 1);
-	y = x ^ 0x40;
-	assert_int_equal(pwrite(fd, &y, 1, at), 1);
-	assert_int_equal(wal_read_many(c.w, m, HELD, &done), CS_ECORRUPT);
-	assert_int_equal(done, 4);
-	snprintf(where, sizeof(where), "offset %u: record checksum mismatch", e[4].pos.off);
-	expect_msg(where);
-	assert_int_equal(pwrite(fd, &x, 1, at), 1);
-	close(fd);
+	read_many_damaged(&c, e, m, HELD, 50);
 	/* A position in no segment, and a wrong length, in the middle. */
 	m[3].pos.seg = 9;
 	assert_int_equal(wal_read_many(c.w, m, N, &done), CS_ECORRUPT);
@@ -738,7 +748,6 @@ static void test_read_many_large(void **state)
 	struct wal_many m[N];
 	struct iovec dst[N][3];
 	int done = -1;
-	char where[64];
 
 	ctx_init(&c, "wal-many-large");
 	ctx_open(&c, CS_DURABLE_NONE, CS_SEG_MIN, CS_BATCH_MIN);
@@ -758,19 +767,7 @@ static void test_read_many_large(void **state)
 		assert_memory_equal(buf[i], want, e[i].len);
 	}
 	/* A damaged byte in record 4, three pieces into the run. */
-	int fd = openat(c.dirfd, "00000001.seg", O_RDWR);
-	assert_true(fd >= 0);
-	uint8_t x, y;
-	off_t at = (off_t)e[4].pos.off + CS_REC_HEADER + 70000;
-	assert_int_equal(pread(fd, &x, 1, at), 1);
-	y = x ^ 0x10;
-	assert_int_equal(pwrite(fd, &y, 1, at), 1);
-	assert_int_equal(wal_read_many(c.w, m, N, &done), CS_ECORRUPT);
-	assert_int_equal(done, 4);
-	snprintf(where, sizeof(where), "offset %u: record checksum mismatch", e[4].pos.off);
-	expect_msg(where);
-	assert_int_equal(pwrite(fd, &x, 1, at), 1);
-	close(fd);
+	read_many_damaged(&c, e, m, N, 70000);
 	ctx_close(&c, 0);
 	for (int i = 0; i < N; i++)
 		free(buf[i]);
