@@ -330,12 +330,13 @@ CS_API int cs_store_stat(cs_store *s, cs_stat *out);
  * directory synced), with the log position the next open replays from. Writers keep running
  * meanwhile; each waits at most for one piece of the copy. Everything appended before the
  * copy ended is made durable before the file is written, so a success also means those
- * writes are durable (the log is synced after the copy, not before it). Open falls back to a full replay, with a warning, when the checkpoint is
- * missing, damaged or does not match the log. Errors: CS_EPOISONED, CS_EBUSY (salvage lost
- * the log's last records: write something first), -ENOMEM, and -errno from the file system
- * (CS_EFULL for ENOSPC and EDQUOT); the message names the step. A failed checkpoint leaves
- * the previous one in place, except when only the last step, the directory's fsync, failed:
- * then the new one may be in place, which is as good (it and the log it covers are synced). */
+ * writes are durable (the log is synced after the copy, not before it). Open falls back to a
+ * full replay, with a warning, when the checkpoint is missing, damaged or does not match the
+ * log. Errors: CS_EPOISONED, CS_EBUSY (salvage lost the log's last records: write something
+ * first), -ENOMEM, and -errno from the file system (CS_EFULL for ENOSPC and EDQUOT); the
+ * message names the step. A failed checkpoint leaves the previous one in place, except when
+ * only the last step, the directory's fsync, failed: then the new one may be in place, which
+ * is as good (it and the log it covers are synced). */
 CS_API int cs_checkpoint(cs_store *s);
 
 /* Walks every live block in multihash order and calls fn(ctx, cid) for each, with the cid
