@@ -643,24 +643,24 @@ static void check_many(struct wal *w, const struct exp_rec *e, const int *idx, i
 	}
 }
 
-/* Flips the byte `into` bytes into record 4's payload (in segment 1's file), checks that
+/* Flips the byte `into` bytes into record d's payload (in segment 1's file), checks that
  * reading the n records of m stops there with CS_ECORRUPT naming the record, and puts the
  * byte back. */
 static void read_many_damaged(struct ctx *c, const struct exp_rec *e, struct wal_many *m, int n,
-                              uint32_t into)
+                              int d, uint32_t into)
 {
 	char where[64];
 	uint8_t x, y;
 	int done = -1, fd = openat(c->dirfd, "00000001.seg", O_RDWR);
-	off_t at = (off_t)e[4].pos.off + CS_REC_HEADER + into;
+	off_t at = (off_t)e[d].pos.off + CS_REC_HEADER + into;
 
 	assert_true(fd >= 0);
 	assert_int_equal(pread(fd, &x, 1, at), 1);
 	y = x ^ 0x40;
 	assert_int_equal(pwrite(fd, &y, 1, at), 1);
 	assert_int_equal(wal_read_many(c->w, m, n, &done), CS_ECORRUPT);
-	assert_int_equal(done, 4);
-	snprintf(where, sizeof(where), "offset %u: record checksum mismatch", e[4].pos.off);
+	assert_int_equal(done, d);
+	snprintf(where, sizeof(where), "offset %u: record checksum mismatch", e[d].pos.off);
 	expect_msg(where);
 	assert_int_equal(pwrite(fd, &x, 1, at), 1);
 	close(fd);
@@ -705,7 +705,7 @@ static void test_read_many(void **state)
 		many_of(&e[i], &m[i], dst[i], buf[i]);
 	}
 	/* A damaged payload byte of record 4, in the middle of a run in the file. */
-	read_many_damaged(&c, e, m, HELD, 50);
+	read_many_damaged(&c, e, m, HELD, 4, 50);
 	/* A position in no segment, and a wrong length, in the middle. */
 	m[3].pos.seg = 9;
 	assert_int_equal(wal_read_many(c.w, m, N, &done), CS_ECORRUPT);
@@ -734,6 +734,85 @@ static void test_read_many(void **state)
 }
 
 /* A transaction: consecutive seqs, adjacent records, CONT on all but the last. */
+/* A reader of the shared test below: reads every record of the run `rounds` times with one
+ * wal_read_many each, and counts the reads that failed or gave other bytes. */
+struct shared_reader {
+	struct wal *w;
+	const struct exp_rec *e;
+	int n, rounds;
+	int bad; /* out */
+};
+
+static void *shared_reader_main(void *p)
+{
+	struct shared_reader *sr = p;
+	struct wal_many m[WAL_MANY_MAX];
+	struct iovec dst[WAL_MANY_MAX][3];
+	uint8_t *buf[WAL_MANY_MAX], *want = malloc(sr->e[0].len);
+	int done;
+
+	for (int i = 0; i < sr->n; i++) {
+		buf[i] = malloc(sr->e[i].len);
+		many_of(&sr->e[i], &m[i], dst[i], buf[i]);
+	}
+	for (int r = 0; r < sr->rounds; r++) {
+		if (wal_read_many(sr->w, m, sr->n, &done) != 0 || done != sr->n) {
+			sr->bad++;
+			continue;
+		}
+		for (int i = 0; i < sr->n; i++) {
+			tu_fill(want, sr->e[i].len, sr->e[i].seed);
+			sr->bad += m[i].h.seq != sr->e[i].seq || memcmp(buf[i], want, sr->e[i].len) != 0;
+		}
+	}
+	for (int i = 0; i < sr->n; i++)
+		free(buf[i]);
+	free(want);
+	return NULL;
+}
+
+/* A run long enough for the reader to share it with the helper thread (R2 of wal.c): damage
+ * in any of its records, whichever thread reads that record, stops the read there with that
+ * record's error and message (R3); and readers on several threads at once, of which only one
+ * is helped at a time, all get every record whole. */
+static void test_read_many_shared(void **state)
+{
+	enum { N = 16, LEN = 200u << 10, READERS = 3 };
+	struct ctx c;
+	struct exp_rec e[N];
+	uint8_t *scratch = malloc(LEN), *buf[N];
+	struct wal_many m[N];
+	struct iovec dst[N][3];
+	struct shared_reader sr[READERS];
+	pthread_t th[READERS];
+
+	ctx_init(&c, "wal-many-shared");
+	ctx_open(&c, CS_DURABLE_NONE, CS_SEG_MIN, CS_BATCH_MIN);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(append_one(c.w, LEN, 1200 + (uint64_t)i, &e[i], scratch), 0);
+	assert_int_equal(wal_sync(c.w), 0);
+	for (int i = 0; i < N; i++) {
+		buf[i] = malloc(LEN);
+		many_of(&e[i], &m[i], dst[i], buf[i]);
+	}
+	for (int round = 0; round < 3; round++)
+		for (int d = 0; d < N; d++)
+			read_many_damaged(&c, e, m, N, d, 1000 + (uint32_t)(d * 9973 + round));
+	for (int i = 0; i < READERS; i++) {
+		sr[i] = (struct shared_reader){c.w, e, N, 20, 0};
+		assert_int_equal(pthread_create(&th[i], NULL, shared_reader_main, &sr[i]), 0);
+	}
+	for (int i = 0; i < READERS; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(sr[i].bad, 0);
+	}
+	ctx_close(&c, 0);
+	for (int i = 0; i < N; i++)
+		free(buf[i]);
+	free(scratch);
+	ctx_fini(&c);
+}
+
 /* Records larger than read_run's pieces (READ_HOT_BYTES, 384 KiB): a run of them is read a
  * piece at a time, each piece checked before the next is read, with the same answers as
  * one read: every record whole, and damage in a later piece found at its record. */
@@ -767,7 +846,7 @@ static void test_read_many_large(void **state)
 		assert_memory_equal(buf[i], want, e[i].len);
 	}
 	/* A damaged byte in record 4, three pieces into the run. */
-	read_many_damaged(&c, e, m, N, 70000);
+	read_many_damaged(&c, e, m, N, 4, 70000);
 	ctx_close(&c, 0);
 	for (int i = 0; i < N; i++)
 		free(buf[i]);
@@ -1669,6 +1748,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_empty_open),     cmocka_unit_test(test_append_read),
 	    cmocka_unit_test(test_read_many),      cmocka_unit_test(test_read_many_large),
+	    cmocka_unit_test(test_read_many_shared),
 	    cmocka_unit_test(test_transaction),
 	    cmocka_unit_test(test_rotation),       cmocka_unit_test(test_concurrent),
 	    cmocka_unit_test(test_mode_none),      cmocka_unit_test(test_mode_sync_lazy),

@@ -97,12 +97,15 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "assist.h"
 #include "err.h"
 #include "cs_limits.h"
 
@@ -138,6 +141,7 @@ struct wal {
 	pthread_cond_t durable_cv; /* wal_wait / wal_sync wait for the horizon or poison */
 	pthread_cond_t refs_cv;    /* a dropping segment's last read ended (W11) */
 	pthread_t thread;
+	struct assist assist; /* a second core for long reads (R2) */
 
 	/* Set at open, read-only afterwards. */
 	int dirfd; /* borrowed */
@@ -706,6 +710,7 @@ static void wal_free(struct wal *w)
 	buf_unmap(w->buf[1].data, w->bufsz);
 	if (w->io != NULL)
 		w->io->ops->destroy(w->io);
+	assist_destroy(&w->assist);
 	free(w);
 }
 
@@ -747,6 +752,7 @@ int wal_open(struct wal **out, const struct wal_config *cfg)
 			cfg->io->ops->destroy(cfg->io);
 		return rc != 0 ? rc : -ENOMEM;
 	}
+	assist_init(&w->assist);
 	w->io = cfg->io;
 	w->dirfd = cfg->dirfd;
 	w->store_uid = cfg->store_uid;
@@ -1359,19 +1365,22 @@ static uint64_t rec_span(uint32_t len)
 	return ((uint64_t)CS_REC_HEADER + len + CS_REC_ALIGN - 1) & ~(uint64_t)(CS_REC_ALIGN - 1);
 }
 
-/* The most bytes of a run read_run() reads with one preadv before it checks them: records
- * are checked while their bytes are still in the core's L2 (512 KiB here), not after a whole
- * run (8 MiB of 256 KiB leaves) has pushed the first out to memory; a larger record is read
- * alone. */
+/* The most bytes of a piece of a run read (read_piece): records are checked while their
+ * bytes are still in the core's L2 (512 KiB here), not after a whole run (8 MiB of 256 KiB
+ * leaves) has pushed the first out to memory; a larger record is a piece alone. */
 #define READ_HOT_BYTES (384u << 10)
 
+/* The least bytes of a wal_read_many() for which a second core is asked to help (R2): below
+ * it, waking the helper costs more than its share saves. */
+#define READ_ASSIST_BYTES (1u << 20)
+
 /*
- * Reads the k >= 2 back-to-back records r[0..k) with few preadvs (pieces of at most
- * READ_HOT_BYTES, or one record) when they all lie in the file, and checks each piece's
- * records as soon as it is read. Returns 0 with *ok = k; a check's error with *ok the index
- * of the record that failed it; or 1 when the records must be read one by one instead (some
- * lie in a batch buffer, the segment is unknown, the range runs past its end, or the read
- * failed or came up short): wal_read() then gives each its exact answer.
+ * Reads the k >= 2 back-to-back records r[0..k), which together span at most READ_HOT_BYTES,
+ * with one preadv when they all lie in the file, and checks them. Returns 0 with *ok = k; a
+ * check's error with *ok the index of the record that failed it; or 1 when the records must
+ * be read one by one instead (some lie in a batch buffer, the segment is unknown, the range
+ * runs past its end, or the read failed or came up short): wal_read() then gives each its
+ * exact answer.
  */
 static int read_run(struct wal *w, struct wal_many *r, int k, int *ok)
 {
@@ -1381,7 +1390,7 @@ static int read_run(struct wal *w, struct wal_many *r, int k, int *ok)
 	uint64_t from = r[0].pos.off,
 	         to = (uint64_t)r[k - 1].pos.off + CS_REC_HEADER + r[k - 1].len;
 	struct seg_ent *e;
-	int nv = 0, fd = -1;
+	int nv = 0, fd = -1, rc = 0;
 
 	*ok = 0;
 	pthread_mutex_lock(&w->mu);
@@ -1402,38 +1411,96 @@ static int read_run(struct wal *w, struct wal_many *r, int k, int *ok)
 	if (fd < 0)
 		return 1;
 
-	int i = 0, rc = 0, got = 0;
-	while (i < k && rc == 0 && got == 0) {
-		int end = i + 1;
-		uint64_t bytes = rec_span(r[i].len);
-		while (end < k && bytes + rec_span(r[end].len) <= READ_HOT_BYTES)
-			bytes += rec_span(r[end++].len);
-		nv = 0;
-		for (int q = i; q < end; q++) {
-			v[nv++] = (struct iovec){hdr[q], CS_REC_HEADER};
-			for (int j = 0; j < r[q].ndst; j++)
-				if (r[q].dst[j].iov_len > 0) /* an empty piece's base may be NULL */
-					v[nv++] = r[q].dst[j];
-			size_t gap = (size_t)(rec_span(r[q].len) - CS_REC_HEADER - r[q].len);
-			if (q < end - 1 && gap > 0)
-				v[nv++] = (struct iovec){pad, gap}; /* padding, not checked (as wal_read) */
-		}
-		got = preadv_all(fd, v, nv, r[i].pos.off);
-		for (; got == 0 && i < end; i++) {
-			rc = check_record(r[i].pos, r[i].len, hdr[i], &r[i].h, r[i].dst, r[i].ndst);
-			if (rc != 0)
-				break;
-		}
+	for (int q = 0; q < k; q++) {
+		v[nv++] = (struct iovec){hdr[q], CS_REC_HEADER};
+		for (int j = 0; j < r[q].ndst; j++)
+			if (r[q].dst[j].iov_len > 0) /* an empty piece's base may be NULL */
+				v[nv++] = r[q].dst[j];
+		size_t gap = (size_t)(rec_span(r[q].len) - CS_REC_HEADER - r[q].len);
+		if (q < k - 1 && gap > 0)
+			v[nv++] = (struct iovec){pad, gap}; /* padding, not checked (as wal_read) */
 	}
+	int got = preadv_all(fd, v, nv, from);
 	seg_unref(w, seg);
 	if (got != 0)
 		return 1; /* wal_read() answers for every record, those checked here too */
-	*ok = i;
+	for (; *ok < k; (*ok)++)
+		if ((rc = check_record(r[*ok].pos, r[*ok].len, hdr[*ok], &r[*ok].h, r[*ok].dst,
+		                       r[*ok].ndst)) != 0)
+			break;
 	return rc;
+}
+
+/*
+ * A wal_read_many() cut into pieces, which the reading thread and the helper (R2) take in
+ * order from `next` and read whole, each on its own:
+ *   R1. A piece is one record, or k >= 2 records back to back in one segment (each starting
+ *       where the one before it ends, padding included) spanning at most READ_HOT_BYTES.
+ *   R2. A read of at least READ_ASSIST_BYTES offers the helper (assist.h) a share: pieces
+ *       are independent (disjoint buffers, a segment reference each), so two threads read
+ *       and check them at once, each one copy and one checksum pass at a time.
+ *   R3. A thread that fails a piece stops, and neither takes a piece past the lowest failed
+ *       one (`failed`), so every piece before it was read, and the answer is that piece's
+ *       error (message included, copied from the thread that met it): the one calls of
+ *       wal_read() in order would meet first.
+ */
+struct many_job {
+	struct wal *w;
+	struct wal_many *r;
+	int from[WAL_MANY_MAX + 1]; /* piece p is r[from[p] .. from[p + 1]) */
+	int npieces;
+	pthread_t reader;           /* the calling thread; the other one is the helper */
+	atomic_int next;            /* the next piece to take */
+	atomic_int failed;          /* the lowest piece failed so far; npieces when none */
+	int rc[WAL_MANY_MAX];       /* piece p's answer, and the record of it that failed */
+	int ok[WAL_MANY_MAX];
+	char msg[2][512];           /* the message of the failure of reader [0], helper [1] */
+	int by[WAL_MANY_MAX];       /* which of them read piece p */
+};
+
+/* Reads piece p of j: one preadv for a run, else wal_read() for each record. */
+static int read_piece(struct many_job *j, int p)
+{
+	struct wal_many *r = j->r + j->from[p];
+	int k = j->from[p + 1] - j->from[p], rc = 1;
+
+	j->ok[p] = 0;
+	if (k > 1)
+		rc = read_run(j->w, r, k, &j->ok[p]);
+	if (rc == 1)
+		for (j->ok[p] = 0; j->ok[p] < k; j->ok[p]++)
+			if ((rc = wal_read(j->w, r[j->ok[p]].pos, r[j->ok[p]].len, &r[j->ok[p]].h,
+			                   r[j->ok[p]].dst, r[j->ok[p]].ndst)) != 0)
+				break;
+	return rc;
+}
+
+/* Takes and reads pieces of j until none is left or one fails (R3); run by both threads. */
+static void read_pieces(void *arg)
+{
+	struct many_job *j = arg;
+	int who = !pthread_equal(pthread_self(), j->reader);
+
+	for (;;) {
+		int p = atomic_fetch_add(&j->next, 1);
+		if (p >= j->npieces || p > atomic_load(&j->failed))
+			return;
+		j->by[p] = who;
+		if ((j->rc[p] = read_piece(j, p)) == 0)
+			continue;
+		snprintf(j->msg[who], sizeof(j->msg[who]), "%s", cs_errmsg());
+		int low = atomic_load(&j->failed);
+		while (p < low && !atomic_compare_exchange_weak(&j->failed, &low, p))
+			;
+		return;
+	}
 }
 
 int wal_read_many(struct wal *w, struct wal_many *r, int n, int *done)
 {
+	struct many_job j = {.w = w, .r = r, .reader = pthread_self()};
+	uint64_t bytes = 0;
+
 	*done = 0;
 	if (n < 0 || n > WAL_MANY_MAX)
 		return cs_fail(CS_EINVAL, "log read of %d records: at most %d", n, WAL_MANY_MAX);
@@ -1443,32 +1510,35 @@ int wal_read_many(struct wal *w, struct wal_many *r, int n, int *done)
 			return cs_fail(CS_EINVAL,
 			               "log read: buffers of record %d do not total %u bytes", i,
 			               r[i].len);
-	for (int i = 0; i < n;) {
-		/* The longest run of back-to-back records from i, all in one segment; each
-		 * after the first is as well placed as the first (spans keep the alignment). */
+	/* R1: a piece grows while the next record starts where it ends, in its segment, and
+	 * fits; a piece's records are as well placed as its first (spans keep alignment). */
+	for (int i = 0; i < n; j.npieces++) {
 		int placed = r[i].pos.off >= CS_SEG_HEADER && r[i].pos.off % CS_REC_ALIGN == 0;
-		int k = 1, ok = 0, rc = 1;
-		while (placed && i + k < n && r[i + k].pos.seg == r[i].pos.seg &&
-		       (uint64_t)r[i + k].pos.off ==
-		           r[i + k - 1].pos.off + rec_span(r[i + k - 1].len))
-			k++;
-		if (k > 1)
-			rc = read_run(w, r + i, k, &ok);
-		if (rc == 1) {
-			/* One by one: a lone record, or a run read_run() leaves to wal_read(). */
-			for (ok = 0; ok < k; ok++) {
-				rc = wal_read(w, r[i + ok].pos, r[i + ok].len, &r[i + ok].h,
-				              r[i + ok].dst, r[i + ok].ndst);
-				if (rc != 0)
-					break;
-			}
-		}
-		*done = i + ok;
-		if (rc != 0)
-			return rc;
-		i += k;
+		uint64_t span = rec_span(r[i].len);
+		j.from[j.npieces] = i++;
+		while (placed && i < n && r[i].pos.seg == r[i - 1].pos.seg &&
+		       (uint64_t)r[i].pos.off == r[i - 1].pos.off + rec_span(r[i - 1].len) &&
+		       span + rec_span(r[i].len) <= READ_HOT_BYTES)
+			span += rec_span(r[i++].len);
+		bytes += span;
 	}
-	return 0;
+	j.from[j.npieces] = n;
+	atomic_init(&j.next, 0);
+	atomic_init(&j.failed, j.npieces);
+	if (j.npieces > 1 && bytes >= READ_ASSIST_BYTES)
+		assist_run(&w->assist, read_pieces, &j); /* R2 */
+	else
+		read_pieces(&j);
+
+	int p = atomic_load(&j.failed);
+	if (p == j.npieces) {
+		*done = n;
+		return 0;
+	}
+	*done = j.from[p] + j.ok[p];
+	if (j.by[p] != 0)
+		cs_fail(j.rc[p], "%s", j.msg[1]); /* the helper's message, for this thread */
+	return j.rc[p];
 }
 
 void wal_stat(struct wal *w, struct wal_stat *out)

@@ -153,7 +153,9 @@ struct wal_many {
  * checked. Records that lie back to back in one segment's file (each starting where the one
  * before it ends, padding included) are read with one preadv, headers into scratch space and
  * payloads straight into their pieces; so a range of blocks written one after another, as
- * an add writes a file's leaves, costs one system call, not one per block. Thread-safe.
+ * an add writes a file's leaves, costs one system call per 384 KiB, not one per block. A
+ * read of a megabyte or more shares its pieces with a helper thread on another core when
+ * that is free (R2 of wal.c), so copying and checking run on two cores. Thread-safe.
  * Errors: as wal_read(); CS_EINVAL also for n outside [0, WAL_MANY_MAX] or a record of more
  * than WAL_MANY_DST pieces. */
 int wal_read_many(struct wal *w, struct wal_many *r, int n, int *done);
