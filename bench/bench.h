@@ -96,6 +96,10 @@ void register_gc();
  * interleaved with themselves. Returns 0 or -errno. */
 int seq_read_warm_pass(double *secs, uint64_t *bytes);
 
+/* The same file read by two threads at once, each its half with 8 MiB preads into its own
+ * buffer: the ceiling of a reader that uses both cores. Returns 0 or -errno. */
+int seq_read_warm_pass_2t(double *secs, uint64_t *bytes);
+
 /* One timed pass of limit/seq_write_8m_fdatasync (the file created and preallocated
  * untimed): *secs of its writes and syncs, *bytes written. Returns 0 or -errno. */
 int seq_write_pass(double *secs, uint64_t *bytes);
