@@ -1379,15 +1379,17 @@ static int seg_file(int dirfd, uint32_t id, int *zero, uint64_t *size)
 	return 1;
 }
 
-/* Waits (up to 10 s) for the writer to have made spare id: the file is there. */
+/* Waits (up to 10 s) for the writer to have made spare id: the file is there, preallocated
+ * to a segment's size (the create makes the name first, so a file of size 0 is one still
+ * being made). */
 static void wait_spare(int dirfd, uint32_t id)
 {
 	int zero = 0;
 	uint64_t size = 0;
 
-	for (int i = 0; i < 10000 && !seg_file(dirfd, id, &zero, &size); i++)
+	for (int i = 0; i < 10000 && !(seg_file(dirfd, id, &zero, &size) && size > 0); i++)
 		usleep(1000);
-	if (!seg_file(dirfd, id, &zero, &size))
+	if (!seg_file(dirfd, id, &zero, &size) || size == 0)
 		fail_msg("no spare %08x after 10 s", id);
 }
 
