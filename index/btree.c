@@ -1155,7 +1155,8 @@ static size_t leaf_first(const struct idx_load *ld, size_t j)
 	return j * q + (j < r ? j : r);
 }
 
-int idx_load_begin(struct idx *t, size_t n, unsigned parts, struct idx_load **out)
+int idx_load_begin(struct idx *t, size_t n, unsigned parts, unsigned share0,
+		   struct idx_load **out)
 {
 	size_t leaves, inner = 0, c, nbig = 0;
 	uint8_t *big = NULL;
@@ -1163,7 +1164,7 @@ int idx_load_begin(struct idx *t, size_t n, unsigned parts, struct idx_load **ou
 	int rc;
 
 	*out = NULL;
-	CS_ASSERT(parts >= 1 && parts <= IDX_LOAD_PARTS_MAX);
+	CS_ASSERT(parts >= 1 && parts <= IDX_LOAD_PARTS_MAX && (parts == 1 || share0 <= 100));
 	if (t->count != 0 || t->height != 1)
 		return cs_fail(CS_EINVAL, "btree: bulk load into a tree that is not empty");
 	if (n == 0)
@@ -1205,10 +1206,12 @@ int idx_load_begin(struct idx *t, size_t n, unsigned parts, struct idx_load **ou
 	for (size_t j = nbig; j < leaves; j++)
 		ld->lv[j] = node_alloc(t, NODE_LEAF);
 	t->root = NULL; /* until idx_load_end() */
-	/* Parts of equal leaves, each boundary inside the slab on a huge page's edge so that no
-	 * two threads fault in the same huge page. */
+	/* Part 0 takes share0 percent of the leaves, the others equal shares of the rest; each
+	 * boundary inside the slab lies on a huge page's edge, so that no two threads fault in
+	 * the same huge page. */
+	size_t head = parts == 1 ? leaves : leaves * share0 / 100;
 	for (unsigned p = 0; p <= parts; p++) {
-		size_t j = leaves * p / parts;
+		size_t j = p == 0 ? 0 : head + (leaves - head) * (p - 1) / (parts - 1 ? parts - 1 : 1);
 
 		if (p > 0 && p < parts && j < nbig) /* the nearest edge, at most nbig */
 			j = (j + CS_BIGMAP_ALIGN / NODE_BYTES / 2) & ~(CS_BIGMAP_ALIGN / NODE_BYTES - 1);
@@ -1351,7 +1354,7 @@ int idx_load(struct idx *t, size_t n,
 	     void *ctx)
 {
 	struct idx_load *ld;
-	int rc = idx_load_begin(t, n, 1, &ld);
+	int rc = idx_load_begin(t, n, 1, 0, &ld);
 
 	if (rc != 0 || ld == NULL)
 		return rc;

@@ -94,7 +94,8 @@ int idx_load(struct idx *t, size_t n,
 
 /* idx_load() in parts that may run on different threads at once. idx_load_begin() plans a
  * load of n entries (strictly increasing keys) into the empty tree t as parts (1 ..
- * IDX_LOAD_PARTS_MAX) of consecutive leaves, of about equal size, and reserves every node it
+ * IDX_LOAD_PARTS_MAX) of consecutive leaves, part 0 about share0 percent of them (0 .. 100;
+ * ignored for one part) and the others equal shares of the rest, and reserves every node it
  * needs; *ld (owned, NULL for n == 0) is then freed by idx_load_end(). Part p holds entries
  * idx_load_part_first(ld, p) .. idx_load_part_first(ld, p + 1) - 1. idx_load_part(ld, p, fill,
  * ctx) fills them as idx_load() does, calling fill in order of i for its entries only, and
@@ -108,7 +109,8 @@ int idx_load(struct idx *t, size_t n,
  * or -ENOMEM; on error t is empty again. idx_load() is this with one part. */
 #define IDX_LOAD_PARTS_MAX 2
 struct idx_load;
-int idx_load_begin(struct idx *t, size_t n, unsigned parts, struct idx_load **ld);
+int idx_load_begin(struct idx *t, size_t n, unsigned parts, unsigned share0,
+		   struct idx_load **ld);
 size_t idx_load_part_first(const struct idx_load *ld, unsigned p);
 int idx_load_part(struct idx_load *ld, unsigned p,
 		  int (*fill)(void *ctx, size_t i, unsigned cnt, uint8_t (*keys)[IDX_KEY],
