@@ -1,9 +1,10 @@
 /*
  * fuzz_checkpoint.c - libFuzzer target for the checkpoint decoder (index/checkpoint.c).
  *
- * The input's first byte picks a mode; the rest is a checkpoint file. In mode 1 (bit 0 set)
- * the header's and every well-placed section's checksums are recomputed first, so that the
- * fuzzer gets past them to the layout rules; in mode 0 the bytes are decoded as they are.
+ * The input's first byte picks a mode (bit 0) and how check 4 splits each table (the other
+ * bits); the rest is a checkpoint file. In mode 1 (bit 0 set) the header's and every
+ * well-placed section's checksums are recomputed first, so that the fuzzer gets past them to
+ * the layout rules; in mode 0 the bytes are decoded as they are.
  * Checked, for what checkpoint.h promises (K1, K2):
  *  1. ckpt_decode() answers 0, CS_ECORRUPT or CS_EVERSION, never anything else, with a
  *     message on failure, and never reads outside the input (ASan).
@@ -14,9 +15,10 @@
  *  3. Encoded again with the writer (sections in type order, the same header), a checkpoint
  *     accepted whole whose sections were in type order and held no skipped section is the input
  *     byte for byte, and in any case decodes to the same entries.
- *  4. The store's way of loading (ckpt_decode_lazy(), then each table through a cursor that
- *     checks the section's checksum after its last run, K4) accepts exactly the inputs that
- *     ckpt_decode() and the loads of check 2 accept.
+ *  4. The store's way of loading (ckpt_decode_lazy(), then each table in two parts through a
+ *     cursor over each part's range, the one from entry 0 checking the whole section's
+ *     checksum after its last run, K4) accepts exactly the inputs that ckpt_decode() and the
+ *     loads of check 2 accept.
  * A violated check aborts, which libFuzzer reports as a crash with the input saved.
  *
  * Build: cmake -DCS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
@@ -106,24 +108,38 @@ static int cursor_fill(void *ctx, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_M
 	return ckpt_cursor_get(ctx, i, n, keys, vals);
 }
 
-/* The store's way (check 4): ckpt_decode_lazy(), then each table through a cursor, its
- * checksum compared at the end. Returns 0 when that accepts the whole file. */
-static int lazy_load(const uint8_t *buf, size_t len)
+/* The store's way (check 4): ckpt_decode_lazy(), then each table in two parts (as a large
+ * table loads at open, there on two threads: C5 of engine/ckpt.c), each through its own
+ * cursor over its range, the checksum compared at the end of the cursor from entry 0 (K4).
+ * The parts run here one after the other, the second first, as a helper thread may. Returns
+ * 0 when that accepts the whole file. */
+static int lazy_load(const uint8_t *buf, size_t len, unsigned share0)
 {
 	struct ckpt c;
 	int rc = ckpt_decode_lazy(buf, len, &c);
 
 	CHECK(rc == 0 || rc == CS_ECORRUPT || rc == CS_EVERSION);
 	for (int type = CKPT_SEC_BLOCKS; rc == 0 && type <= CKPT_SEC_PINS; type++) {
-		struct ckpt_cursor k;
+		size_t n = (size_t)c.sec[type].count;
+		struct ckpt_cursor k0, k1;
+		struct idx_load *ld;
 		struct idx *t;
-		CHECK(ckpt_cursor_begin(&k, &c, type) == 0);
 		CHECK(idx_create(&t) == 0);
-		rc = idx_load(t, (size_t)c.sec[type].count, cursor_fill, &k);
-		if (rc == 0)
-			rc = ckpt_cursor_end(&k);
-		else
-			ckpt_cursor_free(&k);
+		CHECK(idx_load_begin(t, n, 2, share0, &ld) == 0);
+		if (ld != NULL) {
+			size_t mid = idx_load_part_first(ld, 1);
+			CHECK(ckpt_cursor_begin_at(&k0, &c, type, 0, mid) == 0);
+			CHECK(ckpt_cursor_begin_at(&k1, &c, type, mid, n) == 0);
+			rc = idx_load_part(ld, 1, cursor_fill, &k1);
+			rc = rc == 0 ? ckpt_cursor_end(&k1) : (ckpt_cursor_free(&k1), rc);
+			int rc0 = idx_load_part(ld, 0, cursor_fill, &k0);
+			rc0 = rc0 == 0 ? ckpt_cursor_end(&k0) : (ckpt_cursor_free(&k0), rc0);
+			rc = idx_load_end(ld, rc0 != 0 ? rc0 : rc);
+		} else {
+			/* No entries: the checksum is still the whole cursor's to check. */
+			CHECK(ckpt_cursor_begin(&k0, &c, type) == 0);
+			rc = ckpt_cursor_end(&k0);
+		}
 		CHECK(rc == 0 || rc == CS_ECORRUPT);
 		CHECK(idx_check(t) == 0);
 		idx_destroy(t);
@@ -212,7 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (data[0] & 1)
 		fix_checksums(buf, len);
 
-	int lazy = lazy_load(buf, len);
+	int lazy = lazy_load(buf, len, (unsigned)(data[0] >> 1) % 101); /* part 0's share */
 	int rc = ckpt_decode(buf, len, &c);
 	CHECK(rc == 0 || rc == CS_ECORRUPT || rc == CS_EVERSION);
 	if (rc != 0) {

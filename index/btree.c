@@ -285,13 +285,11 @@ static __attribute__((unused)) bool node_sane(const struct node *x, bool root)
 
 /* ---- The node pool ---- */
 
-/* Adds a slab to the free list: for want nodes of at least a huge page, as many of them as
- * fill whole huge pages (the rest come from later calls); else a plain one of SLAB_NODES.
- * Either way at most SLAB_NODES - 1 nodes more than wanted stay unused. */
-static int pool_grow(struct idx *t, size_t want)
+/* Maps a slab of bytes (SLAB_BYTES, or whole huge pages when big) and counts it in t's slabs,
+ * with room on the released stack for all its nodes (I7). Its nodes are not on any list yet:
+ * the caller puts them on one, or gives them to the tree, before the next change of t. */
+static int slab_add(struct idx *t, size_t bytes, bool big, uint8_t **out)
 {
-	size_t bytes = want <= SIZE_MAX / 2 / NODE_BYTES ? want * NODE_BYTES : SIZE_MAX / 2;
-	bool big = bytes >= CS_BIGMAP_ALIGN;
 	uint8_t *slab;
 
 	if (t->fail_countdown && --t->fail_countdown == 0)
@@ -305,10 +303,6 @@ static int pool_grow(struct idx *t, size_t want)
 		t->slabs = s;
 		t->slabs_cap = cap;
 	}
-	if (big)
-		bytes &= ~(CS_BIGMAP_ALIGN - 1); /* so cs_bigmap_size(bytes) == bytes */
-	else
-		bytes = SLAB_BYTES;
 	if (t->rel_cap < (t->slab_bytes + bytes) / NODE_BYTES) { /* I7: room to release all */
 		size_t cap = (t->slab_bytes + bytes) / NODE_BYTES;
 		struct node **r;
@@ -334,6 +328,26 @@ static int pool_grow(struct idx *t, size_t want)
 	t->slabs[t->nslabs++] = (struct slab){slab, bytes, false};
 	t->nbig_thp += big;
 	t->slab_bytes += bytes;
+	*out = slab;
+	return 0;
+}
+
+/* Adds a slab to the free list: for want nodes of at least a huge page, as many of them as
+ * fill whole huge pages (the rest come from later calls); else a plain one of SLAB_NODES.
+ * Either way at most SLAB_NODES - 1 nodes more than wanted stay unused. */
+static int pool_grow(struct idx *t, size_t want)
+{
+	size_t bytes = want <= SIZE_MAX / 2 / NODE_BYTES ? want * NODE_BYTES : SIZE_MAX / 2;
+	bool big = bytes >= CS_BIGMAP_ALIGN;
+	uint8_t *slab;
+	int rc;
+
+	if (big)
+		bytes &= ~(CS_BIGMAP_ALIGN - 1); /* so cs_bigmap_size(bytes) == bytes */
+	else
+		bytes = SLAB_BYTES;
+	if ((rc = slab_add(t, bytes, big, &slab)) != 0)
+		return rc;
 	/* Push in reverse so that nodes are handed out in address order. */
 	for (size_t i = bytes / NODE_BYTES; i-- > 0;) {
 		struct node *n = (struct node *)(slab + i * NODE_BYTES);
@@ -1115,68 +1129,120 @@ bool idx_repack_wanted(const struct idx *t)
 
 /* ---- Bulk load ---- */
 
-/* Gives every node of a partly built load back to the pool and leaves t an empty tree. */
-static void load_undo(struct idx *t, struct node **lv, size_t nlv)
+/* A bulk load in parts (btree.h). Its leaves lv[0..leaves) are known from the start: the
+ * first nbig of them are the nodes of a slab of their own, in address order, which nothing
+ * touches before the part that fills them; the rest, fewer than a huge page's worth, come
+ * from the pool. A leaf's page is thus first touched, and zeroed by the kernel, by the thread
+ * that fills it, while the entries it is about to hold are in that thread's cache, and never
+ * twice (pool_grow writes every free node's header). Inner nodes come from the pool, reserved
+ * at the start, and are made by idx_load_end(). */
+struct idx_load {
+	struct idx *t; /* borrowed */
+	size_t n, leaves, inner;
+	int height;
+	unsigned parts;
+	size_t part_leaf[IDX_LOAD_PARTS_MAX + 1]; /* part p fills leaves [part_leaf[p], [p + 1]) */
+	uint8_t *big;                             /* the slab of lv[0..nbig), or NULL */
+	size_t nbig;
+	struct node *lv[]; /* the leaves, then (in idx_load_end) the inner nodes */
+};
+
+/* The index of leaf j's first entry: share() of n entries over the leaves. */
+static size_t leaf_first(const struct idx_load *ld, size_t j)
 {
-	for (size_t i = 0; i < nlv; i++)
-		node_free(t, lv[i]);
-	t->root = node_alloc(t, NODE_LEAF); /* the pool holds the nodes just freed */
-	t->height = 1;
-	t->count = 0;
+	size_t q = ld->n / ld->leaves, r = ld->n % ld->leaves;
+
+	return j * q + (j < r ? j : r);
 }
 
-int idx_load(struct idx *t, size_t n,
-	     int (*fill)(void *ctx, size_t i, unsigned cnt, uint8_t (*keys)[IDX_KEY],
-			 struct idx_val *vals),
-	     void *ctx)
+int idx_load_begin(struct idx *t, size_t n, unsigned parts, unsigned share0,
+		   struct idx_load **out)
 {
-	size_t leaves, nodes, c;
+	size_t leaves, inner = 0, c, nbig = 0;
+	uint8_t *big = NULL;
 	int height = 1;
 	int rc;
 
+	*out = NULL;
+	CS_ASSERT(parts >= 1 && parts <= IDX_LOAD_PARTS_MAX && (parts == 1 || share0 <= 100));
 	if (t->count != 0 || t->height != 1)
 		return cs_fail(CS_EINVAL, "btree: bulk load into a tree that is not empty");
 	if (n == 0)
 		return 0;
-	/* Count the levels and nodes first, so that one reservation covers the whole build and
-	 * the only failure after it is the caller's. */
+	/* Count the levels and nodes first, so that the reservation covers the whole build and
+	 * the only failures after it are the caller's. */
 	leaves = (n + LEAF_CAP - 1) / LEAF_CAP;
-	nodes = leaves;
 	for (c = leaves; c > 1; c = (c + INNER_CAP) / (INNER_CAP + 1)) {
-		nodes += (c + INNER_CAP) / (INNER_CAP + 1);
+		inner += (c + INNER_CAP) / (INNER_CAP + 1);
 		height++;
 	}
 	if (height > CS_BTREE_HEIGHT_MAX)
 		return cs_fail(CS_ELIMIT, "btree: %zu entries need more than %d levels", n,
 			       CS_BTREE_HEIGHT_MAX);
-	rc = pool_reserve(t, nodes);
-	if (rc != 0)
-		return rc;
-	/* lv[0..nlv) are the nodes made so far, level by level; mins[j] the smallest key under
-	 * the j-th node of the level being made, which the level above takes as separator. */
-	struct node **lv = malloc(nodes * sizeof(*lv));
-	const uint8_t **mins = malloc(leaves * sizeof(*mins));
-	if (!lv || !mins) {
-		free(lv);
-		free(mins);
+	struct idx_load *ld = malloc(sizeof(*ld) + (leaves + inner) * sizeof(ld->lv[0]));
+	if (!ld)
 		return -ENOMEM;
+	/* Whole huge pages of leaves get their own slab; a smaller load takes the pool's. */
+	if (leaves <= SIZE_MAX / 2 / NODE_BYTES)
+		nbig = (leaves * NODE_BYTES & ~(CS_BIGMAP_ALIGN - 1)) / NODE_BYTES;
+	if (nbig > 0 && (rc = slab_add(t, nbig * NODE_BYTES, true, &big)) != 0) {
+		free(ld);
+		return rc;
 	}
+	if ((rc = pool_reserve(t, leaves - nbig + inner)) != 0) {
+		/* The slab stays t's, its nodes on the released stack: never touched, they hold
+		 * no memory (I7). */
+		for (size_t j = nbig; j-- > 0;) {
+			t->rel[t->nrel++] = (struct node *)(big + j * NODE_BYTES);
+			POISON(big + j * NODE_BYTES, NODE_BYTES);
+		}
+		free(ld);
+		return rc;
+	}
+	*ld = (struct idx_load){t, n, leaves, inner, height, parts, {0}, big, nbig};
+	for (size_t j = 0; j < nbig; j++)
+		ld->lv[j] = (struct node *)(big + j * NODE_BYTES); /* untouched until its part */
 	node_free(t, t->root); /* the empty root leaf; the reservation still holds */
-	size_t nlv = 0, i = 0;
+	for (size_t j = nbig; j < leaves; j++)
+		ld->lv[j] = node_alloc(t, NODE_LEAF);
+	t->root = NULL; /* until idx_load_end() */
+	/* Part 0 takes share0 percent of the leaves, the others equal shares of the rest; each
+	 * boundary inside the slab lies on a huge page's edge, so that no two threads fault in
+	 * the same huge page. */
+	size_t head = parts == 1 ? leaves : leaves * share0 / 100;
+	for (unsigned p = 0; p <= parts; p++) {
+		size_t j = p == 0 ? 0 : head + (leaves - head) * (p - 1) / (parts - 1 ? parts - 1 : 1);
 
-	/* Leaves: share() deals n entries over the fewest leaves, so every leaf but the root
-	 * holds more than LEAF_CAP * (leaves - 1) / leaves >= LEAF_MIN entries (I4). */
-	for (size_t j = 0; j < leaves; j++) {
-		struct node *x = node_alloc(t, NODE_LEAF);
-		unsigned cnt = (unsigned)(n / leaves + (j < n % leaves)); /* as share() */
-		const uint8_t *prev = j > 0 ? lv[nlv - 1]->u.leaf.keys[lv[nlv - 1]->n - 1] : NULL;
+		if (p > 0 && p < parts && j < nbig) /* the nearest edge, at most nbig */
+			j = (j + CS_BIGMAP_ALIGN / NODE_BYTES / 2) & ~(CS_BIGMAP_ALIGN / NODE_BYTES - 1);
+		ld->part_leaf[p] = j;
+	}
+	*out = ld;
+	return 0;
+}
 
-		if (nlv > 0)
-			lv[nlv - 1]->next = x; /* I5 */
-		lv[nlv++] = x;
+size_t idx_load_part_first(const struct idx_load *ld, unsigned p)
+{
+	CS_ASSERT(p <= ld->parts);
+	return leaf_first(ld, ld->part_leaf[p]);
+}
+
+int idx_load_part(struct idx_load *ld, unsigned p,
+		  int (*fill)(void *ctx, size_t i, unsigned cnt, uint8_t (*keys)[IDX_KEY],
+			      struct idx_val *vals),
+		  void *ctx)
+{
+	const uint8_t *prev = NULL; /* the part's last key so far */
+
+	CS_ASSERT(p < ld->parts);
+	for (size_t j = ld->part_leaf[p]; j < ld->part_leaf[p + 1]; j++) {
+		struct node *x = ld->lv[j];
+		size_t i = leaf_first(ld, j);
+		unsigned cnt = (unsigned)(leaf_first(ld, j + 1) - i);
 		/* A leaf's entries in one call, straight into its arrays: a call per entry cost
 		 * a tenth of a million-entry load. */
-		rc = fill(ctx, i, cnt, x->u.leaf.keys, x->u.leaf.vals);
+		int rc = fill(ctx, i, cnt, x->u.leaf.keys, x->u.leaf.vals);
+
 		for (unsigned k = 0; rc == 0 && k < cnt; k++, i++) {
 			if (prev && kcmp(prev, x->u.leaf.keys[k]) >= 0)
 				rc = cs_fail(CS_ECORRUPT, "btree: bulk load entry %zu is not above "
@@ -1184,15 +1250,76 @@ int idx_load(struct idx *t, size_t n,
 			prev = x->u.leaf.keys[k];
 		}
 		if (rc != 0)
-			goto fail;
+			return rc;
 		x->n = (uint16_t)cnt;
-		mins[j] = x->u.leaf.keys[0];
+		x->kind = NODE_LEAF;
+		x->next = j + 1 < ld->leaves ? ld->lv[j + 1] : NULL; /* I5 */
 	}
+	return 0;
+}
+
+/* Gives every leaf of a load that failed back to the pool and leaves t an empty tree. The
+ * slab's leaves, filled or not, go to the released stack (I7), their memory given back. */
+static void load_undo(struct idx_load *ld)
+{
+	struct idx *t = ld->t;
+
+	for (size_t j = ld->nbig; j < ld->leaves; j++) {
+		ld->lv[j]->kind = NODE_LEAF; /* as node_alloc() left it, whatever the fill wrote */
+		node_free(t, ld->lv[j]);
+	}
+	if (ld->nbig > 0 && madvise(ld->big, ld->nbig * NODE_BYTES, MADV_DONTNEED) == 0) {
+		for (size_t j = ld->nbig; j-- > 0;) {
+			CS_ASSERT(t->nrel < t->rel_cap); /* I7 */
+			t->rel[t->nrel++] = ld->lv[j];
+			POISON(ld->lv[j], NODE_BYTES);
+		}
+	} else {
+		for (size_t j = ld->nbig; j-- > 0;) {
+			ld->lv[j]->kind = NODE_LEAF;
+			node_free(t, ld->lv[j]);
+		}
+	}
+	t->root = node_alloc(t, NODE_LEAF); /* the pool holds the nodes just freed */
+	t->height = 1;
+	t->count = 0;
+}
+
+int idx_load_end(struct idx_load *ld, int rc)
+{
+	if (ld == NULL)
+		return rc;
+	struct idx *t = ld->t;
+	const uint8_t **mins = NULL;
+
+	/* The parts checked the order inside each; here it is checked across them. */
+	for (unsigned p = 1; rc == 0 && p < ld->parts; p++) {
+		size_t j = ld->part_leaf[p];
+		if (j == 0 || j == ld->leaves)
+			continue;
+		const struct node *a = ld->lv[j - 1], *b = ld->lv[j];
+		if (kcmp(a->u.leaf.keys[a->n - 1], b->u.leaf.keys[0]) >= 0)
+			rc = cs_fail(CS_ECORRUPT, "btree: bulk load entry %zu is not above the one "
+					      "before it", leaf_first(ld, j));
+	}
+	if (rc == 0 && (mins = malloc(ld->leaves * sizeof(*mins))) == NULL)
+		rc = -ENOMEM;
+	if (rc != 0) {
+		load_undo(ld);
+		free(ld);
+		return rc;
+	}
+	/* mins[j]: the smallest key under the j-th node of the level being made, which the level
+	 * above takes as separator. */
+	for (size_t j = 0; j < ld->leaves; j++)
+		mins[j] = ld->lv[j]->u.leaf.keys[0];
 	/* Inner levels, each over the level below, until one node is left: the root. A node
 	 * of m children gets more than (INNER_CAP + 1) / 2 of them, so at least INNER_MIN
-	 * keys (I4), and a root at least 2 children, so at least 1 key. */
-	size_t first = 0; /* lv[first..nlv) is the level below */
-	for (c = leaves; c > 1;) {
+	 * keys (I4), and a root at least 2 children, so at least 1 key. The leaves: share()
+	 * dealt n entries over the fewest leaves, so every leaf but the root holds more than
+	 * LEAF_CAP * (leaves - 1) / leaves >= LEAF_MIN entries (I4). */
+	size_t first = 0, nlv = ld->leaves; /* lv[first..nlv) is the level below */
+	for (size_t c = ld->leaves; c > 1;) {
 		size_t m = (c + INNER_CAP) / (INNER_CAP + 1), below = first, ci = 0;
 
 		first = nlv;
@@ -1201,28 +1328,37 @@ int idx_load(struct idx *t, size_t n,
 			unsigned cnt = (unsigned)(c / m + (j < c % m));
 
 			for (unsigned k = 0; k < cnt; k++, ci++) {
-				x->u.in.child[k] = lv[below + ci];
+				x->u.in.child[k] = ld->lv[below + ci];
 				if (k > 0)
 					memcpy(x->u.in.keys[k - 1], mins[ci], IDX_KEY);
 			}
 			x->n = (uint16_t)(cnt - 1);
 			mins[j] = mins[ci - cnt]; /* j <= ci - cnt: never read again below */
-			lv[nlv++] = x;
+			ld->lv[nlv++] = x;
 		}
 		c = m;
 	}
-	t->root = lv[nlv - 1];
-	t->height = height;
-	t->count = n;
-	free(lv);
+	CS_ASSERT(nlv == ld->leaves + ld->inner);
+	t->root = ld->lv[nlv - 1];
+	t->height = ld->height;
+	t->count = ld->n;
 	free(mins);
+	free(ld);
 	CS_DASSERT(idx_check(t) == 0);
 	return 0;
-fail:
-	load_undo(t, lv, nlv);
-	free(lv);
-	free(mins);
-	return rc;
+}
+
+int idx_load(struct idx *t, size_t n,
+	     int (*fill)(void *ctx, size_t i, unsigned cnt, uint8_t (*keys)[IDX_KEY],
+			 struct idx_val *vals),
+	     void *ctx)
+{
+	struct idx_load *ld;
+	int rc = idx_load_begin(t, n, 1, 0, &ld);
+
+	if (rc != 0 || ld == NULL)
+		return rc;
+	return idx_load_end(ld, idx_load_part(ld, 0, fill, ctx));
 }
 
 int idx_walk(const struct idx *t,

@@ -92,6 +92,32 @@ int idx_load(struct idx *t, size_t n,
 			 struct idx_val *vals),
 	     void *ctx);
 
+/* idx_load() in parts that may run on different threads at once. idx_load_begin() plans a
+ * load of n entries (strictly increasing keys) into the empty tree t as parts (1 ..
+ * IDX_LOAD_PARTS_MAX) of consecutive leaves, part 0 about share0 percent of them (0 .. 100;
+ * ignored for one part) and the others equal shares of the rest, and reserves every node it
+ * needs; *ld (owned, NULL for n == 0) is then freed by idx_load_end(). Part p holds entries
+ * idx_load_part_first(ld, p) .. idx_load_part_first(ld, p + 1) - 1. idx_load_part(ld, p, fill,
+ * ctx) fills them as idx_load() does, calling fill in order of i for its entries only, and
+ * checks that the keys increase within the part; it touches no memory but its own leaves', so
+ * different parts may run concurrently (no part twice, nothing else on t meanwhile). Once
+ * every part returned, idx_load_end(ld, rc) with rc the first failure of the parts (or of
+ * anything else of the caller's; 0 if none) checks the order across the parts and builds the
+ * inner levels. Until it returns t is in no state to use: idx_load_end() must follow, even
+ * after a failure. Errors of idx_load_begin(): CS_EINVAL, CS_ELIMIT, -ENOMEM as idx_load().
+ * idx_load_end() returns rc, else CS_ECORRUPT (a key not above the one before, across parts)
+ * or -ENOMEM; on error t is empty again. idx_load() is this with one part. */
+#define IDX_LOAD_PARTS_MAX 2
+struct idx_load;
+int idx_load_begin(struct idx *t, size_t n, unsigned parts, unsigned share0,
+		   struct idx_load **ld);
+size_t idx_load_part_first(const struct idx_load *ld, unsigned p);
+int idx_load_part(struct idx_load *ld, unsigned p,
+		  int (*fill)(void *ctx, size_t i, unsigned cnt, uint8_t (*keys)[IDX_KEY],
+			      struct idx_val *vals),
+		  void *ctx);
+int idx_load_end(struct idx_load *ld, int rc);
+
 /* Calls fn for every entry in key order; a nonzero return stops the walk and is returned. */
 int idx_walk(const struct idx *t,
 	     int (*fn)(void *ctx, const uint8_t *key, const struct idx_val *val), void *ctx);

@@ -21,8 +21,11 @@
  *       bytes [0, 24), which a streaming hash can do in that order.
  *   K4. ckpt_decode_lazy() leaves the checksums of BLOCKS and PINS to a cursor, which hashes
  *       each run of entries as it hands the run out, so a million entries are read once
- *       rather than twice. The runs must cover the section in order, and ckpt_cursor_end()
- *       compares the checksum: no entry is trusted before it returned 0.
+ *       rather than twice. A cursor covers a range of the section and its runs must cover
+ *       the range in order. The one whose range starts at entry 0 owns the checksum: its
+ *       ckpt_cursor_end() hashes the entries after its range (those other cursors handed
+ *       out, on other threads), then the header, and compares. No entry of any cursor is
+ *       trusted before that returned 0.
  */
 #include "checkpoint.h"
 
@@ -261,11 +264,13 @@ int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_
 
 /* ---- Loading entries in runs ---------------------------------------------------------- */
 
-int ckpt_cursor_begin(struct ckpt_cursor *k, const struct ckpt *c, int type)
+int ckpt_cursor_begin_at(struct ckpt_cursor *k, const struct ckpt *c, int type, size_t from,
+                         size_t to)
 {
 	CS_ASSERT(type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS);
-	*k = (struct ckpt_cursor){.c = c, .type = type};
-	if (!c->sec[type].unverified)
+	CS_ASSERT(from <= to && to <= c->sec[type].count);
+	*k = (struct ckpt_cursor){.c = c, .type = type, .next = from, .end = to};
+	if (!c->sec[type].unverified || from != 0) /* K4: the cursor from 0 owns the checksum */
 		return 0;
 	XXH3_state_t *xs = XXH3_createState();
 	if (xs == NULL)
@@ -275,6 +280,11 @@ int ckpt_cursor_begin(struct ckpt_cursor *k, const struct ckpt *c, int type)
 	return 0;
 }
 
+int ckpt_cursor_begin(struct ckpt_cursor *k, const struct ckpt *c, int type)
+{
+	return ckpt_cursor_begin_at(k, c, type, 0, (size_t)c->sec[type].count);
+}
+
 int ckpt_cursor_get(struct ckpt_cursor *k, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
                     struct idx_val *vals)
 {
@@ -282,8 +292,8 @@ int ckpt_cursor_get(struct ckpt_cursor *k, size_t i, unsigned n, uint8_t (*keys)
 	struct seg_memo m = {k->seg_id, k->seg_end};
 	int rc = 0;
 
-	/* K4: the runs cover the section in order, so the checksum sees its bytes in order. */
-	CS_ASSERT(i == k->next && n <= s->count - i);
+	/* K4: the runs cover the range in order, so the checksum sees its bytes in order. */
+	CS_ASSERT(i == k->next && n <= k->end - i);
 	if (k->xs != NULL) /* while the run's bytes are about to be read anyway */
 		XXH3_64bits_update(k->xs, s->data + i * CKPT_ENTRY, (size_t)n * CKPT_ENTRY);
 	for (unsigned j = 0; rc == 0 && j < n; j++)
@@ -299,9 +309,12 @@ int ckpt_cursor_end(struct ckpt_cursor *k)
 	const struct ckpt_section *s = &k->c->sec[k->type];
 	int rc = 0;
 
-	CS_ASSERT(k->next == s->count); /* K4 */
+	CS_ASSERT(k->next == k->end); /* K4 */
 	if (k->xs != NULL) {
-		XXH3_64bits_update(k->xs, s->hdr, 24); /* K3: the payload, then the header */
+		/* K4: the entries of the other cursors' ranges, then (K3) the header. */
+		XXH3_64bits_update(k->xs, s->data + k->end * CKPT_ENTRY,
+		                   (size_t)(s->count - k->end) * CKPT_ENTRY);
+		XXH3_64bits_update(k->xs, s->hdr, 24);
 		if (XXH3_64bits_digest(k->xs) != get_le64(s->hdr + 24))
 			rc = cs_fail(CS_ECORRUPT, "checkpoint: %s section checksum mismatch",
 			             sec_name[k->type]);

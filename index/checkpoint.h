@@ -120,19 +120,29 @@ int ckpt_decode_lazy(const uint8_t *buf, size_t len, struct ckpt *out);
 struct ckpt_cursor {
 	const struct ckpt *c; /* borrowed */
 	int type;             /* CKPT_SEC_BLOCKS or CKPT_SEC_PINS */
-	size_t next;          /* the entries handed out so far */
+	size_t next;          /* the next entry to hand out */
+	size_t end;           /* the entry after the cursor's range */
 	void *xs;             /* owned XXH3 state; NULL when the checksum was checked already */
 	uint32_t seg_id, seg_end; /* the last segment an entry pointed into, and its end */
 };
 
-/* Errors: -ENOMEM. */
+/* A cursor over the whole section. Errors: -ENOMEM. */
 int ckpt_cursor_begin(struct ckpt_cursor *k, const struct ckpt *c, int type);
+/* A cursor over entries from .. to - 1 only (from <= to <= count), so that a section can be
+ * loaded in ranges on different threads, each through its own cursor. The cursor whose range
+ * starts at 0 checks the whole section's checksum at its ckpt_cursor_end(), reading the other
+ * ranges' bytes itself, and no entry of any range is to be trusted before that returned 0
+ * (K4); the others check none. Errors: -ENOMEM. */
+int ckpt_cursor_begin_at(struct ckpt_cursor *k, const struct ckpt *c, int type, size_t from,
+                         size_t to);
 /* Entries i .. i + n - 1 into keys and vals (borrowed, n slots each); i must be the entry
- * after the last run's, and i + n at most the count. Errors: CS_ECORRUPT naming the entry. */
+ * after the last run's (the range's first for the first run), and i + n at most the range's
+ * end. Errors: CS_ECORRUPT naming the entry. */
 int ckpt_cursor_get(struct ckpt_cursor *k, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
 		    struct idx_val *vals);
-/* After the runs covered the whole section: checks its checksum, if left unverified, and frees
- * the cursor. Errors: CS_ECORRUPT (checksum mismatch). */
+/* After the runs covered the cursor's range: checks the section's checksum, if left
+ * unverified and the range starts at 0, and frees the cursor. Errors: CS_ECORRUPT (checksum
+ * mismatch). */
 int ckpt_cursor_end(struct ckpt_cursor *k);
 /* Frees a cursor without the check (a load that failed before the end). */
 void ckpt_cursor_free(struct ckpt_cursor *k);

@@ -8,7 +8,8 @@
  * tests cover the empty and one-entry trees, ascending and descending insertion and deletion,
  * the memory used per entry, -ENOMEM leaving the tree unchanged, and idx_check() catching each
  * invariant a test hook breaks, and a bulk load (idx_load) from sorted entries, walked back in
- * pieces with idx_next_n(), refusing keys out of order. Shrinking: idx_trim() gives free
+ * pieces with idx_next_n(), refusing keys out of order, also in two parts on two threads
+ * (idx_load_part). Shrinking: idx_trim() gives free
  * nodes' memory back (idx_bytes() falls by what it says, the resident set with it), and a
  * repack walk (idx_repack_step) after deleting half or 90%, checked after every step, with
  * puts, deletes and failing slab allocations between steps, brings memory to <= 64 bytes per
@@ -21,6 +22,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -963,6 +965,94 @@ static void test_bulk_load(void **state)
 	free(keys);
 }
 
+/* One part of a load on its own thread (test_bulk_load_parts). */
+struct part_arg {
+	struct idx_load *ld;
+	unsigned p;
+	struct load_src *src;
+	int rc;
+};
+
+static void *part_thread(void *arg)
+{
+	struct part_arg *a = arg;
+
+	a->rc = idx_load_part(a->ld, a->p, load_entry, a->src);
+	return NULL;
+}
+
+/* Loads n entries in two parts, part 1 on a second thread; returns idx_load_end()'s answer. */
+static int load_in_parts(struct idx *t, size_t n, unsigned share0, struct load_src *src)
+{
+	struct idx_load *ld;
+	pthread_t th;
+	int rc = idx_load_begin(t, n, 2, share0, &ld);
+
+	if (rc != 0 || ld == NULL)
+		return rc;
+	assert_int_equal(idx_load_part_first(ld, 0), 0);
+	assert_true(idx_load_part_first(ld, 1) <= n);
+	assert_int_equal(idx_load_part_first(ld, 2), n);
+	struct part_arg a = {ld, 1, src, 0};
+	assert_int_equal(pthread_create(&th, NULL, part_thread, &a), 0);
+	rc = idx_load_part(ld, 0, load_entry, src);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	return idx_load_end(ld, rc != 0 ? rc : a.rc);
+}
+
+/* A load in two parts on two threads builds the tree one part would, for sizes from one leaf
+ * to a million and any split, and idx_load_end() refuses a key out of order at the seam
+ * between the parts (which neither part can see) and a part's failure, leaving an empty,
+ * usable tree whose memory accounting still holds (idx_check, idx_bytes). */
+static void test_bulk_load_parts(void **state)
+{
+	static const size_t sizes[] = {1, 82, 81 * 600, 100000, 1000000};
+	static const unsigned shares[] = {0, 40, 50, 100};
+	uint8_t key[IDX_KEY];
+	struct idx_val v;
+
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+		for (size_t hi = 0; hi < sizeof(shares) / sizeof(shares[0]); hi++) {
+			size_t n = sizes[si];
+			struct load_src src = {SIZE_MAX, SIZE_MAX};
+			struct idx *t = new_tree();
+
+			assert_int_equal(load_in_parts(t, n, shares[hi], &src), 0);
+			assert_int_equal(idx_count(t), n);
+			assert_check(t);
+			for (size_t i = 0; i < n; i += 1 + n / 100) {
+				seq_key(key, i * 2);
+				assert_int_equal(idx_get(t, key, &v), 0);
+				assert_int_equal(v.seg, (uint32_t)i);
+			}
+			idx_destroy(t);
+		}
+	}
+	/* The seam: entry first(1) repeats the key before it. Then a failing part 1, and a
+	 * failing part 0, at a million entries so that the leaves have a slab of their own. */
+	for (int pass = 0; pass < 3; pass++) {
+		size_t n = 1000000, mid;
+		struct idx *t = new_tree();
+		struct idx_load *ld;
+
+		assert_int_equal(idx_load_begin(t, n, 2, 40, &ld), 0);
+		mid = idx_load_part_first(ld, 1);
+		assert_int_equal(idx_load_end(ld, -EIO), -EIO); /* nothing filled: undone too */
+		assert_int_equal(idx_count(t), 0);
+		assert_check(t);
+		struct load_src src = {pass == 0 ? mid : SIZE_MAX,
+				       pass == 1 ? mid + 100 : pass == 2 ? 5 : SIZE_MAX};
+		assert_int_equal(load_in_parts(t, n, 40, &src), pass == 0 ? CS_ECORRUPT : -EIO);
+		assert_int_equal(idx_count(t), 0);
+		assert_check(t);
+		assert_true(idx_bytes(t) < (size_t)8 << 20); /* the slab's memory given back */
+		seq_key(key, 3);
+		assert_int_equal(idx_put(t, key, &v, NULL), 0);
+		assert_check(t);
+		idx_destroy(t);
+	}
+}
+
 /* A put that needs a new slab and cannot get one returns -ENOMEM and changes nothing. */
 static void test_enomem_leaves_tree_unchanged(void **state)
 {
@@ -1106,6 +1196,7 @@ int main(void)
 		cmocka_unit_test(test_ascending_delete_descending),
 		cmocka_unit_test(test_bytes_per_entry),
 		cmocka_unit_test(test_bulk_load),
+		cmocka_unit_test(test_bulk_load_parts),
 		cmocka_unit_test(test_enomem_leaves_tree_unchanged),
 		cmocka_unit_test(test_reserve_then_put),
 		cmocka_unit_test(test_check_detects_corruption),

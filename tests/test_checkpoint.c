@@ -26,6 +26,8 @@
  *   - a checkpoint of blocks and pins spread over several segments gives each segment the
  *     live bytes a full replay gives it, and one entry past its own segment's end (but not
  *     the end of the segment the entry before it lies in) is refused;
+ *   - a block table large enough to load in two parts on two threads equals the full replay,
+ *     and damage in either part is refused;
  *   - writers running while background checkpoints and cs_checkpoint calls are taken leave
  *     a store whose reopen equals the full replay; and kill -9 of such a process at random
  *     moments loses no acknowledged put or delete.
@@ -794,6 +796,71 @@ static void test_many_segments(void **state)
 	free_tables(&b);
 }
 
+/* A block table large enough to load in two parts on two threads (C5 of engine/ckpt.c), over
+ * several segments: the open equals the full replay, live bytes per segment included (the
+ * helper thread sums its part in a table of its own); damage in either part is refused,
+ * a payload byte by the checksum (the main thread hashes the helper's part too, K4 of
+ * checkpoint.c) and a resealed bad entry by the helper's own check, its message carried
+ * over to the warning. */
+static void test_two_part_load(void **state)
+{
+	struct tables a, b;
+	uint8_t buf[64];
+	cs_cid cid;
+	const int n = 70000; /* above CKPT_LOAD_SPLIT */
+
+	uint8_t *big = malloc(1u << 20);
+	cs_store *s = open_at(dir);
+	for (int i = 0; i < n; i++) {
+		tu_fill(buf, sizeof(buf), 500000 + (uint64_t)i);
+		CHECK(cs_block_put(s, buf, 16 + (size_t)i % 48, CS_CODEC_RAW,
+		                   CS_HASH_SHA2_256, &cid));
+		if (i % 1750 == 0) { /* 40 MiB in all: the small blocks spread over segments */
+			tu_fill(big, 1u << 20, 600000 + (uint64_t)i);
+			CHECK(cs_block_put(s, big, 1u << 20, CS_CODEC_RAW, CS_HASH_SHA2_256, &cid));
+		}
+	}
+	free(big);
+	CHECK(cs_store_close(s));
+	s = open_at(dir);
+	snap(s, &a);
+	assert_string_equal(warned, "");
+	assert_int_equal(a.st.replayed_records, 0);
+	assert_true(a.blocks.n >= 65536); /* CKPT_LOAD_SPLIT: two parts */
+	assert_true(a.nlive >= 3);
+	CHECK(cs_store_close(s));
+	full_replay(dir, &b);
+	same_tables(&a, &b);
+
+	size_t len;
+	uint8_t *good = read_ckpt(dir, &len), *bad = malloc(len);
+	struct ckpt c;
+	CHECK(ckpt_decode(good, len, &c));
+	const struct ckpt_section *sb = &c.sec[CKPT_SEC_BLOCKS];
+	size_t base = (size_t)(sb->data - good);
+	/* Entries near the start (the main thread's) and near the end (the helper's). */
+	const size_t at[] = {10, (size_t)n - 10};
+	for (int k = 0; k < 2; k++) {
+		memcpy(bad, good, len);
+		bad[base + at[k] * CKPT_ENTRY + CS_KEY_MAX + 12] ^= 0x04; /* codec: only hashed */
+		expect_refused(dir, bad, len, &b, "a payload byte of the block table");
+		assert_non_null(strstr(warned, "checksum mismatch"));
+		memcpy(bad, good, len);
+		put_le32(bad + base + at[k] * CKPT_ENTRY + CS_KEY_MAX + 8, CS_BLOCK_MAX + 1);
+		reseal(bad, len);
+		expect_refused(dir, bad, len, &b, "a block longer than CS_BLOCK_MAX");
+		assert_non_null(strstr(warned, "longer than CS_BLOCK_MAX"));
+	}
+	write_ckpt(dir, good, len);
+	s = open_at(dir);
+	assert_string_equal(warned, "");
+	CHECK(cs_store_close(s));
+	free(good);
+	free(bad);
+	free_tables(&a);
+	free_tables(&b);
+}
+
 /* Damage to a record the checkpoint covers: open does not read it, get and verify find it. */
 static void test_damage_under_checkpoint(void **state)
 {
@@ -1240,6 +1307,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_damage_under_checkpoint, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sync_at_open, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_segments, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_two_part_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kill_during_checkpoints, setup, teardown),
 	};
