@@ -148,6 +148,23 @@ static uint64_t section_sum(const uint8_t *hdr, const uint8_t *payload, uint64_t
 	return XXH3_64bits_digest(&st);
 }
 
+int ckpt_reseal(uint8_t *p, size_t len)
+{
+	if (len < CKPT_HEADER)
+		return -1;
+	uint32_t nsec = get_le32(p + 84), i;
+	size_t off = CKPT_HEADER;
+	for (i = 0; i < nsec && len - off >= CKPT_SEC_HEADER; i++) {
+		uint64_t slen = get_le64(p + off + 16);
+		if (slen > len - off - CKPT_SEC_HEADER)
+			break;
+		put_le64(p + off + 24, section_sum(p + off, p + off + CKPT_SEC_HEADER, slen));
+		off += CKPT_SEC_HEADER + (size_t)slen;
+	}
+	put_le64(p + 88, XXH3_64bits(p, 88));
+	return i == nsec ? (int)i : -1;
+}
+
 /* Does the section hold exactly count entries of size bytes? */
 static int fixed_size(const struct ckpt_section *s, size_t size)
 {

@@ -114,6 +114,13 @@ int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out);
  * of the two sections returned 0. Errors: as ckpt_decode(). */
 int ckpt_decode_lazy(const uint8_t *buf, size_t len, struct ckpt *out);
 
+/* Recomputes every checksum of the checkpoint image buf[0..len) where its layout puts them:
+ * each section's, for as many sections as the header counts and fit whole, then the
+ * header's. For tools and tests that edit an image on purpose; garbage is tolerated. Returns
+ * the sections sealed, or -1 when a section the header counts is missing or runs past len
+ * (those before it are sealed, and the header too). */
+int ckpt_reseal(uint8_t *buf, size_t len);
+
 /* Reads the entries of a decoded BLOCKS or PINS section in runs, in order, checking each as
  * ckpt_entry_get() does, and the section's checksum when ckpt_decode_lazy() left it
  * unverified (K4). */
