@@ -316,6 +316,10 @@ static int rewrite(struct victim *v)
 		if ((rc = wal_read_any(s->wal, at, &h, v->buf, CS_REC_PAYLOAD_MAX)) != 0)
 			return rc;
 		const uint8_t *p = v->buf;
+		/* W14 of wal.c: a copy or carry leaves room for puts, waited for before life_mu
+		 * or name_mu is taken. */
+		if (h.type != REC_SEG_DROP)
+			wal_make_room(s->wal, rec_size(h.len + REC_CARRY_META));
 		switch (h.type) {
 		case REC_BLOCK:
 			rc = copy_block(v, off, p, h.len);

@@ -309,6 +309,9 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 	int idx[STORE_PIECE], n = 0, rc = 0;
 	uint64_t seq;
 
+	/* W14 of wal.c: the tombstones leave room for puts, waited for before any lock a put
+	 * needs is taken. */
+	wal_make_room(s->wal, STORE_PIECE * rec_size(CS_BLOCK_META + CS_DIGEST_MAX));
 	pthread_mutex_lock(&s->life_mu);
 	int got = store_piece_next(s, s->idx, p);
 	uint8_t held[GC_MARK_PARTS] = {0};
