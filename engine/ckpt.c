@@ -115,10 +115,12 @@ static void put_table(cs_store *s, struct idx *t, struct piece *p, struct ckpt_w
 {
 	uint8_t last[CS_KEY_MAX];
 	const uint8_t *after = NULL;
+	unsigned pace = 0;
 	int n;
 
 	/* Bounded: each piece starts strictly after the last key of the one before. */
 	do {
+		store_pace(&pace, 1); /* a fresh time slice for the hold that follows */
 		pthread_rwlock_rdlock(&s->lock);
 		n = idx_next_n(t, after, p->keys, p->vals, CKPT_STEP);
 		pthread_rwlock_unlock(&s->lock);

@@ -70,6 +70,8 @@
 #define SPACE_AMP   1.1
 #define SPACE_SLACK 2
 
+#define COPY_PACE 32 /* records of a victim between compaction's pace points (store_pace) */
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -312,10 +314,15 @@ static int rewrite(struct victim *v)
 	for (uint32_t off = CS_SEG_HEADER; off < v->seg.end; off += rec_size(h.len)) {
 		if (stopping(s))
 			return cs_fail(CS_ECLOSED, "the store is closing: compaction stopped");
+		store_pace(&s->gc_pace, COPY_PACE); /* no lock held between records */
 		struct wal_pos at = {id, off};
 		if ((rc = wal_read_any(s->wal, at, &h, v->buf, CS_REC_PAYLOAD_MAX)) != 0)
 			return rc;
 		const uint8_t *p = v->buf;
+		/* W14 of wal.c: a copy or carry leaves room for puts, waited for before life_mu
+		 * or name_mu is taken. */
+		if (h.type != REC_SEG_DROP)
+			wal_make_room(s->wal, rec_size(h.len + REC_CARRY_META));
 		switch (h.type) {
 		case REC_BLOCK:
 			rc = copy_block(v, off, p, h.len);

@@ -17,7 +17,10 @@
  * holds the index write lock while it packs one group of at most 97 leaves (about 0.2 ms).
  * Puts of new blocks take no lock of GC's but the part of their key, to shade (E2): a
  * collector preempted while it holds a part stalls only the writers of the 1/256 of keys in
- * it.
+ * it. So that it is seldom preempted holding anything, the collector gives up its time slice
+ * (store_pace) between steps, where it holds no lock: every 64 marks, after each sweep piece
+ * and each repack step; compaction every 32 records. And its appends leave half a batch free
+ * for puts (W14 of wal.c).
  *
  * The epoch rule (docs/GC.md): a collection keeps every block that a root reached when it
  * began, and every block put, named or pinned after it began.
@@ -66,6 +69,7 @@
 
 #define ROOT_STEP 256 /* names copied out per piece of the root walk */
 #define PIECE_PARTS 8 /* parts of the mark set a sweep piece's keys may lie in */
+#define MARK_PACE 64  /* marks between the marker's pace points (store_pace) */
 
 static double now_s(void)
 {
@@ -150,6 +154,7 @@ static int mark_deep(void *ctx, const uint8_t key[CS_KEY_MAX], const cs_cid *cid
 	cs_store *s = ctx;
 	int rc = 1;
 
+	store_pace(&s->gc_pace, MARK_PACE); /* the walk holds no lock between its steps */
 	struct gc_part *p = gc_part(s, key);
 	pthread_mutex_lock(&p->mu);
 	uint32_t m = keyset_get(&p->marks, key);
@@ -309,6 +314,9 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 	int idx[STORE_PIECE], n = 0, rc = 0;
 	uint64_t seq;
 
+	/* W14 of wal.c: the tombstones leave room for puts, waited for before any lock a put
+	 * needs is taken. */
+	wal_make_room(s->wal, STORE_PIECE * rec_size(CS_BLOCK_META + CS_DIGEST_MAX));
 	pthread_mutex_lock(&s->life_mu);
 	int got = store_piece_next(s, s->idx, p);
 	uint8_t held[GC_MARK_PARTS] = {0};
@@ -372,7 +380,7 @@ static int sweep(cs_store *s, cs_gc_stat *st)
 		return cs_fail(-ENOMEM, "out of memory for a piece of the index");
 	store_piece_begin(p);
 	while ((rc = stopping(s) ? closed_error() : sweep_piece(s, p, st)) > 0)
-		;
+		store_pace(&s->gc_pace, 1);
 	free(p);
 	return rc;
 }
@@ -406,6 +414,7 @@ static void repack(cs_store *s, cs_gc_stat *st)
 			st->repack_step_max_seconds = held;
 		if (cpu > st->repack_step_max_cpu_seconds)
 			st->repack_step_max_cpu_seconds = cpu;
+		store_pace(&s->gc_pace, 1);
 	}
 	st->repack_seconds = now_s() - t0;
 }

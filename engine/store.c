@@ -53,6 +53,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1206,6 +1207,14 @@ static int check_name(const char *name, size_t *len)
 	if (name_check((const uint8_t *)name, *len, why, sizeof(why)) != 0)
 		return cs_fail(CS_EINVAL, "%s", why);
 	return 0;
+}
+
+void store_pace(unsigned *n, unsigned every)
+{
+	if (++*n >= every) {
+		*n = 0;
+		sched_yield();
+	}
 }
 
 int64_t store_realtime_ns(void)

@@ -72,6 +72,7 @@ struct cs_store {
 	struct wal_pos gc_from; /* E1: blocks at or past this position are kept */
 	struct store_hold *holds; /* under mark_mu: adds in flight, oldest last */
 	int gc_running;        /* under life_mu: a cs_gc runs (one at a time) */
+	unsigned gc_pace;      /* the running cs_gc's or cs_compact's count for store_pace */
 	atomic_int closing;    /* cs_store_close began: a running cs_gc stops; set under life_mu */
 	pthread_cond_t gc_cv;  /* signalled when gc_running drops */
 	cs_gc_stat last_gc;
@@ -353,6 +354,15 @@ int gc_exclusive_begin(cs_store *s);
 void gc_exclusive_end(cs_store *s);
 
 int64_t store_realtime_ns(void);
+
+/* A point where a background loop (GC's mark, sweep and repack, compaction, a checkpoint's
+ * copy) gives up the rest of its time slice, at every `every`-th call counted in *n (owned
+ * by the loop). Called with no lock held that a put needs: the scheduler then takes the core
+ * from the loop here, between its steps, rather than at the end of a slice, which may fall
+ * while it holds s->lock or a part of the mark set, and a put waits until the loop runs
+ * again (tens of milliseconds on a loaded machine). Nearly free when no thread waits for
+ * the core. */
+void store_pace(unsigned *n, unsigned every);
 
 struct io;
 /* For tests: when set, cs_store_open() takes its I/O backend from this factory instead of

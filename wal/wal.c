@@ -73,6 +73,14 @@
  *       for W3's sync or a later one, and wal_wait() on it asks the writer for a sync
  *       (sync_target), so no wait depends on a later append to end. W2 is unchanged: a wait
  *       still returns only after a sync that began after the record's write.
+ *   W14. Background appends leave room. GC's sweep and compaction append in bulk; were they
+ *       to fill the buffer that fills while the other is written, a put arriving then would
+ *       wait for that whole write (and its sync). So before each of their appends they call
+ *       wal_make_room(), which waits for the next swap while their bytes would leave less
+ *       than half a batch free in the filling buffer and the other buffer is being written.
+ *       Puts then wait for a write only when puts alone fill half a batch during one write.
+ *       A heuristic for latency only: no other invariant depends on it, and it waits for
+ *       one swap at most (the writer swaps whenever the buffer it wrote is free again).
  *
  * A segment's life (W10, W12); an on-demand creation goes straight from nothing to STARTED:
  *
@@ -961,6 +969,17 @@ static void wait_swap(struct wal *w)
 	pthread_cond_signal(&w->writer_cv);
 	while (w->swaps == gen && !w->poison && !w->closing)
 		pthread_cond_wait(&w->space_cv, &w->mu);
+}
+
+void wal_make_room(struct wal *w, uint64_t bytes)
+{
+	pthread_mutex_lock(&w->mu);
+	const struct batch *b = &w->buf[w->cur];
+	/* An empty buffer is swapped only once something is in it: never waited for. */
+	if (!w->poison && !w->closing && w->buf[1 - w->cur].state == BUF_WRITING &&
+	    b->fill > 0 && b->fill + bytes + w->batch_bytes / 2 > w->batch_bytes)
+		wait_swap(w); /* W14 */
+	pthread_mutex_unlock(&w->mu);
 }
 
 static int append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,

@@ -114,6 +114,14 @@ int wal_append(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos 
 int wal_append_lazy(struct wal *w, const struct wal_rec *recs, int n, struct wal_pos *pos,
 		    uint64_t *seq);
 
+/* For an appender that can wait (GC's sweep, compaction), called before it appends about
+ * `bytes` of records, with no lock held that a put needs: waits for the writer's next swap
+ * when the filling buffer could not take those bytes and still keep half a batch free for
+ * other appenders while the other buffer is being written (W14 of wal.c). Waits for one swap
+ * at most, so it ends however busy the log is; returns at once on poison or close (the append
+ * then reports it). */
+void wal_make_room(struct wal *w, uint64_t bytes);
+
 /* Waits as the durability mode says: in sync mode until record seq is durable; in the other
  * modes returns at once. Errors: CS_EPOISONED (seq is not durable and the write or sync
  * covering it, or an earlier one, failed), CS_EINVAL (seq was never appended). */
