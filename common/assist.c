@@ -12,7 +12,7 @@
  * The helper's states:
  *
  *            first assist_run()          assist_destroy()
- *     IDLE ----------------------> UP ------------------> STOPPING --> (joined) IDLE
+ *     IDLE ----------------------> UP ------------------> STOPPING (the helper joined)
  *       |  pthread_create failed
  *       v
  *     FAILED  (every later call runs alone)
