@@ -20,6 +20,9 @@
  *       does), so that the log's backpressure (a put that finds both batch buffers busy
  *       waits for a write and a sync) does not arise; T seconds alone, T beside cs_gc()
  *       back to back. The longest put, p99.9 and p99 of each phase, and the collections run.
+ *       Both writer benchmarks also give each phase's steal time (steal_ms_*: how long the
+ *       host kept this guest's CPUs from running, from /proc/stat), so that a stall can be
+ *       told from one the host made.
  *   gc/stall_paced_4k_sync  the same under CS_DURABLE_SYNC (the store reopened so for the two
  *       phases): each put waits for its fdatasync, so it runs back to back at one put per
  *       sync, and the collector's deletes share the writer's batches and syncs.
@@ -38,12 +41,15 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -269,7 +275,24 @@ struct WriterRun {
 	int64_t n_alone = 0, n_during = 0;
 	uint64_t gcs = 0;
 	std::vector<double> alone, during;
+	double steal_alone = 0, steal_during = 0; /* seconds the host took the CPUs away */
 };
+
+/* The steal time of all CPUs so far, in seconds (/proc/stat: the time a virtual machine's
+ * CPUs were runnable but the host ran something else), or 0 where it is not to be had. On a
+ * shared guest a writer can stall for it with nothing of this process in its way. */
+double steal_s()
+{
+	FILE *f = fopen("/proc/stat", "r");
+	unsigned long long v[8] = {0};
+	int got = f != nullptr ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+	                                &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7])
+	                       : 0;
+	if (f != nullptr)
+		fclose(f);
+	long hz = sysconf(_SC_CLK_TCK);
+	return got == 8 && hz > 0 ? (double)v[7] / (double)hz : 0;
+}
 
 /* Closes the GC store and opens it again in mode d; close writes a checkpoint, so the open
  * loads the tables from it. */
@@ -293,12 +316,16 @@ bool run_writer(benchmark::State &state, uint64_t gap_ns, cs_durability d, Write
 		fail(state, "opening the store again", rc);
 		return false;
 	}
+	double st0 = steal_s();
 	r.n_alone = write_for(g_gc.s, r.secs, gap_ns, r.alone);
+	r.steal_alone = steal_s() - st0;
 	if (r.n_alone < 0) {
 		fail(state, "putting alone", (int)r.n_alone);
 		return false;
 	}
+	st0 = steal_s();
 	r.n_during = write_beside_gc(g_gc.s, r.secs, gap_ns, r.during, &r.gcs);
+	r.steal_during = steal_s() - st0;
 	if (r.n_during < 0) {
 		fail(state, "putting beside cs_gc", (int)r.n_during);
 		return false;
@@ -326,6 +353,8 @@ void writer_counters(benchmark::State &state, WriterRun &r)
 	state.counters["p999_us_during_gc"] = percentile(r.during, 99.9);
 	state.counters["p99_us_alone"] = percentile(r.alone, 99);
 	state.counters["p99_us_during_gc"] = percentile(r.during, 99);
+	state.counters["steal_ms_alone"] = r.steal_alone * 1e3;
+	state.counters["steal_ms_during_gc"] = r.steal_during * 1e3;
 }
 
 void bm_ingest_during_gc(benchmark::State &state)
