@@ -718,6 +718,19 @@ static void test_sync_at_open(void **state)
 	assert_int_equal(st.checkpoint_seq, 0);
 }
 
+/* Opens dir (closed with a checkpoint) into a's tables, which must come from the checkpoint
+ * alone, with no warning and nothing replayed, and checks them against a full replay's (b). */
+static void open_matches_replay(const char *d, struct tables *a, struct tables *b)
+{
+	cs_store *s = open_at(d);
+	snap(s, a);
+	assert_string_equal(warned, "");
+	assert_int_equal(a->st.replayed_records, 0);
+	CHECK(cs_store_close(s));
+	full_replay(d, b);
+	same_tables(a, b);
+}
+
 /* Recomputes the checksums of every section and of the header, as the writer made them. */
 static void reseal(uint8_t *p, size_t len)
 {
@@ -747,14 +760,8 @@ static void test_many_segments(void **state)
 	}
 	free(big);
 	CHECK(cs_store_close(s));
-	s = open_at(dir);
-	snap(s, &a);
-	assert_string_equal(warned, "");
-	assert_int_equal(a.st.replayed_records, 0);
+	open_matches_replay(dir, &a, &b);
 	assert_true(a.nlive >= 3);
-	CHECK(cs_store_close(s));
-	full_replay(dir, &b);
-	same_tables(&a, &b);
 
 	size_t len;
 	uint8_t *ck = read_ckpt(dir, &len);
@@ -811,15 +818,9 @@ static void test_two_part_load(void **state)
 	}
 	free(big);
 	CHECK(cs_store_close(s));
-	s = open_at(dir);
-	snap(s, &a);
-	assert_string_equal(warned, "");
-	assert_int_equal(a.st.replayed_records, 0);
+	open_matches_replay(dir, &a, &b);
 	assert_true(a.blocks.n >= 65536); /* CKPT_LOAD_SPLIT: two parts */
 	assert_true(a.nlive >= 3);
-	CHECK(cs_store_close(s));
-	full_replay(dir, &b);
-	same_tables(&a, &b);
 
 	size_t len;
 	uint8_t *good = read_ckpt(dir, &len), *bad = malloc(len);
