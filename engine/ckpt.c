@@ -551,31 +551,10 @@ struct load_ctx {
 	char msg[256];
 };
 
-/* Adds bytes to segment seg in a helper's own table, as store_live_add() does the store's. */
-static void live_add_own(struct load_ctx *l, uint32_t seg, int64_t bytes)
-{
-	uint32_t lo = 0, hi = l->nlive;
-
-	while (lo < hi) { /* bounded: binary search */
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (l->live[mid].id < seg)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo == l->nlive || l->live[lo].id != seg) {
-		CS_ASSERT(l->nlive < CS_SEGMENTS_MAX);
-		memmove(&l->live[lo + 1], &l->live[lo], (l->nlive - lo) * sizeof(*l->live));
-		l->live[lo] = (struct seg_live){seg, 0};
-		l->nlive++;
-	}
-	l->live[lo].bytes += (uint64_t)bytes;
-}
-
 static void live_flush(struct load_ctx *l)
 {
 	if (l->live_run > 0 && l->live != NULL)
-		live_add_own(l, l->live_seg, l->live_run);
+		seg_live_add(l->live, &l->nlive, l->live_seg, l->live_run);
 	else if (l->live_run > 0)
 		store_live_add(l->s, l->live_seg, l->live_run);
 	l->live_run = 0;

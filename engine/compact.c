@@ -89,14 +89,14 @@ int store_live_init(cs_store *s)
 	return s->live != NULL ? 0 : cs_fail(-ENOMEM, "out of memory for the live-bytes table");
 }
 
-/* The slot of segment id, or where it would go. */
-static uint32_t live_slot(const cs_store *s, uint32_t id)
+/* The slot of segment id in the n entries of t (id order), or where it would go. */
+static uint32_t live_slot_in(const struct seg_live *t, uint32_t n, uint32_t id)
 {
-	uint32_t lo = 0, hi = s->nlive;
+	uint32_t lo = 0, hi = n;
 
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		if (s->live[mid].id < id)
+		if (t[mid].id < id)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -104,18 +104,28 @@ static uint32_t live_slot(const cs_store *s, uint32_t id)
 	return lo;
 }
 
+static uint32_t live_slot(const cs_store *s, uint32_t id)
+{
+	return live_slot_in(s->live, s->nlive, id);
+}
+
+void seg_live_add(struct seg_live *t, uint32_t *n, uint32_t seg, int64_t delta)
+{
+	uint32_t i = live_slot_in(t, *n, seg);
+
+	if (i == *n || t[i].id != seg) {
+		CS_ASSERT(delta > 0 && *n < CS_SEGMENTS_MAX); /* C1: no segment goes below 0 */
+		memmove(&t[i + 1], &t[i], (*n - i) * sizeof(*t));
+		t[i] = (struct seg_live){seg, 0};
+		(*n)++;
+	}
+	CS_ASSERT(delta >= 0 || t[i].bytes >= (uint64_t)-delta); /* C1 */
+	t[i].bytes += (uint64_t)delta;
+}
+
 void store_live_add(cs_store *s, uint32_t seg, int64_t delta)
 {
-	uint32_t i = live_slot(s, seg);
-
-	if (i == s->nlive || s->live[i].id != seg) {
-		CS_ASSERT(delta > 0 && s->nlive < CS_SEGMENTS_MAX); /* C1: no segment goes below 0 */
-		memmove(&s->live[i + 1], &s->live[i], (s->nlive - i) * sizeof(*s->live));
-		s->live[i] = (struct seg_live){seg, 0};
-		s->nlive++;
-	}
-	CS_ASSERT(delta >= 0 || s->live[i].bytes >= (uint64_t)-delta); /* C1 */
-	s->live[i].bytes += (uint64_t)delta;
+	seg_live_add(s->live, &s->nlive, seg, delta);
 }
 
 static uint64_t live_of(cs_store *s, uint32_t seg)

@@ -160,6 +160,10 @@ void store_logf(const cs_options *o, int level, const char *fmt, ...)
  * by replay (which runs alone). Never allocates. */
 void store_live_add(cs_store *s, uint32_t seg, int64_t delta);
 
+/* The same on a table of the same form (t: CS_SEGMENTS_MAX slots, *n used, id order) that
+ * is not the store's: a checkpoint load's helper thread keeps its own (C5 of ckpt.c). */
+void seg_live_add(struct seg_live *t, uint32_t *n, uint32_t seg, int64_t delta);
+
 /* The bytes the record of a block of len data bytes takes in the log. */
 static inline int64_t store_block_bytes(uint32_t len)
 {
