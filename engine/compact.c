@@ -140,7 +140,7 @@ static uint64_t live_of(cs_store *s, uint32_t seg)
 /* Forgets a dropped segment's slot; nothing points into it any more (C2). */
 static void live_forget(cs_store *s, uint32_t seg)
 {
-	pthread_rwlock_wrlock(&s->lock);
+	store_wrlock_bg(s);
 	uint32_t i = live_slot(s, seg);
 	if (i < s->nlive && s->live[i].id == seg) {
 		CS_ASSERT(s->live[i].bytes == 0);
@@ -210,7 +210,7 @@ static int copy_entry(struct victim *v, struct idx *t, const uint8_t key[CS_KEY_
 		struct idx_val moved = now;
 		moved.seg = pos.seg;
 		moved.off = pos.off;
-		pthread_rwlock_wrlock(&s->lock);
+		store_wrlock_bg(s);
 		CS_ASSERT(idx_put(t, key, &moved, NULL) == 1); /* a replace allocates nothing */
 		live_move(s, now.seg, pos.seg, n);
 		pthread_rwlock_unlock(&s->lock);
@@ -265,7 +265,7 @@ static int copy_name(struct victim *v, uint32_t off, const uint8_t *p, uint32_t 
 		struct iovec part = {(void *)p, len};
 		ckpt_enter(s); /* C1 of ckpt.c */
 		if ((rc = append(v, REC_NAME_SET, &part, 1, &pos)) == 0) {
-			pthread_rwlock_wrlock(&s->lock);
+			store_wrlock_bg(s);
 			CS_ASSERT(names_repoint(s->names, ns.name, ns.name_len, pos.seg, pos.off) == 0);
 			live_move(s, now.seg, pos.seg, store_name_bytes(ns.name_len, now.root.len));
 			pthread_rwlock_unlock(&s->lock);

@@ -352,7 +352,7 @@ static int sweep_piece(cs_store *s, struct store_piece *p, cs_gc_stat *st)
 	if (n > 0) {
 		ckpt_enter(s);
 		if ((rc = wal_append(s->wal, recs, n, NULL, &seq)) == 0) {
-			pthread_rwlock_wrlock(&s->lock);
+			store_wrlock_bg(s);
 			for (int j = 0; j < n; j++) { /* S2: appended first */
 				struct idx_val old;
 				CS_ASSERT(idx_del(s->idx, p->keys[idx[j]], &old) == 0);
@@ -403,7 +403,7 @@ static void repack(cs_store *s, cs_gc_stat *st)
 	more = idx_repack_wanted(s->idx);
 	pthread_rwlock_unlock(&s->lock);
 	for (int first = 1; more && !stopping(s); first = 0) {
-		pthread_rwlock_wrlock(&s->lock);
+		store_wrlock_bg(s);
 		double held = now_s(), cpu = cpu_s();
 		more = idx_repack_step(s->idx, first ? NULL : cur, cur);
 		cpu = cpu_s() - cpu;

@@ -114,7 +114,7 @@ static int pin_walk(cs_store *s, const cs_cid *root, int kind, unsigned flags, s
 
 static void cover_drop(cs_store *s)
 {
-	pthread_rwlock_wrlock(&s->lock);
+	store_wrlock(s);
 	keyset_free(&s->cover);
 	s->cover_ok = 0;
 	pthread_rwlock_unlock(&s->lock);
@@ -145,7 +145,7 @@ static int cover_apply_locked(cs_store *s, struct keyset *blocks, int delta)
 /* cover_apply_locked() taking the write lock. Called with life_mu held. */
 static int cover_apply(cs_store *s, struct keyset *blocks, int delta)
 {
-	pthread_rwlock_wrlock(&s->lock);
+	store_wrlock(s);
 	int rc = cover_apply_locked(s, blocks, delta);
 	pthread_rwlock_unlock(&s->lock);
 	return rc;
@@ -312,7 +312,7 @@ int pin_add_prepare(cs_store *s, const cs_cid *root, int kind, struct pin_add *p
 		return rc;
 	/* The table update after the append must not fail (P1): reserve its nodes now. Only
 	 * life_mu holders change the pin table, so the reservation is still there then. */
-	pthread_rwlock_wrlock(&s->lock);
+	store_wrlock(s);
 	rc = idx_reserve(s->pins);
 	pthread_rwlock_unlock(&s->lock);
 	if (rc != 0)
@@ -363,7 +363,7 @@ CS_API int cs_pin_add(cs_store *s, const cs_cid *root, int kind)
 	if (rc == 0 && p.needed) {
 		ckpt_enter(s);
 		if ((rc = wal_append(s->wal, &p.rec, 1, &pos, &seq)) == 0) {
-			pthread_rwlock_wrlock(&s->lock);
+			store_wrlock(s);
 			pin_add_apply(s, &p, pos); /* S2: appended first */
 			pthread_rwlock_unlock(&s->lock);
 		}
@@ -407,7 +407,7 @@ CS_API int cs_pin_rm(cs_store *s, const cs_cid *root)
 		ckpt_leave(s);
 		goto out;
 	}
-	pthread_rwlock_wrlock(&s->lock);
+	store_wrlock(s);
 	CS_ASSERT(idx_del(s->pins, key, NULL) == 0); /* present under life_mu */
 	s->pins_recursive -= pin_kind(&v) == CS_PIN_RECURSIVE;
 	store_live_add(s, v.seg, -pin_bytes(key, &v));

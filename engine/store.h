@@ -43,6 +43,8 @@ struct cs_store {
 	struct wal *wal;
 
 	pthread_rwlock_t lock; /* guards idx, names, pins, cover and the counters below */
+	atomic_uint lock_waiters;   /* S10 of store.c: foreground writers waiting for lock */
+	_Atomic uint64_t lock_served; /* S10: write locks those waiters have been given */
 	struct idx *idx;
 	uint64_t live_bytes;
 	_Atomic uint64_t quota_used;     /* Q1 of store.c */
@@ -367,6 +369,12 @@ int64_t store_realtime_ns(void);
  * again (tens of milliseconds on a loaded machine). Nearly free when no thread waits for
  * the core. */
 void store_pace(unsigned *n, unsigned every);
+
+/* The write lock of s->lock for a caller's own operation (a put, a delete, a name or pin
+ * change) and for one step of background work (GC's sweep and repack, compaction's
+ * moves): S10 of store.c. Either is released with pthread_rwlock_unlock(). */
+void store_wrlock(cs_store *s);
+void store_wrlock_bg(cs_store *s);
 
 struct io;
 /* For tests: when set, cs_store_open() takes its I/O backend from this factory instead of
