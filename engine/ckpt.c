@@ -37,6 +37,10 @@
  *       entries too (K4 of checkpoint.c), so no entry is trusted before both the checksum
  *       and every entry's checks passed. Where no thread can be started the main thread
  *       loads both parts.
+ *   C6. The checkpoint a new one replaces is freed only after the directory sync made the
+ *       rename durable, a step at a time (io_release of wal/io.h, for the log's syncs): an
+ *       fd opened on it before the rename keeps its blocks until then. Cut earlier, a power
+ *       cut that undid the rename would bring back a short file under the name.
  *
  * Counters derived from the tables (live_bytes, pins_recursive, the live bytes per segment of
  * compact.c's C1, which is why a name entry keeps its record's position) are recomputed from
@@ -256,7 +260,7 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 	struct io *io = s->ckpt_io;
 	struct file_ctx f = {io, -1};
 	uint32_t nsegs;
-	int rc = 0, dirfd = s->dir.dirfd, tmp_made = 0;
+	int rc = 0, dirfd = s->dir.dirfd, tmp_made = 0, old_fd = -1;
 
 	if (segs == NULL)
 		return cs_fail(-ENOMEM, "checkpoint: no memory for the segment list");
@@ -304,6 +308,9 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 	}
 	close(f.fd);
 	f.fd = -1;
+	/* C6: the checkpoint the rename replaces is freed through this fd once it is durably
+	 * gone; -1 when there is none (or it cannot be opened: then the rename frees it). */
+	old_fd = openat(dirfd, CKPT_FILE, O_RDWR | O_CLOEXEC);
 	if ((rc = io->ops->rename(io, dirfd, CKPT_TMP_FILE, CKPT_FILE)) != 0) {
 		rc = io_error(rc, "renaming " CKPT_TMP_FILE);
 		goto out;
@@ -315,6 +322,9 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 		rc = io_error(rc, "fsync of the store directory");
 		goto out;
 	}
+	if (old_fd >= 0)
+		io_release(old_fd);
+	old_fd = -1;
 	wal_stat(s->wal, &ws);
 	s->ckpt_log_bytes = ws.log_bytes;
 	atomic_store(&s->ckpt_seq, h.start_seq);
@@ -322,6 +332,8 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 out:
 	if (f.fd >= 0)
 		close(f.fd);
+	if (old_fd >= 0)
+		close(old_fd); /* the replaced file may come back: its blocks stay as they are */
 	if (tmp_made) {
 		/* The last checkpoint stays as it was. Best effort, and not made durable: open
 		 * removes a checkpoint.tmp it finds, unread. */

@@ -37,8 +37,8 @@
  *       dropped ranges are s->drops (merged); when S holds drop records itself, every range
  *       is appended again before S goes, so each range stays stated somewhere in the log.
  *   C5. Order: copies and carries appended, the drop record appended (for each S of a
- *       group), one wal_sync, then wal_drop_segment of each, then wal_sync_dir. One sync
- *       suffices: recovery keeps a prefix of the log (G3, §7.2),
+ *       group), one wal_sync, then wal_drop_segment of each (which syncs the directory
+ *       after each unlink, W15 of wal.c). One sync of the log suffices: recovery keeps a prefix of the log (G3, §7.2),
  *       so a drop record that survives a crash has every copy before it surviving too. A
  *       crash before the unlink leaves S on disk beside its copies, which come later in the
  *       log and win; the next compaction sees S's seqs covered by a drop and deletes it
@@ -393,31 +393,24 @@ static int rewrite(struct victim *v)
 	return 0;
 }
 
-/* Syncs the log, then deletes the files of the segments segs[done[0..n)] rewritten and
- * syncs the directory (C5), marking them gone once their removal is durable. */
+/* Syncs the log, then deletes the files of the segments segs[done[0..n)] rewritten (C5),
+ * marking each gone once its removal is durable. */
 static int flush(cs_store *s, const struct wal_seg_info *segs, const uint32_t *done, uint32_t n,
                  uint8_t *gone, cs_compact_stat *st)
 {
 	int rc = n > 0 ? wal_sync(s->wal) : 0;
-	uint32_t k = 0;
 
-	for (; k < n && rc == 0; k++) {
+	for (uint32_t k = 0; k < n && rc == 0; k++) {
 		const struct wal_seg_info *e = &segs[done[k]];
 		rc = wal_drop_segment(s->wal, e->id);
 		if (rc == CS_EINVAL)
 			break; /* still in the log's table: nothing happened */
-		live_forget(s, e->id); /* out of the table, whether the unlink failed or not */
+		live_forget(s, e->id); /* out of the table, whether the removal failed or not */
 		if (rc != 0)
 			break;
+		gone[done[k]] = 1;
 		st->segments_compacted++;
 		st->bytes_reclaimed += e->capacity;
-	}
-	if (k > 0) {
-		int drc = wal_sync_dir(s->wal);
-		for (uint32_t j = 0; j < k && drc == 0; j++)
-			gone[done[j]] = 1;
-		if (rc == 0)
-			rc = drc;
 	}
 	return rc;
 }

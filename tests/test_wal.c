@@ -1721,6 +1721,51 @@ static void test_backend_direct(void **state)
 	ctx_fini(&c);
 }
 
+/*
+ * io_release (W15): a removed file is cut to nothing through its last fd, which is then
+ * closed; a second fd keeps the inode there to be looked at. An fd that cannot cut (opened
+ * read-only) is closed with the file left whole.
+ */
+static void test_release(void **state)
+{
+	const size_t len = 2 * IO_RELEASE_STEP + 4096 + 100; /* not a whole number of steps */
+	struct ctx c;
+	struct stat st;
+	uint8_t *buf = malloc(len);
+	int fd, look;
+
+	ctx_init(&c, "wal-release");
+	assert_non_null(buf);
+	tu_fill(buf, len, 15);
+	fd = openat(c.dirfd, "r", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, buf, len, 0), (ssize_t)len);
+	assert_int_equal(fdatasync(fd), 0);
+	look = openat(c.dirfd, "r", O_RDONLY | O_CLOEXEC);
+	assert_true(look >= 0);
+	assert_int_equal(unlinkat(c.dirfd, "r", 0), 0);
+	io_release(fd);
+	assert_int_equal(fcntl(fd, F_GETFD), -1);
+	assert_int_equal(errno, EBADF);
+	assert_int_equal(fstat(look, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	assert_int_equal(st.st_blocks, 0);
+	close(look);
+
+	fd = openat(c.dirfd, "w", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, buf, 4096, 0), 4096);
+	close(fd);
+	fd = openat(c.dirfd, "w", O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	io_release(fd); /* ftruncate fails: nothing is cut */
+	assert_int_equal(fcntl(fd, F_GETFD), -1);
+	assert_int_equal(fstatat(c.dirfd, "w", &st, 0), 0);
+	assert_int_equal(st.st_size, 4096);
+	free(buf);
+	ctx_fini(&c);
+}
+
 /* ---- Throughput (printed, never asserted) -------------------------------------------------- */
 
 static void test_throughput(void **state)
@@ -1759,7 +1804,8 @@ int main(void)
 	    cmocka_unit_test(test_spare),          cmocka_unit_test(test_spare_fails),
 	    cmocka_unit_test(test_spare_read_any),
 	    cmocka_unit_test(test_reopen),         cmocka_unit_test(test_limits),
-	    cmocka_unit_test(test_backend_direct), cmocka_unit_test(test_throughput),
+	    cmocka_unit_test(test_backend_direct), cmocka_unit_test(test_release),
+	    cmocka_unit_test(test_throughput),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

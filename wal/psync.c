@@ -11,13 +11,15 @@
  *   P3. create() leaves no file behind when it fails after the name was made, so the only
  *       half-made segment recovery can meet is one cut short by a crash.
  *
- * It also holds the plain-syscall create, directory sync, remove and rename that the io_uring
- * backend shares: all are rare (one per segment or checkpoint) and gain nothing from the ring.
+ * It also holds the plain-syscall create, directory sync, remove, rename and release that the
+ * io_uring backend shares: all are rare (one per segment or checkpoint) and gain nothing from
+ * the ring.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h> /* renameat */
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -48,6 +50,20 @@ int io_plain_writeback(int fd, uint64_t off, uint64_t len)
 		if ((errno != EINTR && errno != EAGAIN) || tries >= CS_IO_RETRIES)
 			return -errno;
 	}
+}
+
+void io_release(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == 0)
+		/* Bounded: each pass cuts IO_RELEASE_STEP bytes or ends the loop. */
+		for (off_t n = st.st_size; n > 0;) {
+			n = n > (off_t)IO_RELEASE_STEP ? n - (off_t)IO_RELEASE_STEP : 0;
+			if (ftruncate(fd, n) != 0 || fdatasync(fd) != 0)
+				break;
+		}
+	close(fd);
 }
 
 static int psync_writeback(struct io *io, int fd, uint64_t off, uint64_t len)

@@ -81,6 +81,12 @@
  *       Puts then wait for a write only when puts alone fill half a batch during one write.
  *       A heuristic for latency only: no other invariant depends on it, and it waits for
  *       one swap at most (the writer swaps whenever the buffer it wrote is free again).
+ *   W15. A dropped segment's blocks are freed only once its removal is durable, and a step
+ *       at a time (io_release of io.h): wal_drop_segment() keeps the fd across the unlink
+ *       and the directory sync, then cuts the file down. Freed at once, a written segment
+ *       held the log's syncs for tens of milliseconds on a file system that discards
+ *       (io.h says why); cut while its name could still come back, a crash could leave a
+ *       segment shorter than its records, which recovery rightly refuses.
  *
  * A segment's life (W10, W12); an on-demand creation goes straight from nothing to STARTED:
  *
@@ -1721,19 +1727,16 @@ int wal_drop_segment(struct wal *w, uint32_t id)
 	w->nsegs--;
 	pthread_mutex_unlock(&w->mu);
 
-	close(fd);
 	seg_name(name, sizeof(name), id);
 	/* remove and sync_dir are plain syscalls in every backend (io.h): callable here. */
-	rc = w->io->ops->remove(w->io, w->dirfd, name);
-	if (rc != 0)
+	if ((rc = w->io->ops->remove(w->io, w->dirfd, name)) != 0) {
+		close(fd);
 		return cs_fail(rc, "log: removing segment %08x: %s", id, cs_strerror(rc));
-	return 0;
-}
-
-int wal_sync_dir(struct wal *w)
-{
-	int rc = w->io->ops->sync_dir(w->io, w->dirfd);
-	if (rc != 0)
+	}
+	if ((rc = w->io->ops->sync_dir(w->io, w->dirfd)) != 0) {
+		close(fd); /* the name may come back: its blocks must stay as they are */
 		return cs_fail(rc, "log: syncing the store directory: %s", cs_strerror(rc));
+	}
+	io_release(fd); /* W15 */
 	return 0;
 }

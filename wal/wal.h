@@ -230,16 +230,13 @@ uint32_t wal_segments(struct wal *w, struct wal_seg_info *out, uint32_t cap);
 int wal_read_any(struct wal *w, struct wal_pos pos, struct rec_hdr *h, uint8_t *buf, size_t cap);
 
 /* Removes segment id, which must not be the last, from the log: new reads of it fail as
- * reads of an absent segment, reads in flight finish first (W11), then its fd is closed and
- * its file removed through the backend; the removal is durable after wal_sync_dir(). The
- * caller has made durable what makes the segment's absence sound (docs/FORMAT.md, section 6:
- * G7). Thread-safe; one drop at a time. Errors: CS_EINVAL (the last or an unknown segment),
- * -errno from the removal: the segment is out of the table either way, and its file may or
- * may not be gone after a crash, both of which recovery accepts. */
+ * reads of an absent segment, reads in flight finish first (W11), then its file is removed
+ * and the directory synced through the backend, and its blocks freed (W15). The caller has
+ * made durable what makes the segment's absence sound (docs/FORMAT.md, section 6: G7).
+ * Thread-safe; one drop at a time. Returns 0 once the removal is durable. Errors: CS_EINVAL
+ * (the last or an unknown segment), -errno from the removal or the directory sync: the
+ * segment is out of the table either way, and its file may or may not be gone after a
+ * crash, both of which recovery accepts. */
 int wal_drop_segment(struct wal *w, uint32_t id);
-
-/* Syncs the store directory through the backend: makes the removals of wal_drop_segment()
- * durable. Errors: -errno (the removals may or may not survive a crash). */
-int wal_sync_dir(struct wal *w);
 
 #endif
