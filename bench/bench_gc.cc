@@ -22,7 +22,9 @@
  *       back to back. The longest put, p99.9 and p99 of each phase, and the collections run.
  *       Both writer benchmarks also give each phase's steal time (steal_ms_*: how long the
  *       host kept this guest's CPUs from running, from /proc/stat), so that a stall can be
- *       told from one the host made.
+ *       told from one the host made, and for each phase's longest put how long of it the
+ *       writer waited for a core (max_runq_us_*) and how often it slept (max_sleeps_*): a
+ *       put kept out by a lock sleeps over and over, one behind the disk once or twice.
  *   gc/stall_paced_4k_sync  the same under CS_DURABLE_SYNC (the store reopened so for the two
  *       phases): each put waits for its fdatasync, so it runs back to back at one put per
  *       sync, and the collector's deletes share the writer's batches and syncs.
@@ -49,6 +51,8 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -204,6 +208,33 @@ void bm_collect(benchmark::State &state)
 	state.counters["index_B_per_block_after"] = after;
 }
 
+/* The longest put of a writer phase, and where its time went: how long the writer was
+ * runnable but waiting for a core (the run-queue delay of /proc/thread-self/schedstat:
+ * the scheduler's doing, or the host's), and how often it slept (voluntary context
+ * switches: each a wait for a lock, a condition or the disk). */
+struct WorstPut {
+	double us = 0, runq_us = 0;
+	long sleeps = 0;
+};
+
+/* This thread's run-queue delay so far, in ns, or 0 where schedstat is not to be had. */
+uint64_t runq_ns(int fd)
+{
+	char buf[96];
+	unsigned long long run, wait;
+	ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return sscanf(buf, "%llu %llu", &run, &wait) == 2 ? wait : 0;
+}
+
+long sleeps_so_far()
+{
+	struct rusage u;
+	return getrusage(RUSAGE_THREAD, &u) == 0 ? u.ru_nvcsw : 0;
+}
+
 /* One writer phase: unique 4 KiB puts for `secs` seconds, each timed into lat_us. With
  * gap_ns 0 each put starts when the last returned; otherwise gap_ns after the last one began,
  * or at once when the last took longer: a slow put is not made up for by a burst, which would
@@ -211,8 +242,10 @@ void bm_collect(benchmark::State &state)
  * done or a negative error. */
 std::atomic<uint64_t> g_put_seq{1};
 
-int64_t write_for(cs_store *s, double secs, uint64_t gap_ns, std::vector<double> &lat_us)
+int64_t write_for(cs_store *s, double secs, uint64_t gap_ns, std::vector<double> &lat_us,
+                  WorstPut &worst)
 {
+	const int sched = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	std::vector<uint8_t> b(kPut);
 	fill_random(b.data(), b.size(), 0x1e57);
 	cs_cid cid;
@@ -233,12 +266,21 @@ int64_t write_for(cs_store *s, double secs, uint64_t gap_ns, std::vector<double>
 		next = t0 + gap_ns;
 		uint64_t v = g_put_seq++;
 		memcpy(b.data(), &v, sizeof(v));
+		const uint64_t q0 = runq_ns(sched);
+		const long z0 = sleeps_so_far();
 		int rc = cs_block_put(s, b.data(), b.size(), CS_CODEC_RAW, CS_HASH_SHA2_256, &cid);
-		lat_us.push_back((double)(now_ns() - t0) / 1e3);
-		if (rc != 0)
-			return rc;
+		const double us = (double)(now_ns() - t0) / 1e3;
+		lat_us.push_back(us);
+		if (us > worst.us)
+			worst = {us, (double)(runq_ns(sched) - q0) / 1e3, sleeps_so_far() - z0};
+		if (rc != 0) {
+			n = rc;
+			break;
+		}
 		n++;
 	}
+	if (sched >= 0)
+		close(sched);
 	return n;
 }
 
@@ -246,7 +288,7 @@ int64_t write_for(cs_store *s, double secs, uint64_t gap_ns, std::vector<double>
  * back to back on s; sets *gcs to the collections that completed. Returns the phase's puts,
  * or the error of the phase or of a collection. */
 int64_t write_beside_gc(cs_store *s, double secs, uint64_t gap_ns, std::vector<double> &lat_us,
-                        uint64_t *gcs)
+                        WorstPut &worst, uint64_t *gcs)
 {
 	std::atomic<bool> stop{false};
 	std::atomic<int> gc_rc{0};
@@ -261,7 +303,7 @@ int64_t write_beside_gc(cs_store *s, double secs, uint64_t gap_ns, std::vector<d
 			runs++;
 		}
 	});
-	int64_t n = write_for(s, secs, gap_ns, lat_us);
+	int64_t n = write_for(s, secs, gap_ns, lat_us, worst);
 	stop = true;
 	collector.join();
 	*gcs = runs.load();
@@ -275,6 +317,7 @@ struct WriterRun {
 	int64_t n_alone = 0, n_during = 0;
 	uint64_t gcs = 0;
 	std::vector<double> alone, during;
+	WorstPut worst_alone, worst_during;
 	double steal_alone = 0, steal_during = 0; /* seconds the host took the CPUs away */
 };
 
@@ -317,14 +360,14 @@ bool run_writer(benchmark::State &state, uint64_t gap_ns, cs_durability d, Write
 		return false;
 	}
 	double st0 = steal_s();
-	r.n_alone = write_for(g_gc.s, r.secs, gap_ns, r.alone);
+	r.n_alone = write_for(g_gc.s, r.secs, gap_ns, r.alone, r.worst_alone);
 	r.steal_alone = steal_s() - st0;
 	if (r.n_alone < 0) {
 		fail(state, "putting alone", (int)r.n_alone);
 		return false;
 	}
 	st0 = steal_s();
-	r.n_during = write_beside_gc(g_gc.s, r.secs, gap_ns, r.during, &r.gcs);
+	r.n_during = write_beside_gc(g_gc.s, r.secs, gap_ns, r.during, r.worst_during, &r.gcs);
 	r.steal_during = steal_s() - st0;
 	if (r.n_during < 0) {
 		fail(state, "putting beside cs_gc", (int)r.n_during);
@@ -355,6 +398,10 @@ void writer_counters(benchmark::State &state, WriterRun &r)
 	state.counters["p99_us_during_gc"] = percentile(r.during, 99);
 	state.counters["steal_ms_alone"] = r.steal_alone * 1e3;
 	state.counters["steal_ms_during_gc"] = r.steal_during * 1e3;
+	state.counters["max_runq_us_alone"] = r.worst_alone.runq_us;
+	state.counters["max_runq_us_during_gc"] = r.worst_during.runq_us;
+	state.counters["max_sleeps_alone"] = (double)r.worst_alone.sleeps;
+	state.counters["max_sleeps_during_gc"] = (double)r.worst_during.sleeps;
 }
 
 void bm_ingest_during_gc(benchmark::State &state)

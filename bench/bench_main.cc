@@ -373,11 +373,21 @@ void summary()
 	       num(fig(CSB_GC_STALL, "p99_us_during_gc"), "us").c_str(),
 	       num(fig(CSB_GC_STALL, "p99_us_alone"), "us").c_str(),
 	       num(fig(CSB_GC_STALL, "gc_runs"), "GCs").c_str());
+	/* Where the longest put's time went (bench_gc.cc): waiting for a core, or asleep. */
+	auto worst = [](const char *what, const char *bench) {
+		printf("%-38s waited for a core %s, slept %s (alone: %s, %s)\n", what,
+		       num(fig(bench, "max_runq_us_during_gc"), "us").c_str(),
+		       num(fig(bench, "max_sleeps_during_gc"), "times").c_str(),
+		       num(fig(bench, "max_runq_us_alone"), "us").c_str(),
+		       num(fig(bench, "max_sleeps_alone"), "times").c_str());
+	};
+	worst("(gc) the longest paced put", CSB_GC_STALL);
 	printf("%-38s %s during GC, %s alone (p99.9 %s / %s)\n", "(gc) longest durable put",
 	       num(fig(CSB_GC_STALL_SYNC, "max_us_during_gc") / 1e3, "ms").c_str(),
 	       num(fig(CSB_GC_STALL_SYNC, "max_us_alone") / 1e3, "ms").c_str(),
 	       num(fig(CSB_GC_STALL_SYNC, "p999_us_during_gc"), "us").c_str(),
 	       num(fig(CSB_GC_STALL_SYNC, "p999_us_alone"), "us").c_str());
+	worst("(gc) the longest durable put", CSB_GC_STALL_SYNC);
 	printf("%-38s %s during GC, %s alone (p99.9 %s / %s)\n", "(gc) longest unpaced put",
 	       num(fig(CSB_GC_INGEST, "max_us_during_gc") / 1e3, "ms").c_str(),
 	       num(fig(CSB_GC_INGEST, "max_us_alone") / 1e3, "ms").c_str(),
