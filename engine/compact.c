@@ -38,13 +38,13 @@
  *       is appended again before S goes, so each range stays stated somewhere in the log.
  *   C5. Order: copies and carries appended, the drop record appended (for each S of a
  *       group), one wal_sync, then wal_drop_segment of each (which syncs the directory
- *       after each unlink, W15 of wal.c). One sync of the log suffices: recovery keeps a prefix of the log (G3, §7.2),
- *       so a drop record that survives a crash has every copy before it surviving too. A
- *       crash before the unlink leaves S on disk beside its copies, which come later in the
- *       log and win; the next compaction sees S's seqs covered by a drop and deletes it
- *       without copying. A reader that looked a block up in S before it was repointed finds
- *       the segment gone (W11 of wal.c: never a closed fd) and reads again where the index
- *       now points (store_read_block).
+ *       after each unlink, W15 of wal.c). One sync of the log suffices: recovery keeps a
+ *       prefix of the log (G3, §7.2), so a drop record that survives a crash has every
+ *       copy before it surviving too. A crash before the unlink leaves S on disk beside
+ *       its copies, which come later in the log and win; the next compaction sees S's seqs
+ *       covered by a drop and deletes it without copying. A reader that looked a block up
+ *       in S before it was repointed finds the segment gone (W11 of wal.c: never a closed
+ *       fd) and reads again where the index now points (store_read_block).
  *   C6. One compaction at a time, and never beside a GC (gc_running, under life_mu); the
  *       dropped ranges and the victims' table are its own.
  *   C7. Copies and drop records are mutations for checkpoints (C1 of ckpt.c): each holds

@@ -388,8 +388,8 @@ static void test_space(void **state)
 	print_message("space: %llu MiB of 256 KiB blocks, 90%% collected: du %.1f MiB -> %.1f MiB, "
 	              "live %.1f MiB (bound %.1f MiB); %llu segments compacted, %.1f MiB copied "
 	              "in %.2f s (%.0f MB/s), %.1f MiB of files deleted; gc %.2f s (mark %.2f, "
-	              "sweep %.2f); a writer beside it: %llu durable 16 KiB puts (one per 2 ms), the longest "
-	              "%.1f ms\n",
+	              "sweep %.2f); a writer beside it: %llu 16 KiB puts (one per 2 ms, unsynced), "
+	              "the longest %.1f ms\n",
 	              (unsigned long long)mb, du0 / 1048576.0, du1 / 1048576.0,
 	              st.live_bytes / 1048576.0, bound / 1048576.0,
 	              (unsigned long long)g.segments_compacted, g.bytes_copied / 1048576.0,
