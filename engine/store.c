@@ -46,7 +46,8 @@
  *       (19 ms). So a foreground writer that finds the lock taken counts itself in
  *       lock_waiters until it has it, and a background step that sees a waiter yields
  *       until one has been served (lock_served moved) or none waits, for at most
- *       BG_YIELD_NS: a waiter the host does not run cannot stop the collector for long.
+ *       store_bg_yield_ns (2 ms): a waiter the host does not run cannot stop the
+ *       collector for long.
  *   Q1. quota_used equals live_bytes plus the bytes reserved by puts between their
  *       reservation and their index update (or release); it changes only atomically, so it
  *       can be read and reserved from without the index lock.
@@ -1231,7 +1232,7 @@ void store_pace(unsigned *n, unsigned every)
 	}
 }
 
-#define BG_YIELD_NS 2000000 /* S10: the longest a background step defers to a waiter */
+uint64_t store_bg_yield_ns = 2000000; /* S10: the longest a background step defers */
 
 static uint64_t mono_ns(void)
 {
@@ -1255,7 +1256,7 @@ void store_wrlock_bg(cs_store *s)
 	if (atomic_load(&s->lock_waiters) > 0) {
 		uint64_t served = atomic_load(&s->lock_served), t0 = mono_ns();
 		while (atomic_load(&s->lock_waiters) > 0 && atomic_load(&s->lock_served) == served &&
-		       mono_ns() - t0 < BG_YIELD_NS)
+		       mono_ns() - t0 < store_bg_yield_ns)
 			sched_yield();
 	}
 	pthread_rwlock_wrlock(&s->lock);

@@ -375,6 +375,8 @@ void store_pace(unsigned *n, unsigned every);
  * moves): S10 of store.c. Either is released with pthread_rwlock_unlock(). */
 void store_wrlock(cs_store *s);
 void store_wrlock_bg(cs_store *s);
+/* Tests: the longest a background step defers to a waiting writer (S10), in ns. */
+extern uint64_t store_bg_yield_ns;
 
 struct io;
 /* For tests: when set, cs_store_open() takes its I/O backend from this factory instead of

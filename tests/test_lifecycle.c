@@ -735,6 +735,60 @@ static void test_gc_busy(void **state)
 	CHECK(cs_store_close(s));
 }
 
+/*
+ * S10 of store.c: a background step that finds a caller's writer waiting for the index lock
+ * lets it have the lock first. The test plays the collector: it holds the lock, a
+ * foreground writer queues for it, and the test lets go and at once takes it again for its
+ * next step, as the collector's loop does. Without S10 the test, still running, wins that
+ * race against the writer it just woke nearly every time (what made puts wait out 200
+ * steps); with it, the writer is first. The bound is raised so that the step defers however
+ * slowly this machine runs the writer. Then, with a waiter counted that never comes, a step
+ * still takes the lock once its (restored) bound has run out: it cannot be held up for good.
+ */
+struct lock_order {
+	cs_store *s;
+	atomic_int next, fg_at;
+};
+
+static void *fg_writer(void *arg)
+{
+	struct lock_order *o = arg;
+	store_wrlock(o->s);
+	atomic_store(&o->fg_at, atomic_fetch_add(&o->next, 1));
+	pthread_rwlock_unlock(&o->s->lock);
+	return NULL;
+}
+
+static void test_writer_before_background(void **state)
+{
+	cs_store *s = open_store();
+	struct lock_order o = {.s = s};
+	pthread_t fg;
+	const uint64_t bound = store_bg_yield_ns;
+
+	atomic_init(&o.next, 1);
+	store_bg_yield_ns = 60ull * 1000000000ull;
+	store_wrlock_bg(s);
+	assert_int_equal(pthread_create(&fg, NULL, fg_writer, &o), 0);
+	while (atomic_load(&s->lock_waiters) == 0) /* bounded: fg_writer is on its way */
+		sched_yield();
+	usleep(10000); /* let it sleep in the lock, as a put behind a collector's step does */
+	pthread_rwlock_unlock(&s->lock);
+	store_wrlock_bg(s); /* the next step */
+	int bg_at = atomic_fetch_add(&o.next, 1);
+	pthread_rwlock_unlock(&s->lock);
+	pthread_join(fg, NULL);
+	store_bg_yield_ns = bound;
+	assert_int_equal(atomic_load(&o.fg_at), 1);
+	assert_int_equal(bg_at, 2);
+
+	atomic_fetch_add(&s->lock_waiters, 1); /* a waiter that never takes the lock */
+	store_wrlock_bg(s);
+	pthread_rwlock_unlock(&s->lock);
+	atomic_fetch_sub(&s->lock_waiters, 1);
+	assert_int_equal(cs_store_close(s), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -748,6 +802,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_gc_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_vs_close, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_busy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_writer_before_background, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
