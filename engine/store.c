@@ -1234,13 +1234,6 @@ void store_pace(unsigned *n, unsigned every)
 
 uint64_t store_bg_yield_ns = 2000000; /* S10: the longest a background step defers */
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void store_wrlock(cs_store *s)
 {
 	if (pthread_rwlock_trywrlock(&s->lock) == 0)
@@ -1254,9 +1247,10 @@ void store_wrlock(cs_store *s)
 void store_wrlock_bg(cs_store *s)
 {
 	if (atomic_load(&s->lock_waiters) > 0) {
-		uint64_t served = atomic_load(&s->lock_served), t0 = mono_ns();
+		uint64_t served = atomic_load(&s->lock_served);
+		double t0 = now_seconds();
 		while (atomic_load(&s->lock_waiters) > 0 && atomic_load(&s->lock_served) == served &&
-		       mono_ns() - t0 < store_bg_yield_ns)
+		       (now_seconds() - t0) * 1e9 < (double)store_bg_yield_ns)
 			sched_yield();
 	}
 	pthread_rwlock_wrlock(&s->lock);
