@@ -1213,6 +1213,23 @@ static size_t writer_len(uint64_t seed)
 	return tu_len(seed, 8192);
 }
 
+/* Fails unless every warning of the last open is the truncation of the last segment's torn
+ * tail, or the open's summary of it with nothing lost to salvage. A kill -9 can tear the
+ * log's tail: a buffered pwritev that finds a fatal signal pending stops after the pages it
+ * has copied (generic_perform_write), so a batch nobody was told is durable may be half in
+ * the page cache. Anything else (a refused checkpoint, a full replay, a salvage) fails. */
+static void assert_only_torn_tail(int round)
+{
+	char *save, *line, buf[sizeof(warned)];
+
+	snprintf(buf, sizeof(buf), "%s", warned);
+	for (line = strtok_r(buf, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save))
+		if (!(strncmp(line, "segment ", 8) == 0 && strstr(line, ": truncated torn tail of ")) &&
+		    !(strncmp(line, "opened ", 7) == 0 &&
+		      strstr(line, " torn-tail bytes truncated, 0 records / 0 bytes lost to salvage")))
+			fail_msg("round %d: open after the kill warned: %s", round, line);
+}
+
 static void test_kill_during_checkpoints(void **state)
 {
 	static uint8_t want[8192], got[8192];
@@ -1235,7 +1252,7 @@ static void test_kill_during_checkpoints(void **state)
 		cs_store *s = open_at(dir);
 		cs_stat st;
 		CHECK(cs_store_stat(s, &st));
-		assert_string_equal(warned, "");
+		assert_only_torn_tail(r);
 		from_ckpt += st.checkpoint_seq > closed_at; /* one the child wrote */
 		const char *bad = tu_model_check(&model, s, sizeof(want), writer_len, want, got,
 		                                 &ambiguous);
