@@ -2,7 +2,9 @@
  * btree.c - the in-memory B+tree from multihash key to log location.
  *
  * Inner nodes hold separator keys and child pointers; leaves hold keys and values in two
- * separate arrays (no per-entry pointers) and are chained in key order for walks. Every node
+ * separate arrays and no pointer at all: a walk goes from leaf to leaf through the path of
+ * inner nodes above it, so that a leaf is the same bytes wherever it lies (a checkpoint's
+ * leaves are used in place, from a mapping of the file: idx_adopt_begin()). Every node
  * is NODE_BYTES (4 KiB): 81 entries in a leaf, 96 separators in an inner node. Nodes come
  * from slabs of SLAB_NODES nodes mapped with mmap, so the memory idx_bytes() reports is the
  * memory the process really holds, and a put calls the allocator only when a slab runs out.
@@ -68,8 +70,7 @@
  *   I4  Fill: a leaf other than the root holds LEAF_MIN..LEAF_CAP entries and an inner node
  *       other than the root INNER_MIN..INNER_CAP keys; a root leaf holds 0..LEAF_CAP entries
  *       and a root inner node 1..INNER_CAP keys.
- *   I5  The leaves are chained by next in key order, starting at the leftmost leaf: the chain
- *       visits every leaf exactly once and the last leaf's next is NULL.
+ *   I5  A leaf's next is NULL: a leaf holds no pointer (see the top).
  *   I6  count equals the number of entries in all leaves.
  *   I7  Every node of every slab is in exactly one of: the tree; the free list (nfree nodes,
  *       each tagged NODE_FREE); the released stack (rel[0..nrel), memory given back).
@@ -141,7 +142,7 @@ struct node {
 	uint16_t n;   /* entries (leaf) or separator keys (inner) */
 	uint8_t kind; /* NODE_LEAF, NODE_INNER or NODE_FREE */
 	uint8_t pad[5];
-	/* Leaf: the next leaf in key order (I5). Free: the next free node. Inner: NULL. */
+	/* Free: the next free node. Leaf and inner node: NULL (I5). */
 	struct node *next;
 	/* The aligned arrays come first so that neither kind needs padding. */
 	union {
@@ -489,7 +490,7 @@ static unsigned share(unsigned count, unsigned m, unsigned j)
  * Gathers the entries of the m_in consecutive leaves g[0..m_in-1], with (key, val) inserted
  * at position pos of g[ti] when key is not NULL, and deals them evenly over the m_out leaves
  * g[0..m_out-1]. Leaves g[m_in..m_out-1] are fresh; leaves g[m_out..m_in-1] are left empty
- * for the caller to free. The leaf chain is kept (I5). The caller fixes the parent's
+ * for the caller to free. The caller fixes the parent's
  * separators: the first key of each g[j], j >= 1.
  */
 static void leaf_regroup(struct idx *t, struct node **g, unsigned m_in, unsigned m_out,
@@ -497,7 +498,6 @@ static void leaf_regroup(struct idx *t, struct node **g, unsigned m_in, unsigned
 {
 	uint8_t (*sk)[IDX_KEY] = t->scratch.leaf.keys;
 	struct idx_val *sv = t->scratch.leaf.vals;
-	struct node *after = g[m_in - 1]->next;
 	unsigned total = 0, at = 0;
 
 	for (unsigned j = 0; j < m_in; j++) {
@@ -528,7 +528,6 @@ static void leaf_regroup(struct idx *t, struct node **g, unsigned m_in, unsigned
 		x->n = (uint16_t)n;
 		memcpy(x->u.leaf.keys[0], sk[at], (size_t)n * IDX_KEY);
 		memcpy(&x->u.leaf.vals[0], &sv[at], n * sizeof(*sv));
-		x->next = j + 1 < m_out ? g[j + 1] : after;
 		at += n;
 		CS_DASSERT(node_sane(x, false));
 	}
@@ -669,12 +668,15 @@ static void insert_up(struct idx *t, struct path *pa, int d, unsigned pos, const
 
 /* ---- Lookups ---- */
 
+/* Descends to the leaf that covers key (I2), or to the leftmost leaf when key is NULL,
+ * filling pa when it is not NULL. */
 static struct node *descend(const struct idx *t, const uint8_t *key, struct path *pa)
 {
 	struct node *x = t->root;
 
 	for (int d = 0; d < t->height - 1; d++) {
-		unsigned i = upper_bound((const uint8_t (*)[IDX_KEY])x->u.in.keys, x->n, key);
+		unsigned i = key ? upper_bound((const uint8_t (*)[IDX_KEY])x->u.in.keys, x->n, key)
+				 : 0;
 
 		if (pa) {
 			pa->node[d] = x;
@@ -695,12 +697,24 @@ static unsigned leaf_find(const struct node *x, const uint8_t *key, bool *found)
 	return pos;
 }
 
-static struct node *leftmost_leaf(const struct idx *t)
+/* The leaf after the one pa leads to, in key order, with pa moved to it; NULL after the last.
+ * Goes up to the deepest node on the path with a child right of the path's, then down that
+ * child's leftmost path: bounded by the height both ways. */
+static struct node *leaf_after(const struct idx *t, struct path *pa)
 {
-	struct node *x = t->root;
+	int d = t->height - 2;
 
-	for (int d = 0; d < t->height - 1; d++)
+	while (d >= 0 && pa->idx[d] >= pa->node[d]->n)
+		d--;
+	if (d < 0)
+		return NULL;
+	struct node *x = pa->node[d]->u.in.child[++pa->idx[d]];
+	for (d++; d < t->height - 1; d++) {
+		pa->node[d] = x;
+		pa->idx[d] = 0;
 		x = x->u.in.child[0];
+	}
+	pa->node[t->height - 1] = x;
 	return x;
 }
 
@@ -955,24 +969,21 @@ int idx_next(const struct idx *t, const uint8_t *after, uint8_t key[IDX_KEY],
 int idx_next_n(const struct idx *t, const uint8_t *after, uint8_t (*keys)[IDX_KEY],
 	       struct idx_val *vals, int max)
 {
-	const struct node *x;
-	unsigned pos = 0;
+	struct path pa;
+	const struct node *x = descend(t, after, &pa);
+	unsigned pos = after ? upper_bound((const uint8_t (*)[IDX_KEY])x->u.leaf.keys, x->n, after)
+			     : 0;
 	int n = 0;
 
-	if (after) {
-		x = descend(t, after, NULL);
-		pos = upper_bound((const uint8_t (*)[IDX_KEY])x->u.leaf.keys, x->n, after);
-	} else {
-		x = leftmost_leaf(t);
-	}
-	/* Bounded by max; the leaves after the first hold keys above after (I2, I5). */
+	/* Bounded by max; the leaves after the first hold keys above after (I2). */
 	while (x && n < max) {
 		unsigned k = x->n - pos < (unsigned)(max - n) ? x->n - pos : (unsigned)(max - n);
 
 		memcpy(keys[n], x->u.leaf.keys[pos], (size_t)k * IDX_KEY);
 		memcpy(&vals[n], &x->u.leaf.vals[pos], (size_t)k * sizeof(*vals));
 		n += (int)k;
-		x = x->next;
+		if (n < max)
+			x = leaf_after(t, &pa);
 		pos = 0;
 	}
 	return n;
@@ -1024,8 +1035,6 @@ static void group_pack(struct idx *t, struct node *g, uint8_t last[IDX_KEY])
 {
 	struct node **c = g->u.in.child;
 	unsigned nc = g->n + 1u, total = 0, m, j = 0, o = 0;
-	struct node *after = c[nc - 1]->next;
-
 	for (unsigned i = 0; i < nc; i++)
 		total += c[i]->n;
 	m = (total + LEAF_CAP - 1) / LEAF_CAP;
@@ -1058,7 +1067,6 @@ static void group_pack(struct idx *t, struct node *g, uint8_t last[IDX_KEY])
 		if (o > 0)
 			c[j++]->n = (uint16_t)o;
 		CS_ASSERT(j == m);
-		c[m - 1]->next = after; /* I5: c[0..m) stay chained in order */
 		for (unsigned i = m; i < nc; i++)
 			node_free(t, c[i]);
 		/* The last two hold more than LEAF_CAP, so both end >= (LEAF_CAP + 1) / 2. */
@@ -1253,7 +1261,6 @@ int idx_load_part(struct idx_load *ld, unsigned p,
 			return rc;
 		x->n = (uint16_t)cnt;
 		x->kind = NODE_LEAF;
-		x->next = j + 1 < ld->leaves ? ld->lv[j + 1] : NULL; /* I5 */
 	}
 	return 0;
 }
@@ -1364,7 +1371,10 @@ int idx_load(struct idx *t, size_t n,
 int idx_walk(const struct idx *t,
 	     int (*fn)(void *ctx, const uint8_t *key, const struct idx_val *val), void *ctx)
 {
-	for (const struct node *x = leftmost_leaf(t); x; x = x->next) {
+	struct path pa;
+
+	/* Bounded: leaf_after() visits each leaf once. */
+	for (const struct node *x = descend(t, NULL, &pa); x; x = leaf_after(t, &pa)) {
 		for (unsigned i = 0; i < x->n; i++) {
 			int rc = fn(ctx, x->u.leaf.keys[i], &x->u.leaf.vals[i]);
 
@@ -1437,12 +1447,12 @@ static int check_node(const struct idx *t, const struct node *x, int depth, cons
 				       "its parent sets", i, depth);
 	}
 	if (leaf) {
+		if (x->next)
+			return cs_fail(CS_ECORRUPT, "btree I5: a leaf at depth %d holds a pointer",
+				       depth);
 		if (c->prev_leaf) {
 			const struct node *pl = c->prev_leaf;
 
-			if (pl->next != x)
-				return cs_fail(CS_ECORRUPT, "btree I5: leaf chain skips or "
-					       "reorders a leaf at depth %d", depth);
 			if (n > 0 && kcmp(pl->u.leaf.keys[pl->n - 1], keys[0]) >= 0)
 				return cs_fail(CS_ECORRUPT, "btree I1: keys out of order across "
 					       "neighbouring leaves");
@@ -1473,8 +1483,6 @@ int idx_check(const struct idx *t)
 	rc = check_node(t, t->root, 0, NULL, NULL, &c);
 	if (rc)
 		return rc;
-	if (c.prev_leaf->next)
-		return cs_fail(CS_ECORRUPT, "btree I5: the last leaf has a successor");
 	if (c.entries != t->count)
 		return cs_fail(CS_ECORRUPT, "btree I6: count %zu but the leaves hold %zu",
 			       t->count, c.entries);
@@ -1500,7 +1508,7 @@ void idx_test_fail_slab(struct idx *t, unsigned countdown)
 
 int idx_test_corrupt(struct idx *t, int fault)
 {
-	struct node *first = leftmost_leaf(t);
+	struct node *first = descend(t, NULL, NULL);
 	struct node *r = t->root;
 	uint8_t tmp[IDX_KEY];
 
@@ -1525,10 +1533,8 @@ int idx_test_corrupt(struct idx *t, int fault)
 		memcpy(r->u.in.keys[0], x->u.leaf.keys[1], IDX_KEY);
 		return 0;
 	}
-	case IDX_FAULT_CHAIN:
-		if (!first->next || !first->next->next)
-			return CS_EINVAL;
-		first->next = first->next->next;
+	case IDX_FAULT_LEAF_PTR:
+		first->next = r;
 		return 0;
 	case IDX_FAULT_COUNT:
 		t->count++;

@@ -134,8 +134,8 @@ size_t idx_bytes(const struct idx *t);
 size_t idx_trim(struct idx *t);
 int idx_height(const struct idx *t);
 
-/* Whole-tree check (slow tier): ordering, fill, separator keys, leaf chain, count, height.
- * Returns 0, or CS_ECORRUPT with cs_errmsg() naming the broken invariant. */
+/* Whole-tree check (slow tier): ordering, fill, separator keys, pointer-free leaves, count,
+ * height. Returns 0, or CS_ECORRUPT with cs_errmsg() naming the broken invariant. */
 int idx_check(const struct idx *t);
 
 /* For tests only. idx_test_fail_slab() makes the countdown-th slab allocation from now on
@@ -147,7 +147,7 @@ int idx_check(const struct idx *t);
 enum idx_fault {
 	IDX_FAULT_ORDER = 1, /* swaps the first two keys of the first leaf */
 	IDX_FAULT_SEPARATOR, /* moves the root's first separator into its right subtree */
-	IDX_FAULT_CHAIN,     /* makes the first leaf's successor skip a leaf */
+	IDX_FAULT_LEAF_PTR,  /* gives the first leaf a pointer */
 	IDX_FAULT_COUNT,     /* makes the entry count one too high */
 };
 void idx_test_fail_slab(struct idx *t, unsigned countdown);
