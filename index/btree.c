@@ -114,7 +114,7 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#define NODE_BYTES 4096u
+#define NODE_BYTES IDX_NODE_BYTES
 #define NODE_HDR 16u
 #define SLAB_NODES 64u
 #define SLAB_BYTES ((size_t)SLAB_NODES * NODE_BYTES)
@@ -160,6 +160,12 @@ struct node {
 _Static_assert(offsetof(struct node, u) == NODE_HDR, "header size");
 _Static_assert(sizeof(struct node) <= NODE_BYTES, "a node fits its slot");
 _Static_assert(LEAF_CAP <= UINT16_MAX && INNER_CAP <= UINT16_MAX, "n is 16-bit");
+/* A leaf is the image btree.h describes, and a checkpoint stores (FORMAT.md, 12.4). */
+_Static_assert(LEAF_CAP == IDX_LEAF_CAP && LEAF_MIN == IDX_LEAF_MIN, "btree.h's leaf");
+_Static_assert(offsetof(struct node, u.leaf.vals) == 16 && sizeof(struct idx_val) == 16 &&
+		       offsetof(struct node, u.leaf.keys) == 16 + 16 * LEAF_CAP,
+	       "a leaf image's layout");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "leaf images are little-endian");
 _Static_assert(LEAF_MIN >= 2 && INNER_MIN >= 2, "minimum fill is meaningful");
 /* A split of a full node plus one entry leaves both halves at the minimum or above, and two
  * siblings that are both at the minimum or just under it fit in one node after a merge. */
@@ -181,11 +187,15 @@ struct idx {
 	size_t count;      /* entries (I6) */
 	struct node *free; /* free list, linked through next (I7) */
 	size_t nfree;
-	/* Owned: nslabs mappings, array sized slabs_cap. A slab of SLAB_BYTES is a plain
-	 * mapping, a larger one came from cs_bigmap_alloc(bytes). */
+	/* Owned: nslabs mappings, array sized slabs_cap. */
 	struct slab {
 		void *p;
 		size_t bytes;
+		enum slab_kind {
+			SLAB_PLAIN,   /* SLAB_BYTES of an anonymous mapping */
+			SLAB_BIG,     /* cs_bigmap_alloc(bytes) */
+			SLAB_ADOPTED, /* leaves given by idx_adopt_begin(): munmap(p, bytes) */
+		} kind;
 		bool thp_off; /* a big slab advised MADV_NOHUGEPAGE since its first release */
 	} *slabs;
 	size_t nslabs, slabs_cap;
@@ -286,13 +296,10 @@ static __attribute__((unused)) bool node_sane(const struct node *x, bool root)
 
 /* ---- The node pool ---- */
 
-/* Maps a slab of bytes (SLAB_BYTES, or whole huge pages when big) and counts it in t's slabs,
- * with room on the released stack for all its nodes (I7). Its nodes are not on any list yet:
- * the caller puts them on one, or gives them to the tree, before the next change of t. */
-static int slab_add(struct idx *t, size_t bytes, bool big, uint8_t **out)
+/* Makes room in t's slabs for one more of bytes, and on the released stack for all its nodes
+ * (I7). */
+static int slab_room(struct idx *t, size_t bytes)
 {
-	uint8_t *slab;
-
 	if (t->fail_countdown && --t->fail_countdown == 0)
 		return -ENOMEM;
 	if (t->nslabs == t->slabs_cap) {
@@ -316,6 +323,27 @@ static int slab_add(struct idx *t, size_t bytes, bool big, uint8_t **out)
 		t->rel = r;
 		t->rel_cap = cap;
 	}
+	return 0;
+}
+
+/* Counts the slab of bytes at p in t's slabs, slab_room() made beforehand. */
+static void slab_count(struct idx *t, void *p, size_t bytes, enum slab_kind kind)
+{
+	t->slabs[t->nslabs++] = (struct slab){p, bytes, kind, kind != SLAB_BIG};
+	t->nbig_thp += kind == SLAB_BIG;
+	t->slab_bytes += bytes;
+}
+
+/* Maps a slab of bytes (SLAB_BYTES, or whole huge pages when big) and counts it in t's slabs,
+ * with room on the released stack for all its nodes (I7). Its nodes are not on any list yet:
+ * the caller puts them on one, or gives them to the tree, before the next change of t. */
+static int slab_add(struct idx *t, size_t bytes, bool big, uint8_t **out)
+{
+	uint8_t *slab;
+	int rc = slab_room(t, bytes);
+
+	if (rc != 0)
+		return rc;
 	if (big) {
 		slab = cs_bigmap_alloc(bytes);
 		if (slab == NULL)
@@ -326,9 +354,7 @@ static int slab_add(struct idx *t, size_t bytes, bool big, uint8_t **out)
 		if (slab == MAP_FAILED)
 			return -ENOMEM;
 	}
-	t->slabs[t->nslabs++] = (struct slab){slab, bytes, false};
-	t->nbig_thp += big;
-	t->slab_bytes += bytes;
+	slab_count(t, slab, bytes, big ? SLAB_BIG : SLAB_PLAIN);
 	*out = slab;
 	return 0;
 }
@@ -375,7 +401,8 @@ static int pool_reserve(struct idx *t, size_t need)
 }
 
 /* Takes a node reserved beforehand: a free one while there are any (its memory is still
- * there), else a released one, whose first touch faults in a zeroed page. */
+ * there), else a released one, whose first touch faults in a page: zeroed, or for an adopted
+ * slab a copy of the file's. */
 static struct node *node_alloc(struct idx *t, int kind)
 {
 	struct node *n = t->free;
@@ -421,7 +448,7 @@ static void slab_thp_off(struct idx *t, const struct node *n)
 		struct slab *sl = &t->slabs[i];
 		const uint8_t *p = (const uint8_t *)n;
 
-		if (sl->bytes < CS_BIGMAP_ALIGN || sl->thp_off || p < (uint8_t *)sl->p ||
+		if (sl->kind != SLAB_BIG || sl->thp_off || p < (uint8_t *)sl->p ||
 		    p >= (uint8_t *)sl->p + sl->bytes)
 			continue;
 		(void)madvise(sl->p, sl->bytes, MADV_NOHUGEPAGE); /* advice: may be refused */
@@ -749,7 +776,7 @@ void idx_destroy(struct idx *t)
 		struct slab *sl = &t->slabs[i];
 
 		UNPOISON(sl->p, sl->bytes);
-		if (sl->bytes >= CS_BIGMAP_ALIGN)
+		if (sl->kind == SLAB_BIG)
 			cs_bigmap_free(sl->p, sl->bytes);
 		else
 			munmap(sl->p, sl->bytes);
@@ -1152,6 +1179,10 @@ struct idx_load {
 	size_t part_leaf[IDX_LOAD_PARTS_MAX + 1]; /* part p fills leaves [part_leaf[p], [p + 1]) */
 	uint8_t *big;                             /* the slab of lv[0..nbig), or NULL */
 	size_t nbig;
+	/* Adopted (idx_adopt_begin): big is the caller's leaves, t's last slab, nbig of them all;
+	 * n is unknown until each part counted its entries in part_n. */
+	bool adopted;
+	size_t part_n[IDX_LOAD_PARTS_MAX];
 	struct node *lv[]; /* the leaves, then (in idx_load_end) the inner nodes */
 };
 
@@ -1163,12 +1194,46 @@ static size_t leaf_first(const struct idx_load *ld, size_t j)
 	return j * q + (j < r ? j : r);
 }
 
+/* The inner nodes and the height of a tree over leaves leaves, counted before a bulk load
+ * so that its reservation covers the whole build and the only failures after it are the
+ * caller's. Errors: CS_ELIMIT. */
+static int load_levels(size_t leaves, size_t *inner, int *height)
+{
+	*inner = 0;
+	*height = 1;
+	for (size_t c = leaves; c > 1; c = (c + INNER_CAP) / (INNER_CAP + 1)) {
+		*inner += (c + INNER_CAP) / (INNER_CAP + 1);
+		++*height;
+	}
+	if (*height > CS_BTREE_HEIGHT_MAX)
+		return cs_fail(CS_ELIMIT, "btree: %zu leaves need more than %d levels", leaves,
+			       CS_BTREE_HEIGHT_MAX);
+	return 0;
+}
+
+/* Part 0 takes share0 percent of the leaves, the others equal shares of the rest; each
+ * boundary inside a big slab lies on a huge page's edge (at most nbig), so that no two
+ * threads fault in the same huge page. Adopted leaves lie in 4 KiB pages. */
+static void plan_parts(struct idx_load *ld, unsigned share0)
+{
+	unsigned parts = ld->parts;
+	size_t leaves = ld->leaves, head = parts == 1 ? leaves : leaves * share0 / 100;
+
+	for (unsigned p = 0; p <= parts; p++) {
+		size_t j = p == 0 ? 0 : head + (leaves - head) * (p - 1) / (parts - 1 ? parts - 1 : 1);
+
+		if (p > 0 && p < parts && j < ld->nbig && !ld->adopted) /* the nearest edge */
+			j = (j + CS_BIGMAP_ALIGN / NODE_BYTES / 2) & ~(CS_BIGMAP_ALIGN / NODE_BYTES - 1);
+		ld->part_leaf[p] = j < leaves ? j : leaves;
+	}
+}
+
 int idx_load_begin(struct idx *t, size_t n, unsigned parts, unsigned share0,
 		   struct idx_load **out)
 {
-	size_t leaves, inner = 0, c, nbig = 0;
+	size_t leaves, inner, nbig = 0;
 	uint8_t *big = NULL;
-	int height = 1;
+	int height;
 	int rc;
 
 	*out = NULL;
@@ -1177,16 +1242,9 @@ int idx_load_begin(struct idx *t, size_t n, unsigned parts, unsigned share0,
 		return cs_fail(CS_EINVAL, "btree: bulk load into a tree that is not empty");
 	if (n == 0)
 		return 0;
-	/* Count the levels and nodes first, so that the reservation covers the whole build and
-	 * the only failures after it are the caller's. */
 	leaves = (n + LEAF_CAP - 1) / LEAF_CAP;
-	for (c = leaves; c > 1; c = (c + INNER_CAP) / (INNER_CAP + 1)) {
-		inner += (c + INNER_CAP) / (INNER_CAP + 1);
-		height++;
-	}
-	if (height > CS_BTREE_HEIGHT_MAX)
-		return cs_fail(CS_ELIMIT, "btree: %zu entries need more than %d levels", n,
-			       CS_BTREE_HEIGHT_MAX);
+	if ((rc = load_levels(leaves, &inner, &height)) != 0)
+		return rc;
 	struct idx_load *ld = malloc(sizeof(*ld) + (leaves + inner) * sizeof(ld->lv[0]));
 	if (!ld)
 		return -ENOMEM;
@@ -1207,24 +1265,14 @@ int idx_load_begin(struct idx *t, size_t n, unsigned parts, unsigned share0,
 		free(ld);
 		return rc;
 	}
-	*ld = (struct idx_load){t, n, leaves, inner, height, parts, {0}, big, nbig};
+	*ld = (struct idx_load){t, n, leaves, inner, height, parts, {0}, big, nbig, false, {0}};
 	for (size_t j = 0; j < nbig; j++)
 		ld->lv[j] = (struct node *)(big + j * NODE_BYTES); /* untouched until its part */
 	node_free(t, t->root); /* the empty root leaf; the reservation still holds */
 	for (size_t j = nbig; j < leaves; j++)
 		ld->lv[j] = node_alloc(t, NODE_LEAF);
 	t->root = NULL; /* until idx_load_end() */
-	/* Part 0 takes share0 percent of the leaves, the others equal shares of the rest; each
-	 * boundary inside the slab lies on a huge page's edge, so that no two threads fault in
-	 * the same huge page. */
-	size_t head = parts == 1 ? leaves : leaves * share0 / 100;
-	for (unsigned p = 0; p <= parts; p++) {
-		size_t j = p == 0 ? 0 : head + (leaves - head) * (p - 1) / (parts - 1 ? parts - 1 : 1);
-
-		if (p > 0 && p < parts && j < nbig) /* the nearest edge, at most nbig */
-			j = (j + CS_BIGMAP_ALIGN / NODE_BYTES / 2) & ~(CS_BIGMAP_ALIGN / NODE_BYTES - 1);
-		ld->part_leaf[p] = j;
-	}
+	plan_parts(ld, share0);
 	*out = ld;
 	return 0;
 }
@@ -1271,6 +1319,13 @@ static void load_undo(struct idx_load *ld)
 {
 	struct idx *t = ld->t;
 
+	if (ld->adopted) { /* none of its leaves is on a list yet: the slab goes whole (I7) */
+		struct slab *sl = &t->slabs[--t->nslabs];
+		CS_ASSERT(sl->kind == SLAB_ADOPTED && sl->p == ld->big);
+		munmap(sl->p, sl->bytes);
+		t->slab_bytes -= sl->bytes;
+		ld->nbig = ld->leaves = 0;
+	}
 	for (size_t j = ld->nbig; j < ld->leaves; j++) {
 		ld->lv[j]->kind = NODE_LEAF; /* as node_alloc() left it, whatever the fill wrote */
 		node_free(t, ld->lv[j]);
@@ -1305,10 +1360,16 @@ int idx_load_end(struct idx_load *ld, int rc)
 		if (j == 0 || j == ld->leaves)
 			continue;
 		const struct node *a = ld->lv[j - 1], *b = ld->lv[j];
-		if (kcmp(a->u.leaf.keys[a->n - 1], b->u.leaf.keys[0]) >= 0)
-			rc = cs_fail(CS_ECORRUPT, "btree: bulk load entry %zu is not above the one "
-					      "before it", leaf_first(ld, j));
+		if (kcmp(a->u.leaf.keys[a->n - 1], b->u.leaf.keys[0]) < 0)
+			continue;
+		rc = ld->adopted ? cs_fail(CS_ECORRUPT, "btree: leaf %zu does not begin above the "
+						    "leaf before it", j)
+				 : cs_fail(CS_ECORRUPT, "btree: bulk load entry %zu is not above the "
+						    "one before it", leaf_first(ld, j));
 	}
+	if (ld->adopted)
+		for (unsigned p = 0; p < ld->parts; p++)
+			ld->n += ld->part_n[p];
 	if (rc == 0 && (mins = malloc(ld->leaves * sizeof(*mins))) == NULL)
 		rc = -ENOMEM;
 	if (rc != 0) {
@@ -1352,6 +1413,115 @@ int idx_load_end(struct idx_load *ld, int rc)
 	free(mins);
 	free(ld);
 	CS_DASSERT(idx_check(t) == 0);
+	return 0;
+}
+
+/* ---- Adopted leaves ---- */
+
+void idx_leaf_image(uint8_t img[IDX_NODE_BYTES], unsigned n, const uint8_t (*keys)[IDX_KEY],
+		    const struct idx_val *vals)
+{
+	struct node *x = (struct node *)img;
+
+	CS_ASSERT(n >= 1 && n <= LEAF_CAP);
+	memset(img, 0, NODE_BYTES);
+	x->n = (uint16_t)n;
+	x->kind = NODE_LEAF;
+	memcpy(x->u.leaf.keys, keys, (size_t)n * IDX_KEY);
+	memcpy(x->u.leaf.vals, vals, n * sizeof(*vals));
+}
+
+int idx_leaf_view(const uint8_t img[IDX_NODE_BYTES], unsigned *n,
+		  const uint8_t (**keys)[IDX_KEY], const struct idx_val **vals)
+{
+	static const uint8_t zero[NODE_HDR - 3];
+	const struct node *x = (const struct node *)img;
+
+	if (x->kind != NODE_LEAF || memcmp(img + 3, zero, sizeof(zero)) != 0 || x->n < 1 ||
+	    x->n > LEAF_CAP)
+		return cs_fail(CS_ECORRUPT, "btree: not a leaf's header (kind %u, %u entries)",
+			       x->kind, x->n);
+	*n = x->n;
+	*keys = (const uint8_t (*)[IDX_KEY])x->u.leaf.keys;
+	*vals = x->u.leaf.vals;
+	return 0;
+}
+
+int idx_adopt_begin(struct idx *t, uint8_t *leaves, size_t nleaves, unsigned parts,
+		    unsigned share0, struct idx_load **out)
+{
+	size_t bytes = nleaves * NODE_BYTES, inner = 0;
+	struct idx_load *ld = NULL;
+	int height = 1, rc;
+
+	*out = NULL;
+	CS_ASSERT(parts >= 1 && parts <= IDX_LOAD_PARTS_MAX && (parts == 1 || share0 <= 100));
+	CS_ASSERT((uintptr_t)leaves % NODE_BYTES == 0 && nleaves <= SIZE_MAX / 2 / NODE_BYTES);
+	if (t->count != 0 || t->height != 1) {
+		rc = cs_fail(CS_EINVAL, "btree: bulk load into a tree that is not empty");
+		goto fail;
+	}
+	if (nleaves == 0)
+		return 0;
+	if ((rc = load_levels(nleaves, &inner, &height)) != 0)
+		goto fail;
+	if ((ld = malloc(sizeof(*ld) + (nleaves + inner) * sizeof(ld->lv[0]))) == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* In this order: pool_reserve() may add slabs, taking the room slab_room() made. */
+	if ((rc = pool_reserve(t, inner)) != 0 || (rc = slab_room(t, bytes)) != 0)
+		goto fail;
+	slab_count(t, leaves, bytes, SLAB_ADOPTED);
+	*ld = (struct idx_load){t, 0, nleaves, inner, height, parts, {0}, leaves, nleaves, true, {0}};
+	for (size_t j = 0; j < nleaves; j++)
+		ld->lv[j] = (struct node *)(leaves + j * NODE_BYTES);
+	node_free(t, t->root); /* the empty root leaf; the reservation still holds */
+	t->root = NULL;        /* until idx_load_end() */
+	plan_parts(ld, share0);
+	*out = ld;
+	return 0;
+fail:
+	munmap(leaves, bytes); /* the memory was t's to free */
+	free(ld);
+	return rc;
+}
+
+size_t idx_load_part_leaf(const struct idx_load *ld, unsigned p)
+{
+	CS_ASSERT(p <= ld->parts);
+	return ld->part_leaf[p];
+}
+
+int idx_adopt_part(struct idx_load *ld, unsigned p,
+		   int (*check)(void *ctx, size_t leaf, unsigned cnt,
+				const uint8_t (*keys)[IDX_KEY], const struct idx_val *vals),
+		   void *ctx)
+{
+	const uint8_t *prev = NULL; /* the part's last key so far */
+
+	CS_ASSERT(ld->adopted && p < ld->parts);
+	for (size_t j = ld->part_leaf[p]; j < ld->part_leaf[p + 1]; j++) {
+		const uint8_t (*keys)[IDX_KEY];
+		const struct idx_val *vals;
+		unsigned cnt;
+		int rc = idx_leaf_view((const uint8_t *)ld->lv[j], &cnt, &keys, &vals);
+
+		if (rc != 0)
+			return cs_fail(rc, "btree: leaf %zu: %s", j, cs_errmsg());
+		if (ld->leaves > 1 && cnt < LEAF_MIN) /* I4 */
+			return cs_fail(CS_ECORRUPT, "btree: leaf %zu holds %u entries, fewer than "
+				       "%u", j, cnt, (unsigned)LEAF_MIN);
+		for (unsigned k = 0; k < cnt; k++) {
+			if (prev && kcmp(prev, keys[k]) >= 0)
+				return cs_fail(CS_ECORRUPT, "btree: entry %u of leaf %zu is not "
+					       "above the one before it", k, j);
+			prev = keys[k];
+		}
+		if ((rc = check(ctx, j, cnt, keys, vals)) != 0)
+			return rc;
+		ld->part_n[p] += cnt;
+	}
 	return 0;
 }
 

@@ -118,6 +118,46 @@ int idx_load_part(struct idx_load *ld, unsigned p,
 		  void *ctx);
 int idx_load_end(struct idx_load *ld, int rc);
 
+/* A leaf as the tree holds it, byte for byte: the form a checkpoint stores its block index in
+ * (docs/FORMAT.md, section 12.4), so that open can use the file's leaves where they lie. A
+ * leaf of n entries: n (u16 little-endian), kind 1 (u8), 13 zero bytes, then IDX_LEAF_CAP
+ * values (struct idx_val, four u32 little-endian each) of which the first n are used, then
+ * IDX_LEAF_CAP keys of IDX_KEY bytes likewise, then zeros to IDX_NODE_BYTES. */
+#define IDX_NODE_BYTES 4096u
+#define IDX_LEAF_CAP   81u /* entries in a leaf */
+#define IDX_LEAF_MIN   (IDX_LEAF_CAP / 2) /* in every leaf but a root one (I4) */
+
+/* Writes the leaf of entries keys[0 .. n) and vals[0 .. n) (1 <= n <= IDX_LEAF_CAP) to
+ * img, every byte of it. */
+void idx_leaf_image(uint8_t img[IDX_NODE_BYTES], unsigned n, const uint8_t (*keys)[IDX_KEY],
+		    const struct idx_val *vals);
+
+/* Reads the leaf in img: its entry count, and its keys and values where they lie in img.
+ * Checks the header only (kind, zero bytes, 1 .. IDX_LEAF_CAP entries), not the keys' order.
+ * Errors: CS_ECORRUPT. */
+int idx_leaf_view(const uint8_t img[IDX_NODE_BYTES], unsigned *n,
+		  const uint8_t (**keys)[IDX_KEY], const struct idx_val **vals);
+
+/* A bulk load whose leaves exist already: the nleaves leaf images (idx_leaf_image) at leaves,
+ * page-aligned, which become the tree's leaves in place, and the memory they lie in the
+ * tree's, from this call on whatever it returns: a private writable mapping (of a file, or
+ * anonymous) of nleaves * IDX_NODE_BYTES bytes, which the tree writes to as to its own nodes
+ * and unmaps in idx_destroy(), or at once when the load fails. The parts go as idx_load()'s
+ * (leaf j of part p for idx_load_part_leaf(ld, p) <= j < idx_load_part_leaf(ld, p + 1)), and
+ * each through idx_adopt_part(): it checks its leaves as idx_leaf_view() does, their keys'
+ * order and fill (I4: a single leaf may hold any number of entries, the others at least
+ * IDX_LEAF_MIN), and calls check(ctx, j, cnt, keys, vals) for each leaf j of the part in
+ * order, for checks of the caller's; a nonzero return stops the part and is returned.
+ * idx_load_end() ends the load as for idx_load_begin(). Errors: as idx_load_begin() and
+ * idx_load_part(), the messages naming the leaf. */
+int idx_adopt_begin(struct idx *t, uint8_t *leaves, size_t nleaves, unsigned parts,
+		    unsigned share0, struct idx_load **ld);
+size_t idx_load_part_leaf(const struct idx_load *ld, unsigned p);
+int idx_adopt_part(struct idx_load *ld, unsigned p,
+		   int (*check)(void *ctx, size_t leaf, unsigned cnt,
+				const uint8_t (*keys)[IDX_KEY], const struct idx_val *vals),
+		   void *ctx);
+
 /* Calls fn for every entry in key order; a nonzero return stops the walk and is returned. */
 int idx_walk(const struct idx *t,
 	     int (*fn)(void *ctx, const uint8_t *key, const struct idx_val *val), void *ctx);

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "btree.h"
@@ -1053,6 +1054,195 @@ static void test_bulk_load_parts(void **state)
 	}
 }
 
+/* Leaf images of n entries, key i seq_key(i * 2) as test_bulk_load's, IDX_LEAF_CAP to a
+ * leaf but the last two, evened out so that both hold IDX_LEAF_MIN or more (I4), in a fresh
+ * private anonymous mapping; *nleaves set. */
+static uint8_t *leaf_images(size_t n, size_t *nleaves)
+{
+	size_t nl = (n + IDX_LEAF_CAP - 1) / IDX_LEAF_CAP, len = nl ? nl * IDX_NODE_BYTES : 1;
+	uint8_t *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (nl == 0) { /* no leaves: no memory to give */
+		munmap(map, len);
+		*nleaves = 0;
+		return NULL;
+	}
+	uint8_t(*keys)[IDX_KEY] = malloc(IDX_LEAF_CAP * IDX_KEY);
+	struct idx_val vals[IDX_LEAF_CAP];
+	struct load_src src = {SIZE_MAX, SIZE_MAX};
+
+	assert_true(map != MAP_FAILED && keys != NULL);
+	for (size_t j = 0, i = 0; j < nl; j++) {
+		size_t cnt = n - i < IDX_LEAF_CAP ? n - i : IDX_LEAF_CAP;
+		if (nl >= 2 && j == nl - 2) /* the last two share what is left */
+			cnt = (n - i + 1) / 2;
+		assert_int_equal(load_entry(&src, i, (unsigned)cnt, keys, vals), 0);
+		idx_leaf_image(map + j * IDX_NODE_BYTES, (unsigned)cnt, keys, vals);
+		i += cnt;
+	}
+	free(keys);
+	*nleaves = nl;
+	return map;
+}
+
+/* The caller's check for idx_adopt_part(): counts leaves and entries, and fails at leaf
+ * stop (SIZE_MAX: never). */
+struct adopt_src {
+	size_t stop, leaves, entries;
+	char msg[256]; /* the message of the part that failed (each thread has its own) */
+};
+
+static int adopt_check(void *ctx, size_t leaf, unsigned cnt, const uint8_t (*keys)[IDX_KEY],
+		       const struct idx_val *vals)
+{
+	struct adopt_src *a = ctx;
+
+	(void)keys;
+	(void)vals;
+	if (leaf == a->stop)
+		return -EIO;
+	__atomic_add_fetch(&a->leaves, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&a->entries, cnt, __ATOMIC_RELAXED);
+	return 0;
+}
+
+struct adopt_arg {
+	struct idx_load *ld;
+	struct adopt_src *src;
+	int rc;
+};
+
+static void *adopt_thread(void *arg)
+{
+	struct adopt_arg *a = arg;
+
+	a->rc = idx_adopt_part(a->ld, 1, adopt_check, a->src);
+	if (a->rc != 0)
+		snprintf(a->src->msg, sizeof(a->src->msg), "%s", cs_errmsg());
+	return NULL;
+}
+
+/* Adopts nleaves images at map in two parts, part 1 on a second thread. */
+static int adopt_in_parts(struct idx *t, uint8_t *map, size_t nleaves, struct adopt_src *src)
+{
+	struct idx_load *ld;
+	pthread_t th;
+	int rc = idx_adopt_begin(t, map, nleaves, 2, 40, &ld);
+
+	if (rc != 0 || ld == NULL)
+		return rc;
+	assert_int_equal(idx_load_part_leaf(ld, 0), 0);
+	assert_true(idx_load_part_leaf(ld, 1) <= nleaves);
+	assert_int_equal(idx_load_part_leaf(ld, 2), nleaves);
+	struct adopt_arg a = {ld, src, 0};
+	assert_int_equal(pthread_create(&th, NULL, adopt_thread, &a), 0);
+	rc = idx_adopt_part(ld, 0, adopt_check, src);
+	if (rc != 0)
+		snprintf(src->msg, sizeof(src->msg), "%s", cs_errmsg());
+	assert_int_equal(pthread_join(th, NULL), 0);
+	return idx_load_end(ld, rc != 0 ? rc : a.rc);
+}
+
+/* A tree over adopted leaf images holds what they hold, walks it in order, and takes puts,
+ * deletes and a repack after, its memory counted (idx_check's I7, idx_bytes); and every leaf
+ * that breaks a rule (header, order within a leaf and across the parts' seam, fill) or that
+ * the caller's check refuses fails the load with the memory unmapped and an empty, usable
+ * tree. */
+static void test_adopt(void **state)
+{
+	static const size_t sizes[] = {0, 1, 81, 82, 163, 81 * 600 + 7, 1000000};
+	uint8_t key[IDX_KEY], after[IDX_KEY];
+	uint8_t(*keys)[IDX_KEY] = malloc(1000 * IDX_KEY);
+	struct idx_val v, vals[1000];
+
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+		size_t n = sizes[si], nl, seen = 0;
+		uint8_t *map = leaf_images(n, &nl);
+		struct adopt_src src = {SIZE_MAX, 0, 0, ""};
+		struct idx *t = new_tree();
+
+		assert_int_equal(adopt_in_parts(t, map, nl, &src), 0);
+		assert_int_equal(src.leaves, nl);
+		assert_int_equal(src.entries, n);
+		assert_int_equal(idx_count(t), n);
+		assert_check(t);
+		assert_true(idx_bytes(t) >= nl * IDX_NODE_BYTES);
+		const uint8_t *from = NULL;
+		for (int got; (got = idx_next_n(t, from, keys, vals, 1000)) > 0;) {
+			for (int k = 0; k < got; k++, seen++) {
+				seq_key(key, seen * 2);
+				assert_memory_equal(keys[k], key, IDX_KEY);
+				assert_int_equal(vals[k].seg, (uint32_t)seen);
+			}
+			memcpy(after, keys[got - 1], IDX_KEY);
+			from = after;
+		}
+		assert_int_equal(seen, n);
+		/* Changes write the adopted leaves in place; deletes free some of them. */
+		for (size_t i = 0; i < n; i += 2) {
+			seq_key(key, i * 2 + 1);
+			assert_int_equal(idx_put(t, key, &vals[0], NULL), 0);
+			seq_key(key, i * 2);
+			assert_int_equal(idx_del(t, key, NULL), 0);
+		}
+		assert_check(t);
+		uint8_t cur[IDX_KEY];
+		for (int more = 1, first = 1; more; first = 0)
+			more = idx_repack_step(t, first ? NULL : cur, cur);
+		idx_trim(t);
+		assert_check(t);
+		assert_int_equal(idx_count(t), n);
+		for (size_t i = 0; i < n; i += 1 + n / 100) {
+			seq_key(key, i * 2 + (i % 2 == 0));
+			assert_int_equal(idx_get(t, key, &v), 0);
+			seq_key(key, i * 2 + (i % 2 != 0));
+			assert_int_equal(idx_get(t, key, &v), CS_ENOTFOUND);
+		}
+		idx_destroy(t);
+	}
+
+	/* Refusals, most at leaf 400 of 601: in part 1, which begins at 40% of the leaves. */
+	for (int pass = 0; pass < 7; pass++) {
+		size_t n = 81 * 600 + 7, nl;
+		uint8_t *map = leaf_images(n, &nl), *leaf = map + 400 * IDX_NODE_BYTES;
+		struct adopt_src src = {pass == 6 ? 400 : SIZE_MAX, 0, 0, ""};
+		struct idx *t = new_tree();
+		struct idx_load *ld;
+
+		assert_int_equal(nl, 601);
+		switch (pass) {
+		case 0: leaf[2] = 2; break;                                /* the kind */
+		case 1: leaf[9] = 1; break;                                /* a zero byte */
+		case 2: leaf[0] = IDX_LEAF_CAP + 1; break;                 /* too many */
+		case 3: leaf[0] = IDX_LEAF_MIN - 1; break;                 /* too few (I4) */
+		case 4: memcpy(leaf + 16 + 16 * IDX_LEAF_CAP + 5 * IDX_KEY, /* order in a leaf */
+			       leaf + 16 + 16 * IDX_LEAF_CAP + 4 * IDX_KEY, IDX_KEY);
+			break;
+		case 5: { /* the seam between the parts, which neither part sees */
+			assert_int_equal(idx_adopt_begin(t, map, nl, 2, 40, &ld), 0);
+			size_t j = idx_load_part_leaf(ld, 1);
+			assert_int_equal(idx_load_end(ld, -EIO), -EIO); /* the memory goes */
+			assert_check(t);
+			map = leaf_images(n, &nl);
+			leaf = map + j * IDX_NODE_BYTES;
+			memcpy(leaf + 16 + 16 * IDX_LEAF_CAP, leaf - IDX_NODE_BYTES + 16 +
+			       16 * IDX_LEAF_CAP + (IDX_LEAF_CAP - 1) * IDX_KEY, IDX_KEY);
+			break;
+		}
+		}
+		assert_int_equal(adopt_in_parts(t, map, nl, &src), pass == 6 ? -EIO : CS_ECORRUPT);
+		if (pass < 5 && !strstr(src.msg, "leaf 400"))
+			fail_msg("pass %d: \"%s\" does not name leaf 400", pass, src.msg);
+		assert_int_equal(idx_count(t), 0);
+		assert_check(t);
+		assert_true(idx_bytes(t) < (size_t)1 << 20); /* the leaves' memory is gone */
+		seq_key(key, 3);
+		assert_int_equal(idx_put(t, key, &v, NULL), 0);
+		assert_check(t);
+		idx_destroy(t);
+	}
+	free(keys);
+}
+
 /* A put that needs a new slab and cannot get one returns -ENOMEM and changes nothing. */
 static void test_enomem_leaves_tree_unchanged(void **state)
 {
@@ -1196,6 +1386,7 @@ int main(void)
 		cmocka_unit_test(test_bytes_per_entry),
 		cmocka_unit_test(test_bulk_load),
 		cmocka_unit_test(test_bulk_load_parts),
+		cmocka_unit_test(test_adopt),
 		cmocka_unit_test(test_enomem_leaves_tree_unchanged),
 		cmocka_unit_test(test_reserve_then_put),
 		cmocka_unit_test(test_check_detects_corruption),
