@@ -28,15 +28,19 @@
  *       its checksum; rec_replay) and then falls back to a full replay.
  *   C4. A checkpoint that cannot be used is never half used: any refusal drops the tables
  *       and replays the whole log, with a warning through opts.log.
- *   C5. A large table loads in two parts of its leaves at once (idx_load_part()), the second
- *       on a helper thread, so that an open uses two cores for the decode, the checks and
- *       the kernel's zeroing of the leaves' fresh pages. The helper writes only its own
- *       leaves and its own load_ctx (sums and a live-bytes table of its own, never the
- *       store's), reads only the mapped file and the decoded struct ckpt, and is joined
- *       before anything it wrote is read; the main thread meanwhile hashes the helper's
- *       entries too (K4 of checkpoint.c), so no entry is trusted before both the checksum
- *       and every entry's checks passed. Where no thread can be started the main thread
- *       loads both parts.
+ *   C5. The block index is not copied: its leaves are the BLOCKS leaves of the file mapping
+ *       (K5 of checkpoint.c), which the tree adopts where they lie (idx_adopt_begin()) and
+ *       owns from then on, so that an open of a million blocks touches no fresh memory but
+ *       the inner nodes' (a copy made the kernel zero 53 MB of pages: most of the open). The
+ *       pins, fewer, are decoded into fresh leaves. A large table loads in two parts at once
+ *       (idx_adopt_part(), idx_load_part()), the second on a helper thread. The helper writes
+ *       only its own leaves and its own load_ctx (sums and a live-bytes table of its own,
+ *       never the store's), reads only the mapped file and the decoded struct ckpt, and is
+ *       joined before anything it wrote is read; the main thread meanwhile hashes the whole
+ *       section (K4 of checkpoint.c), so no entry is trusted before both the checksum and
+ *       every entry's checks passed. Where no thread can be started the main thread loads
+ *       both parts. While the tree holds the file's pages the file must not be cut: the
+ *       replaced checkpoint is then left whole (C6) and freed when the store closes.
  *   C6. The checkpoint a new one replaces is freed only after the directory sync made the
  *       rename durable, a step at a time (io_release of wal/io.h, for the log's syncs): an
  *       fd opened on it before the rename keeps its blocks until then. Cut earlier, a power
@@ -66,7 +70,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bigmap.h"
 #include "btree.h"
 #include "checkpoint.h"
 #include "cid.h"
@@ -322,8 +325,13 @@ int ckpt_take(cs_store *s, enum ckpt_mode mode)
 		rc = io_error(rc, "fsync of the store directory");
 		goto out;
 	}
-	if (old_fd >= 0)
+	/* C6; but a file whose pages the block index still uses is left whole until it closes
+	 * (C5): cut, its pages would vanish under the tree. */
+	if (old_fd >= 0 && !s->ckpt_in_use)
 		io_release(old_fd);
+	else if (old_fd >= 0)
+		close(old_fd);
+	s->ckpt_in_use = 0; /* the name is the new file's now */
 	old_fd = -1;
 	wal_stat(s->wal, &ws);
 	s->ckpt_log_bytes = ws.log_bytes;
@@ -436,29 +444,42 @@ int ckpt_clean(cs_store *s)
 	return 0;
 }
 
-/* The file's bytes as the loader holds them: mapped from the page cache, or (where the
- * kernel cannot prefault a mapping) read into fresh memory. */
+/* The checkpoint file, whole, in a private writable mapping: of the file (map_file), or
+ * where the kernel cannot prefault a mapping, anonymous memory it was read into. Its BLOCKS
+ * leaves may be given to the block index (C5): the tree then owns those pages, and
+ * file_buf_free() unmaps only the rest. */
 struct file_buf {
-	const uint8_t *p;
+	uint8_t *p;
 	size_t len;
-	int mapped; /* p is a file mapping of len bytes, else cs_bigmap_alloc(len) memory */
+	uint8_t *given; /* NULL, or the first of given_len bytes that the tree owns */
+	size_t given_len;
 };
+
+static void unmap_range(uint8_t *from, uint8_t *to)
+{
+	if (to > from)
+		munmap(from, (size_t)(to - from));
+}
 
 static void file_buf_free(struct file_buf *b)
 {
-	if (b->p != NULL && b->mapped)
-		munmap((void *)b->p, b->len);
-	else if (b->p != NULL)
-		cs_bigmap_free((void *)b->p, b->len);
+	if (b->p == NULL)
+		return;
+	if (b->given == NULL) {
+		munmap(b->p, b->len);
+	} else { /* whole pages: the leaves start on one (K5 of checkpoint.c, blocks_begin) */
+		unmap_range(b->p, b->given);
+		unmap_range(b->given + b->given_len, b->p + b->len);
+	}
 	b->p = NULL;
 }
 
 /* Reads len bytes of fd into fresh memory (the fallback of map_file). */
 static int read_whole(int fd, struct file_buf *b)
 {
-	uint8_t *p = cs_bigmap_alloc(b->len);
+	uint8_t *p = mmap(NULL, b->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	if (p == NULL)
+	if (p == MAP_FAILED)
 		return cs_fail(-ENOMEM, "checkpoint: no memory for its %zu bytes", b->len);
 	/* Bounded: each pass reads at least one byte, or counts a retry, or ends. */
 	for (size_t got = 0, retries = 0; got < b->len;) {
@@ -470,35 +491,35 @@ static int read_whole(int fd, struct file_buf *b)
 		} else {
 			int rc = n == 0 ? cs_fail(CS_ECORRUPT, "checkpoint: the file shrank while read")
 			                : fs_error(errno, "read");
-			cs_bigmap_free(p, b->len);
+			munmap(p, b->len);
 			return rc;
 		}
 	}
 	b->p = p;
-	b->mapped = 0;
 	return 0;
 }
 
-/* Makes the whole file readable at b->p (the caller frees it with file_buf_free).
+/* Makes the whole file readable and writable (privately) at b->p; the caller frees it with
+ * file_buf_free.
  *
- * Mapped, not read: reading 50 MB (a million blocks) into fresh memory made the kernel find,
- * fault in and zero 50 MB of huge pages and then copy the file into them; under memory churn
- * the huge pages were slow to come (one pread of the file took 25 to 560 ms). A mapping uses
- * the page cache's pages as they are. MADV_POPULATE_READ reads every page in before the
- * decoder looks at one, and reports a failing disk as an error (EFAULT or EIO, where an access
- * would have raised SIGBUS), so that damage still falls back to a full replay. The pages stay
- * mapped until the load ends (tens of milliseconds); only reclaim of a mapped page and a
- * failed re-read in that window could still raise SIGBUS. Kernels before 5.14 lack the advice
- * (EINVAL): there the file is read as before. */
+ * Mapped, not read: reading 50 MB (a million blocks) into fresh memory makes the kernel find,
+ * fault in and zero 50 MB of pages and then copy the file into them, 50 to 110 ms on a host
+ * that hands freed pages back to its hypervisor; a mapping uses the page cache's pages as
+ * they are (7 to 12 ms), and the block index then keeps its leaves there (C5). The mapping is
+ * private: a page the tree writes is copied first, and the file never changes.
+ * MADV_POPULATE_READ reads every page in before the decoder looks at one, and reports a
+ * failing disk as an error (EFAULT or EIO, where an access would have raised SIGBUS), so that
+ * damage still falls back to a full replay. Kernels before 5.14 lack the advice (EINVAL):
+ * there the file is read. Once loaded, the leaves stay mapped for the store's life: a page
+ * the kernel reclaims is read again from the file, and a disk that fails that read raises
+ * SIGBUS, as in any program that maps its data (LMDB). */
 static int map_file(int dirfd, struct file_buf *b)
 {
 	struct stat st;
 	int fd = openat(dirfd, CKPT_FILE, O_RDONLY | O_CLOEXEC);
 	int rc = 0;
 
-	b->p = NULL;
-	b->len = 0;
-	b->mapped = 0;
+	*b = (struct file_buf){0};
 	if (fd < 0)
 		return errno == ENOENT ? CS_ENOTFOUND : fs_error(errno, "open");
 	if (fstat(fd, &st) != 0) {
@@ -510,11 +531,16 @@ static int map_file(int dirfd, struct file_buf *b)
 		goto out;
 	}
 	b->len = (size_t)st.st_size;
-	if (b->len < CKPT_HEADER || ckpt_test_no_map) { /* the decoder refuses a short one */
+	if (b->len < CKPT_HEADER) { /* the decoder refuses it; nothing to map */
+		rc = cs_fail(CS_ECORRUPT, "checkpoint: file of %zu bytes is shorter than its header",
+		             b->len);
+		goto out;
+	}
+	if (ckpt_test_no_map) {
 		rc = read_whole(fd, b);
 		goto out;
 	}
-	void *p = mmap(NULL, b->len, PROT_READ, MAP_PRIVATE, fd, 0);
+	void *p = mmap(NULL, b->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
 	if (p == MAP_FAILED) {
 		rc = fs_error(errno, "mmap");
 		goto out;
@@ -529,7 +555,6 @@ static int map_file(int dirfd, struct file_buf *b)
 		goto out;
 	}
 	b->p = p;
-	b->mapped = 1;
 out:
 	close(fd);
 	return rc;
@@ -538,15 +563,19 @@ out:
 /* A table of at least this many entries loads in two parts, on two threads (C5): below it the
  * thread's start (tens of microseconds) would be a fair share of the load. */
 #define CKPT_LOAD_SPLIT 65536u
-/* The main thread's share of the leaves, in percent: besides its part it hashes the helper's
- * entries for the checksum (K4 of checkpoint.c), about a quarter of what decoding them costs.
- * With 40% both threads took 12 to 20 ms of CPU for a million entries. */
-#define CKPT_LOAD_SHARE0 40u
+/* The main thread's share of the leaves, in percent: besides its part it hashes the whole
+ * table for the checksum (K4 of checkpoint.c). Pins are decoded into fresh leaves, about four
+ * times what hashing them costs; blocks are only checked where they lie, which costs less
+ * than hashing them, so the helper checks them all. */
+#define CKPT_PINS_SHARE0 40u
+#define CKPT_BLOCKS_SHARE0 0u
 
 struct load_ctx {
 	cs_store *s;
-	struct ckpt_cursor k;
+	const struct ckpt *c;
 	int pins; /* loading the pin table */
+	struct ckpt_cursor k; /* pins: the part's entries */
+	struct ckpt_seg_memo memo; /* blocks: for ckpt_leaf_check() */
 	/* The live bytes of the entries since the last change of segment, not yet added to
 	 * the live-bytes table (C1 of compact.c): added once per run of one segment rather than
 	 * once per entry, each add being a binary search of the table. */
@@ -572,25 +601,17 @@ static void live_flush(struct load_ctx *l)
 	l->live_run = 0;
 }
 
-/* idx_load's fill callback: decodes and checks entries i .. i + n - 1 straight into a leaf
- * (K2, K4 of checkpoint.c), and what the decoder cannot know. idx_load checks that the keys
- * increase. */
-static int load_run(void *ctx, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
-                    struct idx_val *vals)
+/* Adds n entries of the table to l's figures and checks what the decoder cannot know: that
+ * each key's hash is one the store writes. Returns the first entry that fails, or n. */
+static unsigned account(struct load_ctx *l, unsigned n, const uint8_t (*keys)[CS_KEY_MAX],
+                        const struct idx_val *vals)
 {
-	struct load_ctx *l = ctx;
-	int rc = ckpt_cursor_get(&l->k, i, n, keys, vals);
-
-	if (rc != 0)
-		return rc;
 	for (unsigned j = 0; j < n; j++) {
 		const uint8_t *key = keys[j];
 		const struct idx_val *v = &vals[j];
 		int64_t bytes;
 		if (cid_hash_len((uint64_t)key[0] << 8 | key[1]) != CS_DIGEST_MAX)
-			return cs_fail(CS_ECORRUPT, "checkpoint: %s entry %zu has a hash the store "
-			                            "never writes",
-			               l->pins ? "pin" : "block", i + j);
+			return j;
 		if (l->pins) {
 			l->pins_recursive += (v->len & 0xff) == CS_PIN_RECURSIVE;
 			bytes = pin_bytes(key, v);
@@ -604,7 +625,51 @@ static int load_run(void *ctx, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX]
 		}
 		l->live_run += bytes;
 	}
+	return n;
+}
+
+/* idx_load's fill callback for pins: decodes and checks entries i .. i + n - 1 straight into
+ * a leaf (K2, K4 of checkpoint.c). idx_load checks that the keys increase. */
+static int pins_run(void *ctx, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MAX],
+                    struct idx_val *vals)
+{
+	struct load_ctx *l = ctx;
+	int rc = ckpt_cursor_get(&l->k, i, n, keys, vals);
+
+	if (rc != 0)
+		return rc;
+	unsigned bad = account(l, n, (const uint8_t (*)[CS_KEY_MAX])keys, vals);
+	if (bad < n)
+		return cs_fail(CS_ECORRUPT, "checkpoint: pin entry %zu has a hash the store never "
+		                            "writes",
+		               i + bad);
 	return 0;
+}
+
+/* idx_adopt_part's check for blocks: leaf j of BLOCKS, its header, fill and key order
+ * checked already (K2 of checkpoint.c). */
+static int blocks_run(void *ctx, size_t j, unsigned n, const uint8_t (*keys)[CS_KEY_MAX],
+                      const struct idx_val *vals)
+{
+	struct load_ctx *l = ctx;
+	int rc = ckpt_leaf_check(l->c, j, n, vals, &l->memo);
+
+	if (rc != 0)
+		return rc;
+	unsigned bad = account(l, n, keys, vals);
+	if (bad < n)
+		return cs_fail(CS_ECORRUPT, "checkpoint: blocks leaf %zu entry %u has a hash the "
+		                            "store never writes",
+		               j, bad);
+	return 0;
+}
+
+/* Part p of the load l belongs to, on whichever thread. */
+static int load_part(struct load_ctx *l, unsigned p)
+{
+	if (l->pins)
+		return idx_load_part(l->ld, p, pins_run, l);
+	return idx_adopt_part(l->ld, p, blocks_run, l);
 }
 
 /* A helper thread's part 1 of the load (C5). */
@@ -612,57 +677,97 @@ static void *load_helper(void *arg)
 {
 	struct load_ctx *l = arg;
 
-	l->rc = idx_load_part(l->ld, 1, load_run, l);
-	if (l->rc == 0) {
-		l->rc = ckpt_cursor_end(&l->k); /* not the checksum's cursor: checks nothing */
+	l->rc = load_part(l, 1);
+	if (l->pins)
+		l->rc = l->rc == 0 ? ckpt_cursor_end(&l->k) /* not the checksum's: checks nothing */
+		                   : (ckpt_cursor_free(&l->k), l->rc);
+	if (l->rc == 0)
 		live_flush(l);
-	} else {
-		ckpt_cursor_free(&l->k);
+	else
 		snprintf(l->msg, sizeof(l->msg), "%s", cs_errmsg()); /* the message is per thread */
-	}
 	return NULL;
+}
+
+/* Plans the load of the pin table: its entries decoded into fresh leaves through a cursor per
+ * part, the one from 0 checking the section's checksum (K4 of checkpoint.c). */
+static int pins_begin(cs_store *s, const struct ckpt *c, unsigned parts, struct load_ctx l[2])
+{
+	size_t n = (size_t)c->sec[CKPT_SEC_PINS].count;
+	int rc = idx_load_begin(s->pins, n, parts, CKPT_PINS_SHARE0, &l[0].ld);
+
+	if (rc != 0)
+		return rc;
+	size_t mid = l[0].ld != NULL ? idx_load_part_first(l[0].ld, 1) : 0;
+	if ((rc = ckpt_cursor_begin_at(&l[0].k, c, CKPT_SEC_PINS, 0, mid)) == 0 && parts == 2 &&
+	    (rc = ckpt_cursor_begin_at(&l[1].k, c, CKPT_SEC_PINS, mid, n)) != 0)
+		ckpt_cursor_free(&l[0].k);
+	if (rc != 0)
+		return idx_load_end(l[0].ld, rc);
+	return 0;
+}
+
+/* Plans the load of the block index: the tree takes BLOCKS' leaves where they lie in the
+ * mapping (file_buf), which gives them up (C5). */
+static int blocks_begin(cs_store *s, const struct ckpt *c, unsigned parts, struct load_ctx l[2],
+                        struct file_buf *fb)
+{
+	const struct ckpt_section *sec = &c->sec[CKPT_SEC_BLOCKS];
+	long page = sysconf(_SC_PAGESIZE);
+
+	if (sec->nleaves == 0)
+		return 0;
+	if (page != IDX_NODE_BYTES) /* the tree's pages must be whole leaves */
+		return cs_fail(CS_EINVAL, "checkpoint: its leaves are used in place, which takes "
+		                          "%u-byte pages, not %ld",
+		               IDX_NODE_BYTES, page);
+	fb->given = (uint8_t *)sec->leaves; /* the mapping is writable: file_buf */
+	fb->given_len = sec->nleaves * IDX_NODE_BYTES;
+	return idx_adopt_begin(s->idx, fb->given, sec->nleaves, parts, CKPT_BLOCKS_SHARE0,
+	                       &l[0].ld);
 }
 
 /* Loads the BLOCKS (pins 0) or PINS table; its entries are trusted only once this returned 0,
  * the section's checksum checked after the last entry (K4 of checkpoint.c). A large table is
  * loaded in two parts, the second on a helper thread (C5). */
-static int load_table(cs_store *s, const struct ckpt *c, int pins)
+static int load_table(cs_store *s, const struct ckpt *c, int pins, struct file_buf *fb)
 {
 	int type = pins ? CKPT_SEC_PINS : CKPT_SEC_BLOCKS;
-	size_t n = (size_t)c->sec[type].count;
-	unsigned parts = n >= CKPT_LOAD_SPLIT ? 2 : 1;
-	struct load_ctx l[2] = {{.s = s, .pins = pins}, {.s = s, .pins = pins}};
-	struct idx_load *ld;
+	unsigned parts = c->sec[type].count >= CKPT_LOAD_SPLIT ? 2 : 1;
+	struct load_ctx l[2] = {{.s = s, .c = c, .pins = pins}, {.s = s, .c = c, .pins = pins}};
 	pthread_t helper;
 	int rc, helping = 0;
 
-	if ((rc = idx_load_begin(pins ? s->pins : s->idx, n, parts, CKPT_LOAD_SHARE0, &ld)) != 0)
+	rc = pins ? pins_begin(s, c, parts, l) : blocks_begin(s, c, parts, l, fb);
+	if (rc != 0)
 		return rc;
-	size_t mid = ld != NULL ? idx_load_part_first(ld, 1) : 0;
-	if ((rc = ckpt_cursor_begin_at(&l[0].k, c, type, 0, mid)) != 0)
-		return idx_load_end(ld, rc);
-	if (ld == NULL) /* no entries, but a checksum to check all the same (K4) */
-		return ckpt_cursor_end(&l[0].k);
+	if (l[0].ld == NULL) /* no entries, but a checksum to check all the same (K4) */
+		return pins ? ckpt_cursor_end(&l[0].k) : ckpt_section_verify(c, type);
 	if (parts == 2) {
 		/* calloc leaves the table's untouched slots unbacked (as store_live_init's). */
 		l[1].live = calloc(CS_SEGMENTS_MAX, sizeof(*l[1].live));
-		l[1].ld = ld;
-		if (l[1].live == NULL)
+		l[1].ld = l[0].ld;
+		if (l[1].live == NULL) {
 			rc = -ENOMEM;
-		else if ((rc = ckpt_cursor_begin_at(&l[1].k, c, type, mid, n)) == 0)
+			if (pins)
+				ckpt_cursor_free(&l[1].k);
+		} else {
 			helping = pthread_create(&helper, NULL, load_helper, &l[1]) == 0;
-		if (rc == 0 && !helping) /* no thread to be had: the main thread loads both parts */
-			load_helper(&l[1]);
+			if (!helping) /* no thread to be had: the main thread loads both parts */
+				load_helper(&l[1]);
+		}
 	}
 	if (rc == 0)
-		rc = idx_load_part(ld, 0, load_run, &l[0]);
+		rc = load_part(&l[0], 0);
 	/* The checksum of the whole section, the helper's part too (K4): while it still runs. */
-	rc = rc == 0 ? ckpt_cursor_end(&l[0].k) : (ckpt_cursor_free(&l[0].k), rc);
+	if (pins)
+		rc = rc == 0 ? ckpt_cursor_end(&l[0].k) : (ckpt_cursor_free(&l[0].k), rc);
+	else if (rc == 0)
+		rc = ckpt_section_verify(c, type);
 	if (helping)
 		pthread_join(helper, NULL); /* C5: its writes are visible from here on */
 	if (rc == 0 && parts == 2 && l[1].rc != 0)
 		rc = cs_fail(l[1].rc, "%s", l[1].msg);
-	rc = idx_load_end(ld, rc);
+	rc = idx_load_end(l[0].ld, rc);
 	if (rc == 0) {
 		live_flush(&l[0]);
 		for (uint32_t i = 0; i < l[1].nlive; i++)
@@ -723,7 +828,7 @@ int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 		             (unsigned long long)c.h.store_uid);
 		goto out;
 	}
-	if ((rc = load_table(s, &c, 0)) != 0 || (rc = load_table(s, &c, 1)) != 0 ||
+	if ((rc = load_table(s, &c, 0, &fb)) != 0 || (rc = load_table(s, &c, 1, &fb)) != 0 ||
 	    (rc = load_names(s, &c.sec[CKPT_SEC_NAMES])) != 0)
 		goto out;
 	ckpt_stats(&c.sec[CKPT_SEC_STATS], &s->last_gc, &s->last_gc_time_ns);
@@ -758,6 +863,7 @@ int ckpt_load(cs_store *s, struct rec_start *start, struct wal_seg_info **segs)
 	};
 	atomic_store(&s->ckpt_seq, c.h.start_seq);
 	atomic_store(&s->ckpt_time_ns, c.h.created_ns);
+	s->ckpt_in_use = fb.given != NULL;
 out:
 	file_buf_free(&fb);
 	if (rc != 0) {

@@ -427,6 +427,7 @@ static int reset_tables(cs_store *s)
 	names_destroy(s->names);
 	s->idx = s->pins = NULL;
 	s->names = NULL;
+	s->ckpt_in_use = 0; /* the leaves it lent went with the tree */
 	s->live_bytes = 0;
 	s->nlive = 0; /* C1 of compact.c: rebuilt by the replay */
 	s->pins_recursive = 0;

@@ -90,6 +90,8 @@ struct cs_store {
 	pthread_mutex_t ckpt_mu;     /* one checkpoint at a time; guards ckpt_log_bytes */
 	pthread_rwlock_t ckpt_lock;  /* C1 of ckpt.c; prefers the exclusive taker */
 	uint64_t ckpt_log_bytes;     /* the log's size when the last checkpoint ended */
+	int ckpt_in_use;             /* the file named CKPT_FILE holds leaves of the block index
+	                              * (C5 of ckpt.c), so it must not be cut (C6); under ckpt_mu */
 	_Atomic uint64_t ckpt_seq;   /* start seq of the last checkpoint written or loaded */
 	_Atomic int64_t ckpt_time_ns;
 	pthread_mutex_t ckpt_wait_mu; /* the background thread's sleep */

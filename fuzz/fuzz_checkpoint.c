@@ -8,17 +8,21 @@
  * Checked, for what checkpoint.h promises (K1, K2):
  *  1. ckpt_decode() answers 0, CS_ECORRUPT or CS_EVERSION, never anything else, with a
  *     message on failure, and never reads outside the input (ASan).
- *  2. An accepted checkpoint's BLOCKS and PINS entries, checked by ckpt_entry_get() as the
- *     store does, bulk-load into a B+tree (idx_load checks that keys strictly increase) or
- *     are refused with CS_ECORRUPT, leaving the tree empty; either way it passes idx_check.
- *     Its NAMES entries walk to exactly the section's end, its DROPS ranges increase.
+ *  2. An accepted checkpoint's BLOCKS leaves, adopted by a B+tree (idx_adopt_part checks
+ *     their layout, fill and key order) with ckpt_leaf_check() on each as the store does, and
+ *     its PINS entries, checked by ckpt_entry_get() and bulk-loaded (idx_load checks the
+ *     order), make trees or are refused with CS_ECORRUPT, leaving the tree empty; either
+ *     way it passes idx_check. Its NAMES entries walk to exactly the section's end, its
+ *     DROPS ranges increase.
  *  3. Encoded again with the writer (sections in type order, the same header), a checkpoint
- *     accepted whole whose sections were in type order and held no skipped section is the input
- *     byte for byte, and in any case decodes to the same entries.
- *  4. The store's way of loading (ckpt_decode_lazy(), then each table in two parts through a
- *     cursor over each part's range, the one from entry 0 checking the whole section's
- *     checksum after its last run, K4) accepts exactly the inputs that ckpt_decode() and the
- *     loads of check 2 accept.
+ *     accepted whole whose sections were in type order, held no skipped section and whose
+ *     leaves were filled as the writer fills them (K5) is the input byte for byte, and in any
+ *     case decodes to the same entries.
+ *  4. The store's way of loading (ckpt_decode_lazy(), then each table in two parts: the
+ *     leaves adopted in two parts and the whole section hashed by ckpt_section_verify(), the
+ *     pins through a cursor over each part's range, the one from entry 0 checking the whole
+ *     section's checksum after its last run, K4) accepts exactly the inputs that
+ *     ckpt_decode() and the loads of check 2 accept.
  * A violated check aborts, which libFuzzer reports as a crash with the input saved.
  *
  * Build: cmake -DCS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
@@ -64,9 +68,58 @@ static int load_entry(void *ctx, size_t i, unsigned n, uint8_t (*keys)[CS_KEY_MA
 	return rc;
 }
 
+static int leaf_check(void *ctx, size_t j, unsigned n, const uint8_t (*keys)[CS_KEY_MAX],
+                      const struct idx_val *vals)
+{
+	struct ckpt_seg_memo m = {0, 0};
+	(void)keys;
+	return ckpt_leaf_check(ctx, j, n, vals, &m);
+}
+
+/* A copy of c's leaves in memory of their own, for a tree to adopt (and unmap). */
+static uint8_t *leaves_copy(const struct ckpt *c)
+{
+	const struct ckpt_section *s = &c->sec[CKPT_SEC_BLOCKS];
+	if (s->nleaves == 0)
+		return NULL;
+	uint8_t *p = mmap(NULL, s->nleaves * IDX_NODE_BYTES, PROT_READ | PROT_WRITE,
+	                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(p != MAP_FAILED);
+	memcpy(p, s->leaves, s->nleaves * IDX_NODE_BYTES);
+	return p;
+}
+
+/* Adopts c's leaves in parts (1 or 2), part 1 first as a helper thread may; the checksum
+ * too when lazy. Returns 0 or CS_ECORRUPT, the tree as check 2 says. */
+static int adopt(const struct ckpt *c, unsigned parts, unsigned share0, int lazy)
+{
+	struct idx_load *ld;
+	struct idx *t;
+	CHECK(idx_create(&t) == 0);
+	int rc = idx_adopt_begin(t, leaves_copy(c), c->sec[CKPT_SEC_BLOCKS].nleaves, parts, share0,
+	                         &ld);
+	CHECK(rc == 0);
+	if (ld != NULL) {
+		rc = parts == 2 ? idx_adopt_part(ld, 1, leaf_check, (void *)c) : 0;
+		int rc0 = idx_adopt_part(ld, 0, leaf_check, (void *)c);
+		if (rc0 == 0 && lazy)
+			rc0 = ckpt_section_verify(c, CKPT_SEC_BLOCKS);
+		rc = idx_load_end(ld, rc0 != 0 ? rc0 : rc);
+	} else if (lazy) {
+		rc = ckpt_section_verify(c, CKPT_SEC_BLOCKS);
+	}
+	CHECK(rc == 0 || rc == CS_ECORRUPT);
+	CHECK(idx_count(t) == (rc == 0 ? c->sec[CKPT_SEC_BLOCKS].count : 0));
+	CHECK(idx_check(t) == 0);
+	idx_destroy(t);
+	return rc;
+}
+
 /* Loads section type of c as the store does; returns 0 or CS_ECORRUPT. */
 static int check_table(const struct ckpt *c, int type)
 {
+	if (type == CKPT_SEC_BLOCKS)
+		return adopt(c, 1, 0, 0);
 	struct load l = {c, type};
 	struct idx *t;
 	CHECK(idx_create(&t) == 0);
@@ -95,7 +148,9 @@ static int lazy_load(const uint8_t *buf, size_t len, unsigned share0)
 	int rc = ckpt_decode_lazy(buf, len, &c);
 
 	CHECK(rc == 0 || rc == CS_ECORRUPT || rc == CS_EVERSION);
-	for (int type = CKPT_SEC_BLOCKS; rc == 0 && type <= CKPT_SEC_PINS; type++) {
+	if (rc == 0)
+		rc = adopt(&c, 2, share0, 1);
+	for (int type = CKPT_SEC_PINS; rc == 0 && type <= CKPT_SEC_PINS; type++) {
 		size_t n = (size_t)c.sec[type].count;
 		struct ckpt_cursor k0, k1;
 		struct idx_load *ld;
@@ -144,17 +199,26 @@ static uint8_t *encode(const struct ckpt *c, size_t *n)
 		ckpt_put_seg(&w, &g);
 	}
 	ckpt_section_end(&w);
-	for (int t = CKPT_SEC_BLOCKS; t <= CKPT_SEC_PINS; t++) {
-		s = &c->sec[t];
-		ckpt_section_begin(&w, (uint16_t)t);
-		for (size_t i = 0; i < s->count; i++) {
-			uint8_t key[CS_KEY_MAX];
-			struct idx_val v;
-			ckpt_entry_at(s, i, key, &v);
-			ckpt_put_entry(&w, key, &v);
-		}
-		ckpt_section_end(&w);
+	s = &c->sec[CKPT_SEC_BLOCKS];
+	ckpt_section_begin(&w, CKPT_SEC_BLOCKS);
+	for (size_t j = 0; j < s->nleaves; j++) {
+		const uint8_t (*keys)[CS_KEY_MAX];
+		const struct idx_val *vals;
+		unsigned cnt;
+		CHECK(ckpt_leaf_get(c, j, &cnt, &keys, &vals) == 0); /* check 2 passed */
+		for (unsigned k = 0; k < cnt; k++)
+			ckpt_put_entry(&w, keys[k], &vals[k]);
 	}
+	ckpt_section_end(&w);
+	s = &c->sec[CKPT_SEC_PINS];
+	ckpt_section_begin(&w, CKPT_SEC_PINS);
+	for (size_t i = 0; i < s->count; i++) {
+		uint8_t key[CS_KEY_MAX];
+		struct idx_val v;
+		ckpt_entry_at(s, i, key, &v);
+		ckpt_put_entry(&w, key, &v);
+	}
+	ckpt_section_end(&w);
 	s = &c->sec[CKPT_SEC_NAMES];
 	ckpt_section_begin(&w, CKPT_SEC_NAMES);
 	for (size_t i = 0, off = 0; i < s->count; i++) {
@@ -186,9 +250,30 @@ static uint8_t *encode(const struct ckpt *c, size_t *n)
 	return out;
 }
 
+/* The same entries: for BLOCKS the same leaves, as the padding before them may differ. */
 static int same_section(const struct ckpt_section *a, const struct ckpt_section *b)
 {
+	if (a->leaves != NULL)
+		return a->count == b->count && a->nleaves == b->nleaves &&
+		       memcmp(a->leaves, b->leaves, a->nleaves * IDX_NODE_BYTES) == 0;
 	return a->count == b->count && a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
+}
+
+/* Were c's leaves filled as the writer fills them (K5 of checkpoint.c)? Leaves of
+ * IDX_LEAF_CAP entries, but for the last two, which share the rest evenly, the first one more. */
+static int writer_leaves(const struct ckpt *c)
+{
+	const struct ckpt_section *s = &c->sec[CKPT_SEC_BLOCKS];
+	size_t left = (size_t)s->count;
+	for (size_t j = 0; j < s->nleaves; j++) {
+		size_t want = left <= IDX_LEAF_CAP        ? left
+		              : left <= 2 * IDX_LEAF_CAP ? (left + 1) / 2
+		                                         : IDX_LEAF_CAP;
+		if (get_le16(ckpt_leaf_at(c, j)) != want)
+			return 0;
+		left -= want;
+	}
+	return 1;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -237,7 +322,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	size_t n;
 	uint8_t *re = encode(&c, &n);
-	int ordered = c.skipped == 0;
+	int ordered = c.skipped == 0 && writer_leaves(&c);
 	for (int t = 1; t <= CKPT_SEC_KNOWN; t++)
 		ordered = ordered && c.sec[t].flags == 0 && (t == 1 || c.sec[t - 1].data < c.sec[t].data);
 	if (ordered)

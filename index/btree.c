@@ -1431,16 +1431,29 @@ void idx_leaf_image(uint8_t img[IDX_NODE_BYTES], unsigned n, const uint8_t (*key
 	memcpy(x->u.leaf.vals, vals, n * sizeof(*vals));
 }
 
+/* Are the n bytes at p zero? */
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
 int idx_leaf_view(const uint8_t img[IDX_NODE_BYTES], unsigned *n,
 		  const uint8_t (**keys)[IDX_KEY], const struct idx_val **vals)
 {
-	static const uint8_t zero[NODE_HDR - 3];
 	const struct node *x = (const struct node *)img;
+	const uint8_t *end = (const uint8_t *)&x->u.leaf.keys[LEAF_CAP];
 
-	if (x->kind != NODE_LEAF || memcmp(img + 3, zero, sizeof(zero)) != 0 || x->n < 1 ||
+	if (x->kind != NODE_LEAF || !all_zero(img + 3, NODE_HDR - 3) || x->n < 1 ||
 	    x->n > LEAF_CAP)
 		return cs_fail(CS_ECORRUPT, "btree: not a leaf's header (kind %u, %u entries)",
 			       x->kind, x->n);
+	/* The unused slots and the tail are zero, so that a leaf has one image (btree.h). */
+	if (!all_zero((const uint8_t *)&x->u.leaf.vals[x->n],
+		      (LEAF_CAP - x->n) * sizeof(struct idx_val)) ||
+	    !all_zero(x->u.leaf.keys[x->n], (size_t)(LEAF_CAP - x->n) * IDX_KEY) ||
+	    !all_zero(end, (size_t)(img + NODE_BYTES - end)))
+		return cs_fail(CS_ECORRUPT, "btree: a leaf of %u entries with bytes past them",
+			       x->n);
 	*n = x->n;
 	*keys = (const uint8_t (*)[IDX_KEY])x->u.leaf.keys;
 	*vals = x->u.leaf.vals;

@@ -133,8 +133,8 @@ void idx_leaf_image(uint8_t img[IDX_NODE_BYTES], unsigned n, const uint8_t (*key
 		    const struct idx_val *vals);
 
 /* Reads the leaf in img: its entry count, and its keys and values where they lie in img.
- * Checks the header only (kind, zero bytes, 1 .. IDX_LEAF_CAP entries), not the keys' order.
- * Errors: CS_ECORRUPT. */
+ * Checks the layout (kind, 1 .. IDX_LEAF_CAP entries, every other byte zero), not the keys'
+ * order. Errors: CS_ECORRUPT. */
 int idx_leaf_view(const uint8_t img[IDX_NODE_BYTES], unsigned *n,
 		  const uint8_t (**keys)[IDX_KEY], const struct idx_val **vals);
 

@@ -11,10 +11,11 @@
  *       before any loop runs over them, so a loop's bound is the buffer's size.
  *   K2. A decoded checkpoint satisfies everything the loader relies on but the entries of
  *       BLOCKS and PINS: each known section appears exactly once, sections and names are
- *       well formed, names strictly increase. Block and pin entries, a million and more,
- *       are checked as they are loaded, in one pass: ckpt_entry_get() (or a cursor, the same
- *       checks in runs) checks each one's position (inside the log the checkpoint lists,
- *       before its end mark) and fields, and idx_load() that the keys strictly increase.
+ *       well formed, names strictly increase, BLOCKS is whole leaves after its padding. Block
+ *       and pin entries, a million and more, are checked as they are loaded, in one pass: a
+ *       leaf's by idx_adopt_part() (header, fill, key order) and ckpt_leaf_check() (each
+ *       position inside the log the checkpoint lists, before its end mark, and length), a
+ *       pin's by ckpt_entry_get() (or a cursor, the same checks in runs) and idx_load().
  *   K3. The writer never holds more than CKPT_WBUF bytes of the file: sections stream out,
  *       and their headers (count, length, checksum) are written in place once each section
  *       ends. The section checksum therefore covers the payload first, then the header
@@ -25,7 +26,16 @@
  *       the range in order. The one whose range starts at entry 0 owns the checksum: its
  *       ckpt_cursor_end() hashes the entries after its range (those other cursors handed
  *       out, on other threads), then the header, and compares. No entry of any cursor is
- *       trusted before that returned 0.
+ *       trusted before that returned 0. BLOCKS, whose leaves the loader uses where they lie
+ *       rather than copying them, is hashed whole by ckpt_section_verify() instead, on one
+ *       thread while others check the leaves.
+ *   K5. BLOCKS is written as the B+tree's leaves (FORMAT.md 12.3), so that the loader can use
+ *       them in place: zero padding up to a file offset that is a multiple of IDX_NODE_BYTES,
+ *       then leaves of IDX_LEAF_CAP entries but the last two, which share what is left
+ *       evenly, so that each holds IDX_LEAF_MIN or more (I4 of btree.c) unless there is only
+ *       one. The writer learns the count only at the end (the copy is fuzzy, C2 of ckpt.c),
+ *       so it holds back up to two leaves' worth of entries (struct ckpt_pending): a leaf is
+ *       written only once more than IDX_LEAF_CAP entries follow it.
  */
 #include "checkpoint.h"
 
@@ -220,63 +230,116 @@ static uint32_t seg_end(const struct ckpt *c, uint32_t id)
 	return 0;
 }
 
-/* The last seg_end() answer, for a walk over entries that mostly point into few segments. */
-struct seg_memo {
-	uint32_t id, end; /* id 0: none yet (segment ids start at 1) */
-};
-
-/* Can a record of the checkpoint's tables lie at (seg, off)? (12.3) */
-static int in_log_memo(const struct ckpt *c, uint32_t seg, uint32_t off, struct seg_memo *m)
+/* Can a record of the checkpoint's tables lie at (seg, off)? (12.3) m keeps the last
+ * seg_end() answer. */
+static int in_log_memo(const struct ckpt *c, uint32_t seg, uint32_t off,
+                       struct ckpt_seg_memo *m)
 {
 	if (off < CS_SEG_HEADER || off % CS_REC_ALIGN != 0 ||
 	    pos_cmp(seg, off, c->h.end_seg, c->h.end_off) >= 0)
 		return 0;
 	if (seg != m->id || m->id == 0)
-		*m = (struct seg_memo){seg, seg_end(c, seg)};
+		*m = (struct ckpt_seg_memo){seg, seg_end(c, seg)};
 	return off < m->end;
 }
 
 static int in_log(const struct ckpt *c, uint32_t seg, uint32_t off)
 {
-	struct seg_memo m = {0, 0};
+	struct ckpt_seg_memo m = {0, 0};
 	return in_log_memo(c, seg, off, &m);
 }
 
-static int check_entries(const struct ckpt *c, int type)
+static int check_pins(const struct ckpt *c)
 {
-	const struct ckpt_section *s = &c->sec[type];
+	const struct ckpt_section *s = &c->sec[CKPT_SEC_PINS];
 
 	if (!fixed_size(s, CKPT_ENTRY))
-		return cs_fail(CS_ECORRUPT, "checkpoint: %s section of the wrong size",
-		               sec_name[type]);
-	if (type == CKPT_SEC_PINS && s->count > CS_PINS_MAX)
+		return corrupt("pins section of the wrong size");
+	if (s->count > CS_PINS_MAX)
 		return corrupt("more pins than a store holds");
 	return 0;
 }
 
-/* Entry i of section type into key and v, checked (K2); m as in_log_memo(). */
-static int entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_MAX],
-                     struct idx_val *v, struct seg_memo *m)
+/* Finds BLOCKS' leaves (K5): the padding zero, whole leaves after it, at least one entry a
+ * leaf and at most IDX_LEAF_CAP. buf is the file's first byte. */
+static int find_leaves(const uint8_t *buf, struct ckpt_section *s)
 {
-	ckpt_entry_at(&c->sec[type], i, key, v);
+	size_t pad = (IDX_NODE_BYTES - (size_t)(s->data - buf) % IDX_NODE_BYTES) % IDX_NODE_BYTES;
+
+	if (s->len < pad || (s->len - pad) % IDX_NODE_BYTES != 0)
+		return corrupt("blocks section of the wrong size");
+	for (size_t i = 0; i < pad; i++)
+		if (s->data[i] != 0)
+			return corrupt("blocks section padding is not zero");
+	s->leaves = s->data + pad;
+	s->nleaves = (size_t)(s->len - pad) / IDX_NODE_BYTES;
+	if (s->count < s->nleaves || s->count > (uint64_t)s->nleaves * IDX_LEAF_CAP)
+		return corrupt("the blocks section's count disagrees with its leaves");
+	return 0;
+}
+
+const uint8_t *ckpt_leaf_at(const struct ckpt *c, size_t j)
+{
+	CS_ASSERT(j < c->sec[CKPT_SEC_BLOCKS].nleaves);
+	return c->sec[CKPT_SEC_BLOCKS].leaves + j * IDX_NODE_BYTES;
+}
+
+int ckpt_leaf_check(const struct ckpt *c, size_t j, unsigned n, const struct idx_val *vals,
+                    struct ckpt_seg_memo *m)
+{
+	for (unsigned k = 0; k < n; k++) {
+		const struct idx_val *v = &vals[k];
+		const char *why = !in_log_memo(c, v->seg, v->off, m) ? "position outside the log"
+		                  : v->len > CS_BLOCK_MAX            ? "block longer than CS_BLOCK_MAX"
+		                                                     : NULL;
+		if (why != NULL)
+			return cs_fail(CS_ECORRUPT, "checkpoint: blocks leaf %zu entry %u: %s", j, k,
+			               why);
+	}
+	return 0;
+}
+
+int ckpt_leaf_get(const struct ckpt *c, size_t j, unsigned *n, const uint8_t (**keys)[CS_KEY_MAX],
+                  const struct idx_val **vals)
+{
+	struct ckpt_seg_memo m = {0, 0};
+	int rc = idx_leaf_view(ckpt_leaf_at(c, j), n, keys, vals);
+
+	if (rc != 0)
+		return cs_fail(rc, "checkpoint: blocks leaf %zu: %s", j, cs_errmsg());
+	return ckpt_leaf_check(c, j, *n, *vals, &m);
+}
+
+int ckpt_section_verify(const struct ckpt *c, int type)
+{
+	const struct ckpt_section *s = &c->sec[type];
+
+	if (s->unverified && section_sum(s->hdr, s->data, s->len) != get_le64(s->hdr + 24))
+		return cs_fail(CS_ECORRUPT, "checkpoint: %s section checksum mismatch",
+		               sec_name[type]);
+	return 0;
+}
+
+/* Pin entry i into key and v, checked (K2); m as in_log_memo(). */
+static int entry_get(const struct ckpt *c, size_t i, uint8_t key[CS_KEY_MAX], struct idx_val *v,
+                     struct ckpt_seg_memo *m)
+{
+	ckpt_entry_at(&c->sec[CKPT_SEC_PINS], i, key, v);
 	if (!in_log_memo(c, v->seg, v->off, m))
-		return bad_section(type, i, "position outside the log");
-	if (type == CKPT_SEC_BLOCKS ? v->len > CS_BLOCK_MAX
-	                            : ((v->len & 0xff) != CS_PIN_DIRECT &&
-	                               (v->len & 0xff) != CS_PIN_RECURSIVE) ||
-	                                  (v->len >> 8) > 1)
-		return bad_section(type, i, type == CKPT_SEC_BLOCKS ? "block longer than CS_BLOCK_MAX"
-		                                                    : "unknown pin kind or CID version");
+		return bad_section(CKPT_SEC_PINS, i, "position outside the log");
+	if (((v->len & 0xff) != CS_PIN_DIRECT && (v->len & 0xff) != CS_PIN_RECURSIVE) ||
+	    (v->len >> 8) > 1)
+		return bad_section(CKPT_SEC_PINS, i, "unknown pin kind or CID version");
 	return 0;
 }
 
 int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_MAX],
                    struct idx_val *v)
 {
-	struct seg_memo m = {0, 0};
+	struct ckpt_seg_memo m = {0, 0};
 
-	CS_ASSERT((type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS) && i < c->sec[type].count);
-	return entry_get(c, type, i, key, v, &m);
+	CS_ASSERT(type == CKPT_SEC_PINS && i < c->sec[type].count);
+	return entry_get(c, i, key, v, &m);
 }
 
 /* ---- Loading entries in runs ---------------------------------------------------------- */
@@ -284,7 +347,7 @@ int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_
 int ckpt_cursor_begin_at(struct ckpt_cursor *k, const struct ckpt *c, int type, size_t from,
                          size_t to)
 {
-	CS_ASSERT(type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS);
+	CS_ASSERT(type == CKPT_SEC_PINS);
 	CS_ASSERT(from <= to && to <= c->sec[type].count);
 	*k = (struct ckpt_cursor){.c = c, .type = type, .next = from, .end = to};
 	if (!c->sec[type].unverified || from != 0) /* K4: the cursor from 0 owns the checksum */
@@ -306,7 +369,6 @@ int ckpt_cursor_get(struct ckpt_cursor *k, size_t i, unsigned n, uint8_t (*keys)
                     struct idx_val *vals)
 {
 	const struct ckpt_section *s = &k->c->sec[k->type];
-	struct seg_memo m = {k->seg_id, k->seg_end};
 	int rc = 0;
 
 	/* K4: the runs cover the range in order, so the checksum sees its bytes in order. */
@@ -314,9 +376,7 @@ int ckpt_cursor_get(struct ckpt_cursor *k, size_t i, unsigned n, uint8_t (*keys)
 	if (k->xs != NULL) /* while the run's bytes are about to be read anyway */
 		XXH3_64bits_update(k->xs, s->data + i * CKPT_ENTRY, (size_t)n * CKPT_ENTRY);
 	for (unsigned j = 0; rc == 0 && j < n; j++)
-		rc = entry_get(k->c, k->type, i + j, keys[j], &vals[j], &m);
-	k->seg_id = m.id;
-	k->seg_end = m.end;
+		rc = entry_get(k->c, i + j, keys[j], &vals[j], &k->memo);
 	k->next = i + n;
 	return rc;
 }
@@ -421,7 +481,8 @@ static int decode(const uint8_t *buf, size_t len, int lazy, struct ckpt *out)
 		uint16_t type = get_le16(p);
 		struct ckpt_section s = {get_le16(p + 2), get_le64(p + 8), get_le64(p + 16),
 		                         p + CKPT_SEC_HEADER, p,
-		                         lazy && (type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS)};
+		                         lazy && (type == CKPT_SEC_BLOCKS || type == CKPT_SEC_PINS),
+		                         NULL, 0};
 		if (get_le32(p + 4) != 0 || (s.flags & ~CKPT_SEC_F_SKIPPABLE) != 0 || type == 0)
 			return cs_fail(CS_ECORRUPT, "checkpoint: section %u has a bad header", i);
 		if (s.len > len - off - CKPT_SEC_HEADER)
@@ -442,6 +503,8 @@ static int decode(const uint8_t *buf, size_t len, int lazy, struct ckpt *out)
 		}
 		if (out->sec[type].data != NULL)
 			return cs_fail(CS_ECORRUPT, "checkpoint: two %s sections", sec_name[type]);
+		if (type == CKPT_SEC_BLOCKS && (rc = find_leaves(buf, &s)) != 0)
+			return rc;
 		out->sec[type] = s;
 	}
 	if (off != len)
@@ -453,9 +516,8 @@ static int decode(const uint8_t *buf, size_t len, int lazy, struct ckpt *out)
 	const struct ckpt_section *st = &out->sec[CKPT_SEC_STATS];
 	if (st->count != 1 || st->len != CKPT_STATS_LEN)
 		return corrupt("stats section of the wrong size");
-	if ((rc = check_segments(out)) != 0 || (rc = check_entries(out, CKPT_SEC_BLOCKS)) != 0 ||
-	    (rc = check_entries(out, CKPT_SEC_PINS)) != 0 || (rc = check_names(out)) != 0 ||
-	    (rc = check_drops(out)) != 0)
+	if ((rc = check_segments(out)) != 0 || (rc = check_pins(out)) != 0 ||
+	    (rc = check_names(out)) != 0 || (rc = check_drops(out)) != 0)
 		return rc;
 	return 0;
 }
@@ -583,6 +645,26 @@ static void put(struct ckpt_writer *w, const void *data, size_t n, int hash)
 	}
 }
 
+/* BLOCKS entries held back from the leaves (K5). */
+struct ckpt_pending {
+	unsigned n;
+	uint8_t keys[2 * IDX_LEAF_CAP][CS_KEY_MAX];
+	struct idx_val vals[2 * IDX_LEAF_CAP];
+	uint8_t leaf[IDX_NODE_BYTES];
+};
+
+/* Writes the first n pending entries as a leaf, and moves the rest to the front. */
+static void put_leaf(struct ckpt_writer *w, unsigned n)
+{
+	struct ckpt_pending *q = w->pend;
+
+	idx_leaf_image(q->leaf, n, (const uint8_t (*)[CS_KEY_MAX])q->keys, q->vals);
+	put(w, q->leaf, IDX_NODE_BYTES, 1);
+	q->n -= n;
+	memmove(q->keys[0], q->keys[n], (size_t)q->n * CS_KEY_MAX);
+	memmove(&q->vals[0], &q->vals[n], q->n * sizeof(q->vals[0]));
+}
+
 int ckpt_write_begin(struct ckpt_writer *w, ckpt_write_fn write, void *ctx)
 {
 	static const uint8_t zero[CKPT_HEADER];
@@ -592,7 +674,8 @@ int ckpt_write_begin(struct ckpt_writer *w, ckpt_write_fn write, void *ctx)
 	w->ctx = ctx;
 	w->buf = malloc(CKPT_WBUF);
 	w->xs = XXH3_createState();
-	if (w->buf == NULL || w->xs == NULL) {
+	w->pend = malloc(sizeof(*w->pend));
+	if (w->buf == NULL || w->xs == NULL || w->pend == NULL) {
 		ckpt_write_abort(w);
 		return -ENOMEM;
 	}
@@ -602,18 +685,33 @@ int ckpt_write_begin(struct ckpt_writer *w, ckpt_write_fn write, void *ctx)
 
 void ckpt_section_begin(struct ckpt_writer *w, uint16_t type)
 {
-	static const uint8_t zero[CKPT_SEC_HEADER];
+	static const uint8_t zero[IDX_NODE_BYTES];
 
 	w->sec_off = w->off + w->fill;
 	w->sec_type = type;
 	w->sec_count = 0;
 	XXH3_64bits_reset(w->xs);
 	put(w, zero, CKPT_SEC_HEADER, 0); /* filled in by ckpt_section_end() */
+	if (type == CKPT_SEC_BLOCKS) { /* K5: the leaves start on a page of the file */
+		put(w, zero, (IDX_NODE_BYTES - (w->off + w->fill) % IDX_NODE_BYTES) % IDX_NODE_BYTES,
+		    1);
+		w->pend->n = 0;
+	}
 }
 
 void ckpt_put_entry(struct ckpt_writer *w, const uint8_t key[CS_KEY_MAX], const struct idx_val *v)
 {
 	uint8_t p[CKPT_ENTRY];
+
+	if (w->sec_type == CKPT_SEC_BLOCKS) { /* K5 */
+		struct ckpt_pending *q = w->pend;
+		if (q->n == 2 * IDX_LEAF_CAP)
+			put_leaf(w, IDX_LEAF_CAP);
+		memcpy(q->keys[q->n], key, CS_KEY_MAX);
+		q->vals[q->n++] = *v;
+		w->sec_count++;
+		return;
+	}
 	memcpy(p, key, CS_KEY_MAX);
 	put_le32(p + CS_KEY_MAX, v->seg);
 	put_le32(p + CS_KEY_MAX + 4, v->off);
@@ -682,6 +780,13 @@ void ckpt_put_drop(struct ckpt_writer *w, const struct rec_drop *d)
 void ckpt_section_end(struct ckpt_writer *w)
 {
 	uint8_t h[CKPT_SEC_HEADER];
+
+	/* K5: after a leaf written, more than IDX_LEAF_CAP are pending, so both halves of
+	 * two hold IDX_LEAF_MIN or more. */
+	if (w->sec_type == CKPT_SEC_BLOCKS && w->pend->n > IDX_LEAF_CAP)
+		put_leaf(w, (w->pend->n + 1) / 2);
+	if (w->sec_type == CKPT_SEC_BLOCKS && w->pend->n > 0)
+		put_leaf(w, w->pend->n);
 	uint64_t len = w->off + w->fill - w->sec_off - CKPT_SEC_HEADER;
 
 	memset(h, 0, sizeof(h));
@@ -713,6 +818,8 @@ void ckpt_write_abort(struct ckpt_writer *w)
 {
 	free(w->buf);
 	XXH3_freeState(w->xs);
+	free(w->pend);
 	w->buf = NULL;
 	w->xs = NULL;
+	w->pend = NULL;
 }

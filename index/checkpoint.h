@@ -22,11 +22,11 @@
 #define CKPT_FILE       "checkpoint"
 #define CKPT_TMP_FILE   "checkpoint.tmp"
 #define CKPT_MAGIC      "CIDSTCKP"
-#define CKPT_VERSION    3u  /* the format version that last changed the file */
+#define CKPT_VERSION    5u  /* the format version that last changed the file */
 #define CKPT_HEADER     96u /* bytes of the file header */
 #define CKPT_SEC_HEADER 32u /* bytes of a section header */
 #define CKPT_SECTIONS_MAX 64u
-#define CKPT_ENTRY      (CS_KEY_MAX + 16u) /* a block or pin entry: key, seg, off, len, codec */
+#define CKPT_ENTRY      (CS_KEY_MAX + 16u) /* a pin entry: key, seg, off, len, codec */
 #define CKPT_SEG_ENTRY  16u
 #define CKPT_NAME_META  28u
 #define CKPT_DROP_ENTRY 24u
@@ -72,7 +72,11 @@ struct ckpt_section {
 	uint64_t len;
 	const uint8_t *data; /* NULL when the section is absent */
 	const uint8_t *hdr;  /* its CKPT_SEC_HEADER bytes */
-	int unverified;      /* its checksum is left to a cursor (ckpt_decode_lazy, K4) */
+	int unverified;      /* its checksum is left to the loader (ckpt_decode_lazy, K4) */
+	/* BLOCKS only: its leaves (IDX_NODE_BYTES each, at a file offset that is a multiple of
+	 * IDX_NODE_BYTES, so at a page of a mapping of the file) and how many. */
+	const uint8_t *leaves;
+	size_t nleaves;
 };
 
 struct ckpt {
@@ -99,19 +103,20 @@ struct ckpt_name {
 	uint32_t seg, off; /* where its REC_NAME_SET lies */
 };
 
-/* Checks the whole file in buf (len bytes, borrowed; out borrows from it): header, every
- * section's checksum and layout, names strictly increasing with their positions inside the
- * log, dropped ranges ordered and before the start; of BLOCKS and PINS only their
- * sizes (ckpt_entry_get() checks the entries). Never reads outside buf, never allocates.
+/* Checks the whole file in buf (len bytes, borrowed, aligned as malloc aligns: BLOCKS'
+ * leaves are read in place as the B+tree's nodes; out borrows from it): header, every section's checksum and layout, names
+ * strictly increasing with their positions inside the log, dropped ranges ordered and before
+ * the start; of BLOCKS and PINS only their sizes (ckpt_leaf_get() and ckpt_entry_get() check
+ * the entries). Never reads outside buf, never allocates.
  * Errors, each with a message naming what is wrong: CS_ECORRUPT (damage, or a file that
  * breaks a rule of the format), CS_EVERSION (a newer version, or a section type unknown to
  * this version without the skippable flag). */
 int ckpt_decode(const uint8_t *buf, size_t len, struct ckpt *out);
 
-/* ckpt_decode() but for the checksums of BLOCKS and PINS, which are left unverified for a
- * cursor to check while the entries are loaded (K4): every other check is made. A store's
- * open loads through it; the entries are not to be trusted before ckpt_cursor_end() of each
- * of the two sections returned 0. Errors: as ckpt_decode(). */
+/* ckpt_decode() but for the checksums of BLOCKS and PINS, which are left unverified for the
+ * loader to check while the entries are loaded (K4): every other check is made. A store's
+ * open loads through it; the entries are not to be trusted before ckpt_section_verify() of
+ * BLOCKS and ckpt_cursor_end() of PINS returned 0. Errors: as ckpt_decode(). */
 int ckpt_decode_lazy(const uint8_t *buf, size_t len, struct ckpt *out);
 
 /* Recomputes every checksum of the checkpoint image buf[0..len) where its layout puts them:
@@ -121,16 +126,43 @@ int ckpt_decode_lazy(const uint8_t *buf, size_t len, struct ckpt *out);
  * (those before it are sealed, and the header too). */
 int ckpt_reseal(uint8_t *buf, size_t len);
 
-/* Reads the entries of a decoded BLOCKS or PINS section in runs, in order, checking each as
+/* Checks the checksum of section type, which ckpt_decode_lazy() left unverified (a no-op
+ * for one it checked). Errors: CS_ECORRUPT (mismatch). */
+int ckpt_section_verify(const struct ckpt *c, int type);
+
+/* The segment an entry's position was last checked against, for a walk over entries that
+ * mostly point into few segments; {0, 0} to begin with. */
+struct ckpt_seg_memo {
+	uint32_t id, end; /* id 0: none yet (segment ids start at 1) */
+};
+
+/* Leaf j (< nleaves) of a decoded BLOCKS section: its bytes, a leaf image (btree.h). */
+const uint8_t *ckpt_leaf_at(const struct ckpt *c, size_t j);
+
+/* Checks the values of the n entries of BLOCKS leaf j that idx_leaf_view() found at vals:
+ * each position inside the log c lists and before its end mark, each length at most
+ * CS_BLOCK_MAX. That the leaf is well formed and its keys increase, within and across leaves,
+ * is the B+tree's to check (idx_adopt_part() does). Errors: CS_ECORRUPT naming the leaf and
+ * entry. */
+int ckpt_leaf_check(const struct ckpt *c, size_t j, unsigned n, const struct idx_val *vals,
+		    struct ckpt_seg_memo *m);
+
+/* Leaf j of BLOCKS read with idx_leaf_view() and checked with ckpt_leaf_check(). Errors:
+ * CS_ECORRUPT naming the leaf. */
+int ckpt_leaf_get(const struct ckpt *c, size_t j, unsigned *n, const uint8_t (**keys)[CS_KEY_MAX],
+		  const struct idx_val **vals);
+
+/* Reads the entries of a decoded PINS section in runs, in order, checking each as
  * ckpt_entry_get() does, and the section's checksum when ckpt_decode_lazy() left it
- * unverified (K4). */
+ * unverified (K4). Since version 5 PINS is the only section of 50-byte entries: the type
+ * arguments below must be CKPT_SEC_PINS. */
 struct ckpt_cursor {
 	const struct ckpt *c; /* borrowed */
 	int type;             /* CKPT_SEC_BLOCKS or CKPT_SEC_PINS */
 	size_t next;          /* the next entry to hand out */
 	size_t end;           /* the entry after the cursor's range */
 	void *xs;             /* owned XXH3 state; NULL when the checksum was checked already */
-	uint32_t seg_id, seg_end; /* the last segment an entry pointed into, and its end */
+	struct ckpt_seg_memo memo;
 };
 
 /* A cursor over the whole section. Errors: -ENOMEM. */
@@ -154,14 +186,13 @@ int ckpt_cursor_end(struct ckpt_cursor *k);
 /* Frees a cursor without the check (a load that failed before the end). */
 void ckpt_cursor_free(struct ckpt_cursor *k);
 
-/* Entry i of a decoded BLOCKS or PINS section, without checks. */
+/* Entry i of a decoded PINS section, without checks. */
 void ckpt_entry_at(const struct ckpt_section *s, size_t i, uint8_t key[CS_KEY_MAX],
 		   struct idx_val *v);
 
-/* Entry i (< count) of c's section type (CKPT_SEC_BLOCKS or CKPT_SEC_PINS), checked: its
- * position lies inside the log c lists and before its end mark, a block's length is at most
- * CS_BLOCK_MAX, a pin's kind and CID version are known. That keys strictly increase is the
- * caller's to check (idx_load() does). Errors: CS_ECORRUPT naming the entry. */
+/* Entry i (< count) of c's PINS section, checked: its position lies inside the log c lists
+ * and before its end mark, its kind and CID version are known. That keys strictly increase is
+ * the caller's to check (idx_load() does). Errors: CS_ECORRUPT naming the entry. */
 int ckpt_entry_get(const struct ckpt *c, int type, size_t i, uint8_t key[CS_KEY_MAX],
 		   struct idx_val *v);
 
@@ -187,7 +218,8 @@ typedef int (*ckpt_write_fn)(void *ctx, const void *buf, size_t len, uint64_t of
 
 /* Writes a checkpoint from offset 0 through one buffer and a ckpt_write_fn: sections one after
  * another, then the header. A write error is kept and returned by ckpt_write_finish(); the
- * calls in between need no checks, and write nothing more once one failed. */
+ * calls in between need no checks, and write nothing more once one failed. ckpt_put_entry()
+ * into BLOCKS gathers the entries into leaves (K5 of checkpoint.c). */
 struct ckpt_writer {
 	ckpt_write_fn write;
 	void *ctx;          /* borrowed: write's first argument */
@@ -200,6 +232,7 @@ struct ckpt_writer {
 	uint64_t sec_count;
 	uint32_t nsections;
 	int err;            /* first error, 0 if none */
+	struct ckpt_pending *pend; /* owned: BLOCKS entries not yet in a leaf written (K5) */
 };
 
 /* Errors: -ENOMEM. */

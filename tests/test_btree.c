@@ -1201,10 +1201,10 @@ static void test_adopt(void **state)
 	}
 
 	/* Refusals, most at leaf 400 of 601: in part 1, which begins at 40% of the leaves. */
-	for (int pass = 0; pass < 7; pass++) {
+	for (int pass = 0; pass < 8; pass++) {
 		size_t n = 81 * 600 + 7, nl;
 		uint8_t *map = leaf_images(n, &nl), *leaf = map + 400 * IDX_NODE_BYTES;
-		struct adopt_src src = {pass == 6 ? 400 : SIZE_MAX, 0, 0, ""};
+		struct adopt_src src = {pass == 7 ? 400 : SIZE_MAX, 0, 0, ""};
 		struct idx *t = new_tree();
 		struct idx_load *ld;
 
@@ -1214,6 +1214,7 @@ static void test_adopt(void **state)
 		case 1: leaf[9] = 1; break;                                /* a zero byte */
 		case 2: leaf[0] = IDX_LEAF_CAP + 1; break;                 /* too many */
 		case 3: leaf[0] = IDX_LEAF_MIN - 1; break;                 /* too few (I4) */
+		case 6: leaf[IDX_NODE_BYTES - 1] = 1; break;               /* past the keys */
 		case 4: memcpy(leaf + 16 + 16 * IDX_LEAF_CAP + 5 * IDX_KEY, /* order in a leaf */
 			       leaf + 16 + 16 * IDX_LEAF_CAP + 4 * IDX_KEY, IDX_KEY);
 			break;
@@ -1229,8 +1230,8 @@ static void test_adopt(void **state)
 			break;
 		}
 		}
-		assert_int_equal(adopt_in_parts(t, map, nl, &src), pass == 6 ? -EIO : CS_ECORRUPT);
-		if (pass < 5 && !strstr(src.msg, "leaf 400"))
+		assert_int_equal(adopt_in_parts(t, map, nl, &src), pass == 7 ? -EIO : CS_ECORRUPT);
+		if (pass != 5 && pass != 7 && !strstr(src.msg, "leaf 400"))
 			fail_msg("pass %d: \"%s\" does not name leaf 400", pass, src.msg);
 		assert_int_equal(idx_count(t), 0);
 		assert_check(t);

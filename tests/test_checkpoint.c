@@ -332,6 +332,38 @@ static void test_reopen_equals_full_replay(void **state)
 	free_tables(&b);
 }
 
+/* A store opened from a checkpoint keeps that file's leaves as its block index (C5 of
+ * engine/ckpt.c) after a new checkpoint replaced the file, through puts, deletes, a GC that
+ * repacks the tree and gives pages back, and a second replacement (whose old file is freed as
+ * usual, C6); the tables equal a full replay's throughout, and so does the next open. */
+static void test_leaves_outlive_their_file(void **state)
+{
+	struct tables a, b;
+
+	build(300);
+	cs_store *s = open_at(dir);
+	CHECK(cs_checkpoint(s)); /* the file the leaves came from loses its name */
+	populate(s, 3000, 400);
+	cs_gc_stat g;
+	CHECK(cs_gc(s, &g));
+	assert_true(g.swept_blocks > 0);
+	CHECK(cs_checkpoint(s));
+	populate(s, 5000, 100);
+	snap(s, &a); /* cs_store_verify() reads every block through the index */
+	CHECK(cs_store_close(s));
+	full_replay(dir, &b);
+	same_tables(&a, &b);
+	free_tables(&a);
+	s = open_at(dir);
+	snap(s, &a);
+	assert_int_equal(a.st.replayed_records, 0);
+	assert_string_equal(warned, "");
+	CHECK(cs_store_close(s));
+	same_tables(&a, &b);
+	free_tables(&a);
+	free_tables(&b);
+}
+
 /* Everything after a checkpoint is replayed over it: a crash image taken with the store open
  * (sync mode: what returned is on disk) opens from its checkpoint to the full replay. */
 static void test_changes_after_checkpoint(void **state)
@@ -737,6 +769,24 @@ static void reseal(uint8_t *p, size_t len)
 	assert_true(ckpt_reseal(p, len) >= 0);
 }
 
+/* The value of block entry i (counting across the leaves) of the decoded checkpoint c, where
+ * it lies in the image c was decoded from. */
+static struct idx_val *block_entry(const struct ckpt *c, size_t i)
+{
+	/* Bounded by the leaves; each holds one entry at least (idx_leaf_view). */
+	for (size_t j = 0; j < c->sec[CKPT_SEC_BLOCKS].nleaves; j++) {
+		const uint8_t (*keys)[CS_KEY_MAX];
+		const struct idx_val *vals;
+		unsigned n;
+		CHECK(idx_leaf_view(ckpt_leaf_at(c, j), &n, &keys, &vals));
+		if (i < n)
+			return (struct idx_val *)&vals[i];
+		i -= n;
+	}
+	fail_msg("no block entry %zu", i);
+	return NULL;
+}
+
 /* A store over several segments, its blocks and pins interleaved among them in key order:
  * the open from its checkpoint adds each segment's live bytes as a full replay does (the
  * loader sums runs of one segment, and looks segment ends up once per change of segment).
@@ -771,19 +821,16 @@ static void test_many_segments(void **state)
 	struct ckpt_seg first;
 	ckpt_seg_at(&c.sec[CKPT_SEC_SEGMENTS], 0, &first);
 	assert_true(first.id < c.h.start_seg);
-	size_t at = SIZE_MAX;
-	for (size_t i = 1; i < sb->count && at == SIZE_MAX; i++) {
-		uint8_t k[CS_KEY_MAX];
-		struct idx_val v0, v1;
-		ckpt_entry_at(sb, i - 1, k, &v0);
-		ckpt_entry_at(sb, i, k, &v1);
-		if (v0.seg == c.h.start_seg && v1.seg == first.id)
-			at = i;
+	struct idx_val *at = NULL;
+	for (size_t i = 1; i < sb->count && at == NULL; i++) {
+		struct idx_val *v0 = block_entry(&c, i - 1), *v1 = block_entry(&c, i);
+		if (v0->seg == c.h.start_seg && v1->seg == first.id)
+			at = v1;
 	}
-	assert_true(at != SIZE_MAX);
+	assert_non_null(at);
 	/* Offset: the first segment's end, before the end mark and inside the bounds of the
 	 * start segment (those of the end mark), where the entry before points. */
-	put_le32((uint8_t *)sb->data + at * CKPT_ENTRY + CS_KEY_MAX + 4, first.end);
+	at->off = first.end;
 	reseal(ck, len);
 	expect_refused(dir, ck, len, &b, "an offset past its segment's end");
 	assert_non_null(strstr(warned, "position outside the log"));
@@ -794,10 +841,10 @@ static void test_many_segments(void **state)
 
 /* A block table large enough to load in two parts on two threads (C5 of engine/ckpt.c), over
  * several segments: the open equals the full replay, live bytes per segment included (the
- * helper thread sums its part in a table of its own); damage in either part is refused,
- * a payload byte by the checksum (the main thread hashes the helper's part too, K4 of
- * checkpoint.c) and a resealed bad entry by the helper's own check, its message carried
- * over to the warning. */
+ * helper thread sums its part in a table of its own); damage near either end is refused,
+ * a payload byte by the checksum (the main thread hashes the whole table, K4 of
+ * checkpoint.c) and a resealed bad entry by the helper's check of the leaves, its message
+ * carried over to the warning. */
 static void test_two_part_load(void **state)
 {
 	struct tables a, b;
@@ -826,17 +873,16 @@ static void test_two_part_load(void **state)
 	uint8_t *good = read_ckpt(dir, &len), *bad = malloc(len);
 	struct ckpt c;
 	CHECK(ckpt_decode(good, len, &c));
-	const struct ckpt_section *sb = &c.sec[CKPT_SEC_BLOCKS];
-	size_t base = (size_t)(sb->data - good);
-	/* Entries near the start (the main thread's) and near the end (the helper's). */
 	const size_t at[] = {10, (size_t)n - 10};
 	for (int k = 0; k < 2; k++) {
+		/* Where entry at[k] lies in the image, as an offset: bad is decoded nowhere. */
+		size_t v = (size_t)((uint8_t *)block_entry(&c, at[k]) - good);
 		memcpy(bad, good, len);
-		bad[base + at[k] * CKPT_ENTRY + CS_KEY_MAX + 12] ^= 0x04; /* codec: only hashed */
+		bad[v + 12] ^= 0x04; /* codec: only hashed */
 		expect_refused(dir, bad, len, &b, "a payload byte of the block table");
 		assert_non_null(strstr(warned, "checksum mismatch"));
 		memcpy(bad, good, len);
-		put_le32(bad + base + at[k] * CKPT_ENTRY + CS_KEY_MAX + 8, CS_BLOCK_MAX + 1);
+		put_le32(bad + v + 8, CS_BLOCK_MAX + 1);
 		reseal(bad, len);
 		expect_refused(dir, bad, len, &b, "a block longer than CS_BLOCK_MAX");
 		assert_non_null(strstr(warned, "longer than CS_BLOCK_MAX"));
@@ -891,10 +937,16 @@ static void test_damage_under_checkpoint(void **state)
 
 /* ---- The worked example of docs/FORMAT.md 12.6 ------------------------------------------ */
 
+/* As hexdump -C prints it, a line that repeats the one before as one '*' for the run. */
 static void hexdump(const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i += 16) {
 		char asc[17];
+		if (i >= 16 && i + 16 <= n && memcmp(p + i, p + i - 16, 16) == 0) {
+			if (i < 32 || memcmp(p + i - 16, p + i - 32, 16) != 0)
+				printf("*\n");
+			continue;
+		}
 		printf("%08zx ", i);
 		for (size_t k = 0; k < 16; k++) {
 			if (k == 8)
@@ -926,7 +978,8 @@ static void test_format_example(void **state)
 	    0x2a, 0xc5, 0xb9, 0xe2, 0x9e, 0x1b, 0x16, 0x1e, 0x5c, 0x1f, 0xa7,
 	    0x42, 0x5e, 0x73, 0x04, 0x33, 0x62, 0x93, 0x8b, 0x98, 0x24};
 	uint8_t key[CS_KEY_MAX] = {0x00, 0x12}, cid[36] = {0x01, 0x55, 0x12, 0x20};
-	static uint8_t doc[1024], made[1024];
+	/* Aligned as a mapping is: the decoder reads the leaves in place. */
+	static _Alignas(4096) uint8_t doc[16384], made[16384], ext[16384 + 64];
 	const int64_t t2026 = 0x18867251edfa0000;
 
 	memcpy(key + 2, digest, 32);
@@ -986,12 +1039,15 @@ static void test_format_example(void **state)
 	assert_int_equal(c.h.end_seq, 3);
 	assert_int_equal(c.h.last_sum, rh.checksum);
 	assert_int_equal(c.sec[CKPT_SEC_BLOCKS].count, 1);
-	uint8_t k[CS_KEY_MAX];
-	struct idx_val v;
-	ckpt_entry_at(&c.sec[CKPT_SEC_BLOCKS], 0, k, &v);
-	assert_memory_equal(k, key, CS_KEY_MAX);
-	assert_int_equal(v.off, 64);
-	assert_int_equal(v.len, 5);
+	assert_int_equal(c.sec[CKPT_SEC_BLOCKS].nleaves, 1);
+	unsigned nk;
+	const uint8_t (*keys)[CS_KEY_MAX];
+	const struct idx_val *vals;
+	CHECK(ckpt_leaf_get(&c, 0, &nk, &keys, &vals));
+	assert_int_equal(nk, 1);
+	assert_memory_equal(keys[0], key, CS_KEY_MAX);
+	assert_int_equal(vals[0].off, 64);
+	assert_int_equal(vals[0].len, 5);
 	struct ckpt_name nm;
 	assert_int_equal(ckpt_name_at(&c.sec[CKPT_SEC_NAMES], 0, &nm), 78);
 	assert_memory_equal(nm.name, "docs/hello.txt", 14);
@@ -1001,7 +1057,6 @@ static void test_format_example(void **state)
 	assert_int_equal(c.sec[CKPT_SEC_PINS].count, 0);
 	assert_int_equal(c.sec[CKPT_SEC_DROPS].count, 0);
 	/* The section of a later version: refused unless skippable. */
-	uint8_t ext[1024];
 	memcpy(ext, doc, m);
 	uint8_t sec[CKPT_SEC_HEADER] = {CKPT_SEC_KNOWN + 1};
 	memcpy(ext + m, sec, sizeof(sec));
@@ -1307,6 +1362,7 @@ int main(void)
 	    cmocka_unit_test(test_write_full_disk),
 	    cmocka_unit_test_setup_teardown(test_reopen_equals_full_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_changes_after_checkpoint, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_leaves_outlive_their_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fuzzy_checkpoint, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_checkpoint, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_newer_than_log, setup, teardown),

@@ -48,14 +48,15 @@ static inline void tu_copy_dir(const char *from, const char *to)
 }
 
 /* The bytes of the hex dump between docs/FORMAT.md's "<!-- TAG-begin -->" and
- * "<!-- TAG-end -->" markers, lines "OFFSET  HEX HEX ...  |ascii|", into out (cap bytes);
- * returns how many. Aborts, naming the line, on a missing file or marker, offsets that are
+ * "<!-- TAG-end -->" markers, lines "OFFSET  HEX HEX ...  |ascii|" and, as hexdump -C
+ * writes them, "*" for repeats of the line before up to the next line's offset, into out
+ * (cap bytes); returns how many. Aborts, naming the line, on a missing file or marker, offsets that are
  * not contiguous, a malformed byte or more than cap bytes. */
 static inline size_t tu_format_example(const char *tag, uint8_t *out, size_t cap)
 {
 	char path[512], line[256], begin[64], end_[64];
 	size_t n = 0;
-	int inside = 0;
+	int inside = 0, repeat = 0;
 
 	snprintf(begin, sizeof(begin), "<!-- %s-begin -->", tag);
 	snprintf(end_, sizeof(end_), "<!-- %s-end -->", tag);
@@ -74,8 +75,16 @@ static inline size_t tu_format_example(const char *tag, uint8_t *out, size_t cap
 			break;
 		if (!inside || line[0] == '`')
 			continue;
+		if (line[0] == '*') { /* hexdump -C: the line before repeats up to the next */
+			repeat = 1;
+			continue;
+		}
 		char *p = line, *end;
 		unsigned long at = strtoul(p, &end, 16);
+		/* Bounded by at <= cap; each pass adds 16 bytes. */
+		for (; repeat && n >= 16 && n % 16 == 0 && at > n && at <= cap; n += 16)
+			memcpy(out + n, out + n - 16, 16);
+		repeat = 0;
 		int ok = end == p + 8 && at == n; /* offsets are contiguous */
 		for (p = end; ok;) {
 			while (*p == ' ')
