@@ -891,6 +891,31 @@ static int load_entry(void *ctx, size_t i, unsigned cnt, uint8_t (*keys)[IDX_KEY
 	return 0;
 }
 
+/* Walks t in pieces of 1000 (idx_next_n), each starting after the last key of the one before,
+ * and finds the n entries load_entry() makes, in order. */
+static void assert_walk_loaded(const struct idx *t, size_t n)
+{
+	uint8_t(*keys)[IDX_KEY] = malloc(1000 * IDX_KEY);
+	struct idx_val vals[1000];
+	uint8_t key[IDX_KEY], after[IDX_KEY];
+	const uint8_t *from = NULL;
+	size_t seen = 0;
+
+	for (int got; (got = idx_next_n(t, from, keys, vals, 1000)) > 0;) {
+		for (int k = 0; k < got; k++, seen++) {
+			seq_key(key, seen * 2);
+			assert_memory_equal(keys[k], key, IDX_KEY);
+			assert_int_equal(vals[k].seg, (uint32_t)seen);
+		}
+		memcpy(after, keys[got - 1], IDX_KEY);
+		from = after;
+		if (got < 1000)
+			break;
+	}
+	assert_int_equal(seen, n);
+	free(keys);
+}
+
 /* A bulk load of n entries gives a tree that passes idx_check (fill, separators, leaves), holds
  * every entry, walks them in order in pieces (idx_next_n) and takes puts and deletes after.
  * Sizes around one leaf, one inner node's worth of leaves and a million. A key out of order
@@ -906,7 +931,7 @@ static void test_bulk_load(void **state)
 		size_t n = sizes[si];
 		struct load_src src = {SIZE_MAX, SIZE_MAX};
 		struct idx *t = new_tree();
-		uint8_t key[IDX_KEY], after[IDX_KEY];
+		uint8_t key[IDX_KEY];
 		struct idx_val v;
 
 		assert_int_equal(idx_load(t, n, load_entry, &src), 0);
@@ -919,21 +944,7 @@ static void test_bulk_load(void **state)
 			seq_key(key, i * 2 + 1);
 			assert_int_equal(idx_get(t, key, &v), CS_ENOTFOUND);
 		}
-		/* In pieces of 1000, each starting after the last key of the one before. */
-		size_t seen = 0;
-		const uint8_t *from = NULL;
-		for (int got; (got = idx_next_n(t, from, keys, vals, 1000)) > 0;) {
-			for (int k = 0; k < got; k++, seen++) {
-				seq_key(key, seen * 2);
-				assert_memory_equal(keys[k], key, IDX_KEY);
-				assert_int_equal(vals[k].seg, (uint32_t)seen);
-			}
-			memcpy(after, keys[got - 1], IDX_KEY);
-			from = after;
-			if (got < 1000)
-				break;
-		}
-		assert_int_equal(seen, n);
+		assert_walk_loaded(t, n);
 		/* The loaded tree takes changes like any other. */
 		for (size_t i = 0; i < n && i < 5000; i++) {
 			seq_key(key, i * 2 + 1);
@@ -1150,12 +1161,12 @@ static int adopt_in_parts(struct idx *t, uint8_t *map, size_t nleaves, struct ad
 static void test_adopt(void **state)
 {
 	static const size_t sizes[] = {0, 1, 81, 82, 163, 81 * 600 + 7, 1000000};
-	uint8_t key[IDX_KEY], after[IDX_KEY];
+	uint8_t key[IDX_KEY];
 	uint8_t(*keys)[IDX_KEY] = malloc(1000 * IDX_KEY);
 	struct idx_val v, vals[1000];
 
 	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
-		size_t n = sizes[si], nl, seen = 0;
+		size_t n = sizes[si], nl;
 		uint8_t *map = leaf_images(n, &nl);
 		struct adopt_src src = {SIZE_MAX, 0, 0, ""};
 		struct idx *t = new_tree();
@@ -1166,17 +1177,7 @@ static void test_adopt(void **state)
 		assert_int_equal(idx_count(t), n);
 		assert_check(t);
 		assert_true(idx_bytes(t) >= nl * IDX_NODE_BYTES);
-		const uint8_t *from = NULL;
-		for (int got; (got = idx_next_n(t, from, keys, vals, 1000)) > 0;) {
-			for (int k = 0; k < got; k++, seen++) {
-				seq_key(key, seen * 2);
-				assert_memory_equal(keys[k], key, IDX_KEY);
-				assert_int_equal(vals[k].seg, (uint32_t)seen);
-			}
-			memcpy(after, keys[got - 1], IDX_KEY);
-			from = after;
-		}
-		assert_int_equal(seen, n);
+		assert_walk_loaded(t, n);
 		/* Changes write the adopted leaves in place; deletes free some of them. */
 		for (size_t i = 0; i < n; i += 2) {
 			seq_key(key, i * 2 + 1);
