@@ -160,7 +160,7 @@ struct node {
 _Static_assert(offsetof(struct node, u) == NODE_HDR, "header size");
 _Static_assert(sizeof(struct node) <= NODE_BYTES, "a node fits its slot");
 _Static_assert(LEAF_CAP <= UINT16_MAX && INNER_CAP <= UINT16_MAX, "n is 16-bit");
-/* A leaf is the image btree.h describes, and a checkpoint stores (FORMAT.md, 12.4). */
+/* A leaf is the image btree.h describes, and a checkpoint stores (FORMAT.md, 12.3). */
 _Static_assert(LEAF_CAP == IDX_LEAF_CAP && LEAF_MIN == IDX_LEAF_MIN, "btree.h's leaf");
 _Static_assert(offsetof(struct node, u.leaf.vals) == 16 && sizeof(struct idx_val) == 16 &&
 		       offsetof(struct node, u.leaf.keys) == 16 + 16 * LEAF_CAP,

@@ -119,7 +119,7 @@ int idx_load_part(struct idx_load *ld, unsigned p,
 int idx_load_end(struct idx_load *ld, int rc);
 
 /* A leaf as the tree holds it, byte for byte: the form a checkpoint stores its block index in
- * (docs/FORMAT.md, section 12.4), so that open can use the file's leaves where they lie. A
+ * (docs/FORMAT.md, section 12.3), so that open can use the file's leaves where they lie. A
  * leaf of n entries: n (u16 little-endian), kind 1 (u8), 13 zero bytes, then IDX_LEAF_CAP
  * values (struct idx_val, four u32 little-endian each) of which the first n are used, then
  * IDX_LEAF_CAP keys of IDX_KEY bytes likewise, then zeros to IDX_NODE_BYTES. */

@@ -104,10 +104,11 @@ struct ckpt_name {
 };
 
 /* Checks the whole file in buf (len bytes, borrowed, aligned as malloc aligns: BLOCKS'
- * leaves are read in place as the B+tree's nodes; out borrows from it): header, every section's checksum and layout, names
- * strictly increasing with their positions inside the log, dropped ranges ordered and before
- * the start; of BLOCKS and PINS only their sizes (ckpt_leaf_get() and ckpt_entry_get() check
- * the entries). Never reads outside buf, never allocates.
+ * leaves are read in place as the B+tree's nodes; out borrows from it): header, every
+ * section's checksum and layout, names strictly increasing with their positions inside the
+ * log, dropped ranges ordered and before the start; of BLOCKS and PINS only their sizes
+ * (ckpt_leaf_get() and ckpt_entry_get() check the entries). Never reads outside buf, never
+ * allocates.
  * Errors, each with a message naming what is wrong: CS_ECORRUPT (damage, or a file that
  * breaks a rule of the format), CS_EVERSION (a newer version, or a section type unknown to
  * this version without the skippable flag). */
