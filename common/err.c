@@ -8,13 +8,17 @@
 
 static _Thread_local char errmsg[512];
 
+/* Formats into a buffer of its own first: an argument may be cs_errmsg() itself, a message
+ * that adds context to the one before ("leaf 7: ..."). */
 int cs_fail(int code, const char *fmt, ...)
 {
+	char msg[sizeof(errmsg)];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(errmsg, sizeof(errmsg), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(errmsg, msg, strlen(msg) + 1);
 	return code;
 }
 

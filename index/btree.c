@@ -1521,7 +1521,7 @@ int idx_adopt_part(struct idx_load *ld, unsigned p,
 		int rc = idx_leaf_view((const uint8_t *)ld->lv[j], &cnt, &keys, &vals);
 
 		if (rc != 0)
-			return cs_fail(rc, "btree: leaf %zu: %s", j, cs_errmsg());
+			return cs_fail(rc, "%s, in leaf %zu", cs_errmsg(), j);
 		if (ld->leaves > 1 && cnt < LEAF_MIN) /* I4 */
 			return cs_fail(CS_ECORRUPT, "btree: leaf %zu holds %u entries, fewer than "
 				       "%u", j, cnt, (unsigned)LEAF_MIN);

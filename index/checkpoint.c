@@ -306,7 +306,7 @@ int ckpt_leaf_get(const struct ckpt *c, size_t j, unsigned *n, const uint8_t (**
 	int rc = idx_leaf_view(ckpt_leaf_at(c, j), n, keys, vals);
 
 	if (rc != 0)
-		return cs_fail(rc, "checkpoint: blocks leaf %zu: %s", j, cs_errmsg());
+		return cs_fail(rc, "checkpoint: %s, in blocks leaf %zu", cs_errmsg(), j);
 	return ckpt_leaf_check(c, j, *n, *vals, &m);
 }
 
