@@ -1242,6 +1242,31 @@ static void test_adopt(void **state)
 		assert_check(t);
 		idx_destroy(t);
 	}
+
+	/* Before any leaf is looked at: a tree that is not empty refuses (CS_EINVAL), and one
+	 * that cannot get the room for the slab fails (-ENOMEM); either way the leaves' memory is
+	 * unmapped at once (mincore refuses an unmapped range) and the tree is as it was. */
+	for (int pass = 0; pass < 2; pass++) {
+		size_t nl;
+		unsigned char vec[1];
+		uint8_t *map = leaf_images(81 * 600 + 7, &nl);
+		struct idx *t = new_tree();
+		struct idx_load *ld;
+
+		seq_key(key, 1);
+		if (pass == 0)
+			assert_int_equal(idx_put(t, key, &v, NULL), 0);
+		else
+			idx_test_fail_slab(t, 1);
+		assert_int_equal(idx_adopt_begin(t, map, nl, 2, 40, &ld), pass == 0 ? CS_EINVAL
+										      : -ENOMEM);
+		assert_int_equal(mincore(map, IDX_NODE_BYTES, vec), -1);
+		assert_int_equal(idx_count(t), pass == 0 ? 1 : 0);
+		assert_check(t);
+		assert_int_equal(idx_put(t, key, &v, NULL), pass == 0 ? 1 : 0);
+		assert_check(t);
+		idx_destroy(t);
+	}
 	free(keys);
 }
 

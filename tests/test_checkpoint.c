@@ -533,6 +533,12 @@ static void expect_refused(const char *d, const uint8_t *ck, size_t len, const s
 	CHECK(cs_store_close(s));
 }
 
+/* Recomputes the checksums of every section and of the header, as the writer made them. */
+static void reseal(uint8_t *p, size_t len)
+{
+	assert_true(ckpt_reseal(p, len) >= 0);
+}
+
 /* Damage anywhere in the checkpoint is refused, never half used. */
 static void test_corrupt_checkpoint(void **state)
 {
@@ -582,6 +588,32 @@ static void test_corrupt_checkpoint(void **state)
 	bad = realloc(bad, len + 1);
 	bad[len] = 0;
 	expect_refused(dir, bad, len + 1, &want, "one byte more");
+	/* Resealed, so that the checks behind the checksums see them (K5 of checkpoint.c):
+	 * BLOCKS' padding, its count against its leaves, a leaf's header, a leaf's bytes past
+	 * its entries. */
+	const struct ckpt_section *sb = &c.sec[CKPT_SEC_BLOCKS];
+	size_t data = (size_t)(sb->data - good), leaf0 = (size_t)(sb->leaves - good);
+	assert_true(leaf0 > data && sb->nleaves >= 1);
+	const struct {
+		size_t at;
+		const char *msg;
+	} sealed[] = {
+	    {data + 5, "padding is not zero"},
+	    {data - CKPT_SEC_HEADER + 8, "count disagrees with its leaves"},
+	    {leaf0 + 2, "not a leaf's header"},
+	    {leaf0 + IDX_NODE_BYTES - 1, "bytes past them"},
+	};
+	for (size_t k = 0; k < sizeof(sealed) / sizeof(sealed[0]); k++, cases++) {
+		memcpy(bad, good, len);
+		if (k == 1)
+			put_le64(bad + sealed[k].at, (uint64_t)sb->nleaves * IDX_LEAF_CAP + 1);
+		else
+			bad[sealed[k].at] ^= 0x02;
+		reseal(bad, len);
+		expect_refused(dir, bad, len, &want, sealed[k].msg);
+		if (strstr(warned, sealed[k].msg) == NULL)
+			fail_msg("expected \"%s\" in the warning \"%s\"", sealed[k].msg, warned);
+	}
 	print_message("corrupt checkpoints refused: %d\n", cases);
 
 	/* A checkpoint of another store: valid, but not this log's. */
@@ -763,12 +795,6 @@ static void open_matches_replay(const char *d, struct tables *a, struct tables *
 	CHECK(cs_store_close(s));
 	full_replay(d, b);
 	same_tables(a, b);
-}
-
-/* Recomputes the checksums of every section and of the header, as the writer made them. */
-static void reseal(uint8_t *p, size_t len)
-{
-	assert_true(ckpt_reseal(p, len) >= 0);
 }
 
 /* The value of block entry i (counting across the leaves) of the decoded checkpoint c, where
