@@ -722,8 +722,8 @@ static int blocks_begin(cs_store *s, const struct ckpt *c, unsigned parts, struc
 		               IDX_NODE_BYTES, page);
 	fb->given = (uint8_t *)sec->leaves; /* the mapping is writable: file_buf */
 	fb->given_len = sec->nleaves * IDX_NODE_BYTES;
-	return idx_adopt_begin(s->idx, fb->given, sec->nleaves, parts, CKPT_BLOCKS_SHARE0,
-	                       &l[0].ld);
+	return idx_adopt_begin(s->idx, fb->given, sec->nleaves, (size_t)sec->count, parts,
+	                       CKPT_BLOCKS_SHARE0, &l[0].ld);
 }
 
 /* Loads the BLOCKS (pins 0) or PINS table; its entries are trusted only once this returned 0,

@@ -96,7 +96,8 @@ static int adopt(const struct ckpt *c, unsigned parts, unsigned share0, int lazy
 	struct idx_load *ld;
 	struct idx *t;
 	CHECK(idx_create(&t) == 0);
-	int rc = idx_adopt_begin(t, leaves_copy(c), c->sec[CKPT_SEC_BLOCKS].nleaves, parts, share0,
+	const struct ckpt_section *s = &c->sec[CKPT_SEC_BLOCKS];
+	int rc = idx_adopt_begin(t, leaves_copy(c), s->nleaves, (size_t)s->count, parts, share0,
 	                         &ld);
 	CHECK(rc == 0);
 	if (ld != NULL) {

@@ -1180,7 +1180,7 @@ struct idx_load {
 	uint8_t *big;                             /* the slab of lv[0..nbig), or NULL */
 	size_t nbig;
 	/* Adopted (idx_adopt_begin): big is the caller's leaves, t's last slab, nbig of them all;
-	 * n is unknown until each part counted its entries in part_n. */
+	 * each part counts its entries in part_n, which must add up to n. */
 	bool adopted;
 	size_t part_n[IDX_LOAD_PARTS_MAX];
 	struct node *lv[]; /* the leaves, then (in idx_load_end) the inner nodes */
@@ -1367,9 +1367,11 @@ int idx_load_end(struct idx_load *ld, int rc)
 				 : cs_fail(CS_ECORRUPT, "btree: bulk load entry %zu is not above the "
 						    "one before it", leaf_first(ld, j));
 	}
-	if (ld->adopted)
-		for (unsigned p = 0; p < ld->parts; p++)
-			ld->n += ld->part_n[p];
+	size_t held = 0;
+	for (unsigned p = 0; ld->adopted && p < ld->parts; p++)
+		held += ld->part_n[p];
+	if (rc == 0 && ld->adopted && held != ld->n)
+		rc = cs_fail(CS_ECORRUPT, "btree: the leaves hold %zu entries, not %zu", held, ld->n);
 	if (rc == 0 && (mins = malloc(ld->leaves * sizeof(*mins))) == NULL)
 		rc = -ENOMEM;
 	if (rc != 0) {
@@ -1460,7 +1462,7 @@ int idx_leaf_view(const uint8_t img[IDX_NODE_BYTES], unsigned *n,
 	return 0;
 }
 
-int idx_adopt_begin(struct idx *t, uint8_t *leaves, size_t nleaves, unsigned parts,
+int idx_adopt_begin(struct idx *t, uint8_t *leaves, size_t nleaves, size_t n, unsigned parts,
 		    unsigned share0, struct idx_load **out)
 {
 	size_t bytes = nleaves * NODE_BYTES, inner = 0;
@@ -1486,7 +1488,7 @@ int idx_adopt_begin(struct idx *t, uint8_t *leaves, size_t nleaves, unsigned par
 	if ((rc = pool_reserve(t, inner)) != 0 || (rc = slab_room(t, bytes)) != 0)
 		goto fail;
 	slab_count(t, leaves, bytes, SLAB_ADOPTED);
-	*ld = (struct idx_load){t, 0, nleaves, inner, height, parts, {0}, leaves, nleaves, true, {0}};
+	*ld = (struct idx_load){t, n, nleaves, inner, height, parts, {0}, leaves, nleaves, true, {0}};
 	for (size_t j = 0; j < nleaves; j++)
 		ld->lv[j] = (struct node *)(leaves + j * NODE_BYTES);
 	node_free(t, t->root); /* the empty root leaf; the reservation still holds */

@@ -139,7 +139,7 @@ int idx_leaf_view(const uint8_t img[IDX_NODE_BYTES], unsigned *n,
 		  const uint8_t (**keys)[IDX_KEY], const struct idx_val **vals);
 
 /* A bulk load whose leaves exist already: the nleaves leaf images (idx_leaf_image) at leaves,
- * page-aligned, which become the tree's leaves in place, and the memory they lie in the
+ * page-aligned, holding n entries in all, which become the tree's leaves in place, and the memory they lie in the
  * tree's, from this call on whatever it returns: a private writable mapping (of a file, or
  * anonymous) of nleaves * IDX_NODE_BYTES bytes, which the tree writes to as to its own nodes
  * and unmaps in idx_destroy(), or at once when the load fails. The parts go as idx_load()'s
@@ -148,9 +148,10 @@ int idx_leaf_view(const uint8_t img[IDX_NODE_BYTES], unsigned *n,
  * order and fill (I4: a single leaf may hold any number of entries, the others at least
  * IDX_LEAF_MIN), and calls check(ctx, j, cnt, keys, vals) for each leaf j of the part in
  * order, for checks of the caller's; a nonzero return stops the part and is returned.
- * idx_load_end() ends the load as for idx_load_begin(). Errors: as idx_load_begin() and
+ * idx_load_end() ends the load as for idx_load_begin(), and refuses leaves that do not hold
+ * n entries in all (CS_ECORRUPT). Errors: as idx_load_begin() and
  * idx_load_part(), the messages naming the leaf. */
-int idx_adopt_begin(struct idx *t, uint8_t *leaves, size_t nleaves, unsigned parts,
+int idx_adopt_begin(struct idx *t, uint8_t *leaves, size_t nleaves, size_t n, unsigned parts,
 		    unsigned share0, struct idx_load **ld);
 size_t idx_load_part_leaf(const struct idx_load *ld, unsigned p);
 int idx_adopt_part(struct idx_load *ld, unsigned p,

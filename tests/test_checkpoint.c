@@ -589,24 +589,27 @@ static void test_corrupt_checkpoint(void **state)
 	bad[len] = 0;
 	expect_refused(dir, bad, len + 1, &want, "one byte more");
 	/* Resealed, so that the checks behind the checksums see them (K5 of checkpoint.c):
-	 * BLOCKS' padding, its count against its leaves, a leaf's header, a leaf's bytes past
-	 * its entries. */
+	 * BLOCKS' padding, its count against what its leaves can hold and against what they
+	 * hold, a leaf's header, a leaf's bytes past its entries. */
 	const struct ckpt_section *sb = &c.sec[CKPT_SEC_BLOCKS];
 	size_t data = (size_t)(sb->data - good), leaf0 = (size_t)(sb->leaves - good);
 	assert_true(leaf0 > data && sb->nleaves >= 1);
+	const size_t count_at = data - CKPT_SEC_HEADER + 8;
 	const struct {
 		size_t at;
+		uint64_t count; /* written at count_at, or 0: flip a bit at at */
 		const char *msg;
 	} sealed[] = {
-	    {data + 5, "padding is not zero"},
-	    {data - CKPT_SEC_HEADER + 8, "count disagrees with its leaves"},
-	    {leaf0 + 2, "not a leaf's header"},
-	    {leaf0 + IDX_NODE_BYTES - 1, "bytes past them"},
+	    {data + 5, 0, "padding is not zero"},
+	    {0, (uint64_t)sb->nleaves * IDX_LEAF_CAP + 1, "count disagrees with its leaves"},
+	    {0, sb->count - 1, "the leaves hold"},
+	    {leaf0 + 2, 0, "not a leaf's header"},
+	    {leaf0 + IDX_NODE_BYTES - 1, 0, "bytes past them"},
 	};
 	for (size_t k = 0; k < sizeof(sealed) / sizeof(sealed[0]); k++, cases++) {
 		memcpy(bad, good, len);
-		if (k == 1)
-			put_le64(bad + sealed[k].at, (uint64_t)sb->nleaves * IDX_LEAF_CAP + 1);
+		if (sealed[k].count != 0)
+			put_le64(bad + count_at, sealed[k].count);
 		else
 			bad[sealed[k].at] ^= 0x02;
 		reseal(bad, len);
